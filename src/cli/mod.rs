@@ -1,0 +1,164 @@
+//! Command-line definitions (clap derive) and printing; no logic. Each command is a
+//! file here with its args and an `exec` that calls one `ops` function.
+
+mod completion;
+mod list;
+mod version;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::home::{self, Home};
+use crate::profile::{DEFAULT_PROFILE, Profile, ProfileName};
+use crate::reason;
+
+/// Provision VM-based Kubernetes lab clusters on libvirt/QEMU-KVM and VirtualBox.
+#[derive(Debug, Parser)]
+#[command(name = "kubelab", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The profile (cluster) to act on.
+    #[arg(short, long, global = true, env = "KUBELAB_PROFILE", default_value = DEFAULT_PROFILE)]
+    profile: String,
+
+    /// Where kubelab keeps profiles and its image cache.
+    ///
+    /// Default: `~/.kubelab` (`%USERPROFILE%\.kubelab` on Windows).
+    #[arg(long, global = true, env = "KUBELAB_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+
+    /// Wait for a busy profile or cache entry instead of failing.
+    ///
+    /// Without it, a command that finds another kubelab holding the lock fails at once
+    /// and names the holder's PID.
+    #[arg(long, global = true)]
+    wait: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The output formats of `-o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List profiles.
+    List,
+    /// Print a shell completion script.
+    Completion(completion::CompletionArgs),
+    /// Print kubelab's version.
+    Version,
+}
+
+/// What every command gets: the resolved global options.
+pub struct Ctx {
+    home: Home,
+    profile: String,
+    output: OutputFormat,
+    wait: bool,
+}
+
+impl Ctx {
+    /// The selected profile, its name validated (nothing is created).
+    pub fn profile(&self) -> Result<Profile, crate::Error> {
+        let name: ProfileName = self.profile.parse()?;
+        Ok(Profile::new(&self.home, name))
+    }
+
+    /// Writes `value` as pretty JSON on stdout.
+    fn print_json(&self, value: &impl serde::Serialize) -> Result<(), crate::Error> {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, value)
+            .map_err(|e| crate::Error::Output(e.into()))?;
+        writeln!(out).map_err(crate::Error::Output)
+    }
+}
+
+/// Parses the command line, runs the command and reports a failure.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    // reqwest is built without a default TLS provider; ring builds fast and is enough.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report(&err);
+            ExitCode::from(reason::exit_code(&err))
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), crate::Error> {
+    let home = match cli.home {
+        Some(dir) => Home::new(dir),
+        None => Home::new(
+            home::default_root(cfg!(windows), |var| std::env::var_os(var))
+                .ok_or(crate::Error::NoHome)?,
+        ),
+    };
+    let ctx = Ctx { home, profile: cli.profile, output: cli.output, wait: cli.wait };
+    match cli.command {
+        Command::List => list::exec(&ctx),
+        Command::Completion(args) => completion::exec(args),
+        Command::Version => version::exec(&ctx),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBELAB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Prints `error: ...`, each cause as `caused by: ...`, and the reason's hint.
+fn report(err: &crate::Error) {
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(out, "error: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let _ = writeln!(out, "caused by: {cause}");
+        source = cause.source();
+    }
+    if let Some(r) = reason::reason(err) {
+        let _ = writeln!(out, "hint ({}): {}", r.id, r.advice);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,304 @@
+//! Profiles: one cluster each, a directory `<home>/profiles/<name>/` (mode 0700) holding
+//! its state file `profile.json` (written atomically, mode 0600) and its `lock`, taken by
+//! every command that changes the profile.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::fsutil;
+use crate::home::Home;
+use crate::lock::{self, FileLock, LockError};
+
+/// The default profile name (also the control-plane node's name).
+pub const DEFAULT_PROFILE: &str = "kubelab";
+/// Longest profile name: leaves room for node suffixes (`-m02`) and libvirt/VirtualBox
+/// object prefixes within the 63-character DNS label limit.
+pub const MAX_NAME_LEN: usize = 40;
+const STATE_FILE: &str = "profile.json";
+
+/// Errors about profiles.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The name is not a DNS-1123 label of at most [`MAX_NAME_LEN`] characters.
+    #[error("invalid profile name {name:?}: {why}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// What rule it breaks.
+        why: &'static str,
+    },
+    /// The profile has no state file.
+    #[error("profile {name:?} does not exist")]
+    NotFound {
+        /// The profile's name.
+        name: String,
+    },
+    /// Creating the profile directory failed.
+    #[error("cannot create profile directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the state file failed.
+    #[error("cannot read profile state {}", path.display())]
+    ReadState {
+        /// The state file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file is not valid JSON for this version of kubelab.
+    #[error("profile state {} is corrupt", path.display())]
+    ParseState {
+        /// The state file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Writing the state file failed.
+    #[error("cannot write profile state {}", path.display())]
+    WriteState {
+        /// The state file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Listing the profiles directory failed.
+    #[error("cannot list profiles in {}", path.display())]
+    List {
+        /// The profiles directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A validated profile name: a DNS-1123 label (lowercase letters, digits, `-`, starting
+/// with a letter, not ending with `-`) of at most [`MAX_NAME_LEN`] characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ProfileName(String);
+
+impl FromStr for ProfileName {
+    type Err = ProfileError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let invalid = |why| Err(ProfileError::InvalidName { name: name.to_owned(), why });
+        if name.is_empty() {
+            return invalid("it is empty");
+        }
+        if name.len() > MAX_NAME_LEN {
+            return invalid("it is longer than 40 characters");
+        }
+        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return invalid("use only lowercase letters, digits and '-'");
+        }
+        if !name.as_bytes()[0].is_ascii_lowercase() {
+            return invalid("it must start with a lowercase letter");
+        }
+        if name.ends_with('-') {
+            return invalid("it must not end with '-'");
+        }
+        Ok(Self(name.to_owned()))
+    }
+}
+
+impl ProfileName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProfileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One profile's directory. Opening it creates nothing; `lock` creates the directory.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    name: ProfileName,
+    dir: PathBuf,
+}
+
+impl Profile {
+    /// The profile `name` under `home`.
+    pub fn new(home: &Home, name: ProfileName) -> Self {
+        let dir = home.profiles_dir().join(name.as_str());
+        Self { name, dir }
+    }
+
+    /// The profile's name.
+    pub fn name(&self) -> &ProfileName {
+        &self.name
+    }
+
+    /// The profile's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the profile has a state file.
+    pub fn exists(&self) -> bool {
+        self.state_path().is_file()
+    }
+
+    /// Creates the directory (0700) if needed and takes the profile's exclusive lock.
+    pub fn lock(&self, wait: bool) -> Result<FileLock, crate::Error> {
+        fsutil::create_private_dir(&self.dir)
+            .map_err(|source| ProfileError::CreateDir { path: self.dir.clone(), source })?;
+        let what = format!("profile {:?}", self.name.as_str());
+        lock::acquire(&self.dir.join("lock"), &what, wait).map_err(|e: LockError| e.into())
+    }
+
+    /// Reads the state file; `NotFound` if the profile has none.
+    pub fn load_state<T: DeserializeOwned>(&self) -> Result<T, ProfileError> {
+        let path = self.state_path();
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ProfileError::NotFound { name: self.name.to_string() });
+            }
+            Err(source) => return Err(ProfileError::ReadState { path, source }),
+        };
+        serde_json::from_slice(&text).map_err(|source| ProfileError::ParseState { path, source })
+    }
+
+    /// Writes the state file atomically (mode 0600). Call with the lock held.
+    pub fn save_state<T: Serialize>(&self, state: &T) -> Result<(), ProfileError> {
+        let path = self.state_path();
+        let mut json = serde_json::to_vec_pretty(state)
+            .map_err(|source| ProfileError::ParseState { path: path.clone(), source })?;
+        json.push(b'\n');
+        fsutil::create_private_dir(&self.dir)
+            .map_err(|source| ProfileError::CreateDir { path: self.dir.clone(), source })?;
+        fsutil::write_atomic(&path, &json).map_err(|source| ProfileError::WriteState { path, source })
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+}
+
+/// What `kubelab list` shows of a profile, read from its state file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Summary {
+    /// The profile's name.
+    pub name: String,
+    /// The state file's fields, or `None` when it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Value>,
+    /// Why the state could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Every profile under `home` that has a state file, sorted by name. A missing profiles
+/// directory means no profiles; a corrupt state file is listed with its error.
+pub fn list(home: &Home) -> Result<Vec<Summary>, ProfileError> {
+    let dir = home.profiles_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ProfileError::List { path: dir, source }),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ProfileError::List { path: dir.clone(), source })?;
+        let Some(name) = entry.file_name().to_str().and_then(|n| n.parse::<ProfileName>().ok())
+        else {
+            continue;
+        };
+        let profile = Profile::new(home, name);
+        if !profile.exists() {
+            continue;
+        }
+        let (state, error) = match profile.load_state::<serde_json::Value>() {
+            Ok(state) => (Some(state), None),
+            Err(e) => (None, Some(crate::error::chain(&e))),
+        };
+        out.push(Summary { name: profile.name.to_string(), state, error });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_names() {
+        for name in ["kubelab", "a", "lab-2", &"a".repeat(40)] {
+            assert!(name.parse::<ProfileName>().is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn invalid_names_say_why() {
+        for (name, why) in [
+            ("", "empty"),
+            ("Lab", "lowercase"),
+            ("2lab", "start with"),
+            ("lab-", "end with"),
+            ("lab_1", "lowercase"),
+            ("../etc", "lowercase"),
+            (&"a".repeat(41), "40"),
+        ] {
+            let err = name.parse::<ProfileName>().unwrap_err().to_string();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn state_round_trips_and_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let profile = Profile::new(&home, "lab".parse().unwrap());
+        assert!(matches!(
+            profile.load_state::<serde_json::Value>(),
+            Err(ProfileError::NotFound { .. })
+        ));
+        let _lock = profile.lock(false).unwrap();
+        profile.save_state(&serde_json::json!({"driver": "kvm2"})).unwrap();
+        let state: serde_json::Value = profile.load_state().unwrap();
+        assert_eq!(state["driver"], "kvm2");
+        // A directory without state (e.g. a lock only) is not a profile.
+        Profile::new(&home, "empty".parse().unwrap()).lock(false).unwrap();
+        let listed = list(&home).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "lab");
+    }
+
+    #[test]
+    fn corrupt_state_is_listed_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let profile = Profile::new(&home, "bad".parse().unwrap());
+        fs::create_dir_all(profile.dir()).unwrap();
+        fs::write(profile.dir().join(STATE_FILE), "{not json").unwrap();
+        let listed = list(&home).unwrap();
+        assert!(listed[0].error.as_deref().unwrap().contains("corrupt"));
+    }
+
+    #[test]
+    fn second_lock_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile::new(&Home::new(dir.path()), "lab".parse().unwrap());
+        let _held = profile.lock(false).unwrap();
+        let err = profile.lock(false).unwrap_err().to_string();
+        assert!(err.contains("profile \"lab\" is busy, held by PID"), "{err}");
+    }
+}
