@@ -1,7 +1,7 @@
 //! One error type for every command; each variant wraps one module's error, so
 //! `reason::reason` can match the step that failed.
 
-use crate::{lock::LockError, profile::ProfileError};
+use crate::{image::ImageError, lock::LockError, profile::ProfileError};
 
 /// Any failure a kubelab command can end with.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +12,51 @@ pub enum Error {
     /// Exclusive locks on profiles and cache entries.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// Image catalogue, downloads and cache.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The profile's user key and the nodes' host keys.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    /// SSH to a node.
+    #[error(transparent)]
+    Ssh(#[from] crate::ssh::SshError),
+    /// A node's cloud-init seed (documents and ISO).
+    #[error(transparent)]
+    CloudInit(#[from] crate::cloudinit::CloudInitError),
+    /// Hypervisor backends: preflight, networks, disks, VMs.
+    #[error(transparent)]
+    Driver(#[from] crate::driver::DriverError),
+    /// What the user asked of a cluster (sizes, node names, contradictions).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The profile's resource journal.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// A node's directory under the profile could not be created or removed.
+    #[error("cannot create or remove the node directory {}", path.display())]
+    NodeDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The profile's directory could not be removed after its resources were deleted.
+    #[error("cannot remove the profile directory {}", path.display())]
+    RemoveProfile {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An external program (`ssh`, `qemu-img`, ...).
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+    /// A worker thread panicked (a bug in kubelab).
+    #[error("a kubelab worker thread panicked; please report this bug")]
+    Panicked,
     /// Neither `--home`, `KUBELAB_HOME` nor the user's home directory is set.
     #[error("cannot find a home directory for kubelab: set KUBELAB_HOME or pass --home")]
     NoHome,

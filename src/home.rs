@@ -52,10 +52,7 @@ mod tests {
             _ => None,
         };
         assert_eq!(default_root(false, env), Some(PathBuf::from("/home/ann/.kubelab")));
-        assert_eq!(
-            default_root(true, env),
-            Some(PathBuf::from(r"C:\Users\ann").join(".kubelab"))
-        );
+        assert_eq!(default_root(true, env), Some(PathBuf::from(r"C:\Users\ann").join(".kubelab")));
         assert_eq!(default_root(false, |_| None), None);
     }
 }

@@ -6,13 +6,29 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cluster;
+/// The cloud-init NoCloud seed: rendered documents and the `cidata` ISO.
+pub mod cloudinit;
+/// The `Driver` trait (VMs, disks, networks) and its hypervisor backends.
+pub mod driver;
 pub mod error;
 pub mod fsutil;
 pub mod home;
+/// Image catalogue, cache and downloader: `image::ensure` yields a verified cached image.
+pub mod image;
+pub mod journal;
+/// The profile's user key, each node's host key, and the known-hosts file for `ssh`.
+pub mod keys;
 pub mod lock;
+/// IPv4 subnets, host routes, node addresses and deterministic MAC addresses.
+pub mod net;
 pub mod ops;
+/// Running external tools (`Tool`, `ProcessError`).
+pub mod process;
 pub mod profile;
 pub mod progress;
 pub mod reason;
+/// Host-key-pinned SSH to nodes: run scripts, copy files, wait until reachable.
+pub mod ssh;
 
 pub use error::Error;

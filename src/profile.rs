@@ -184,7 +184,8 @@ impl Profile {
         json.push(b'\n');
         fsutil::create_private_dir(&self.dir)
             .map_err(|source| ProfileError::CreateDir { path: self.dir.clone(), source })?;
-        fsutil::write_atomic(&path, &json).map_err(|source| ProfileError::WriteState { path, source })
+        fsutil::write_atomic(&path, &json)
+            .map_err(|source| ProfileError::WriteState { path, source })
     }
 
     fn state_path(&self) -> PathBuf {

@@ -6,8 +6,14 @@
 //! 20-39 `HOST_`, 40-49 `DRV_`, 50-59 `IMG_`, 60-69 `GUEST_`, 70-79 `K8S_`.
 
 use crate::Error;
+use crate::cloudinit::CloudInitError;
+use crate::driver::DriverError;
+use crate::image::ImageError;
+use crate::keys::KeyError;
 use crate::lock::LockError;
+use crate::process::ProcessError;
 use crate::profile::ProfileError;
+use crate::ssh::SshError;
 
 /// One kind of failure a user can meet.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,6 +51,169 @@ pub const PROFILE_STATE_CORRUPT: Reason = Reason {
     advice: "the profile's profile.json was changed by hand or by a newer kubelab; \
              `kubelab delete -p NAME` removes the profile",
 };
+/// A key file in the profile exists but cannot be used.
+pub const PROFILE_KEY_CORRUPT: Reason = Reason {
+    id: "PROFILE_KEY_CORRUPT",
+    exit_code: 14,
+    advice: "kubelab never replaces a key it finds; restore the file, or `kubelab delete -p \
+             NAME` the profile (its nodes trust only that key)",
+};
+
+/// A downloaded image does not match its expected digest (the download was deleted).
+pub const IMG_CHECKSUM_MISMATCH: Reason = Reason {
+    id: "IMG_CHECKSUM_MISMATCH",
+    exit_code: 50,
+    advice: "check the digest you passed against the publisher's SHA256SUMS; if it is right, \
+             the download was corrupted or tampered with (a proxy?): pull again",
+};
+/// The image name is not in the catalogue.
+pub const IMG_NOT_FOUND: Reason = Reason {
+    id: "IMG_NOT_FOUND",
+    exit_code: 51,
+    advice: "run `kubelab image list` to see the catalogue, or give a URL with --sha256 or a \
+             local file path",
+};
+/// A remote image URL came without a digest.
+pub const IMG_DIGEST_REQUIRED: Reason = Reason {
+    id: "IMG_DIGEST_REQUIRED",
+    exit_code: 52,
+    advice: "pass --sha256 HEX with the digest the publisher lists, or --insecure-skip-verify \
+             to trust the download unverified",
+};
+/// The image could not be downloaded (network, proxy, HTTP status).
+pub const IMG_DOWNLOAD_FAILED: Reason = Reason {
+    id: "IMG_DOWNLOAD_FAILED",
+    exit_code: 53,
+    advice: "check the URL, the network and HTTPS_PROXY/HTTP_PROXY/NO_PROXY; run the command \
+             again to resume the download; KUBELAB_READ_TIMEOUT_SECS sets the stall limit",
+};
+/// The image spec is not a usable name, URL, path or digest.
+pub const IMG_BAD_SOURCE: Reason = Reason {
+    id: "IMG_BAD_SOURCE",
+    exit_code: 54,
+    advice: "give a catalogue name (`kubelab image list`), an http(s):// or file:// URL, or an \
+             existing file; a SHA-256 digest is 64 hex characters",
+};
+/// `image rm` found nothing cached to remove.
+pub const IMG_NOT_CACHED: Reason = Reason {
+    id: "IMG_NOT_CACHED",
+    exit_code: 55,
+    advice: "`kubelab image list -o json` shows the cached images and their digests",
+};
+
+/// The node's cloud-init seed was refused: bad extra user-data or node user name.
+pub const GUEST_SEED_INVALID: Reason = Reason {
+    id: "GUEST_SEED_INVALID",
+    exit_code: 65,
+    advice: "the file given to --cloud-init must start with `#cloud-config`, hold a YAML mapping \
+             and leave kubelab's own keys (ssh_keys, hostname, its user) alone; see the error \
+             for the key or value at fault",
+};
+
+/// KVM is not usable (or not trusted: nested) and the user required it, or VMs fall
+/// back to TCG (as a warning).
+/// A node presented another SSH host key than the one kubelab generated for it.
+pub const GUEST_HOSTKEY_MISMATCH: Reason = Reason {
+    id: "GUEST_HOSTKEY_MISMATCH",
+    exit_code: 60,
+    advice: "something else answers at the node's address (another VM with the same IP or \
+             port forward), or the node was rebuilt outside kubelab; kubelab refuses to log \
+             in: check `kubelab status` and `kubelab delete` the profile if it is stale",
+};
+/// A node did not accept an SSH login before the deadline.
+pub const GUEST_SSH_TIMEOUT: Reason = Reason {
+    id: "GUEST_SSH_TIMEOUT",
+    exit_code: 61,
+    advice: "the state in the message says how far the node got: `port closed` (still \
+             booting, or no network), `banner not yet` (sshd not up), `auth not yet ready` \
+             (cloud-init not done); look at the VM's console, then run the command again",
+};
+/// A node refused the profile's user key.
+pub const GUEST_SSH_AUTH: Reason = Reason {
+    id: "GUEST_SSH_AUTH",
+    exit_code: 62,
+    advice: "the node does not have the profile's key for this user: cloud-init may not have \
+             run (check that the image has cloud-init with the NoCloud datasource)",
+};
+/// A command or script kubelab ran on a node failed.
+pub const GUEST_COMMAND_FAILED: Reason = Reason {
+    id: "GUEST_COMMAND_FAILED",
+    exit_code: 63,
+    advice: "the lines above are the end of its stderr; the profile's log file has all of \
+             its output",
+};
+/// The SSH connection to a node could not be made or broke.
+pub const GUEST_SSH_UNREACHABLE: Reason = Reason {
+    id: "GUEST_SSH_UNREACHABLE",
+    exit_code: 64,
+    advice: "check that the node is running (`kubelab status`); a node that stopped or \
+             rebooted while a command ran needs `kubelab up` again",
+};
+/// KVM is not usable (or, nested, not trusted): an error under `--require-kvm`, else a
+/// warning as VMs fall back to TCG.
+pub const HOST_KVM_UNAVAILABLE: Reason = Reason {
+    id: "HOST_KVM_UNAVAILABLE",
+    exit_code: 20,
+    advice: "enable VT-x/AMD-V (or nested virtualization) and load the kvm module; without \
+             --require-kvm kubelab falls back to slow software emulation (TCG), and \
+             KUBELAB_ACCEL=kvm forces KVM on a nested host",
+};
+/// `/dev/kvm` is not owned by group `kvm`, which makes libvirt re-probe QEMU on every call.
+pub const HOST_KVM_DEVICE_GROUP: Reason = Reason {
+    id: "HOST_KVM_DEVICE_GROUP",
+    exit_code: 21,
+    advice: "run `sudo chgrp kvm /dev/kvm` (and check the udev rules that set its group); \
+             otherwise libvirt re-probes QEMU on every call and each command takes minutes",
+};
+/// The libvirt daemon's socket is missing or refuses connections.
+pub const HOST_LIBVIRT_UNREACHABLE: Reason = Reason {
+    id: "HOST_LIBVIRT_UNREACHABLE",
+    exit_code: 22,
+    advice: "start libvirtd (`sudo systemctl start libvirtd`, or `sudo libvirtd -d` without \
+             systemd), or pass --libvirt-uri / set LIBVIRT_DEFAULT_URI to the right daemon",
+};
+/// The libvirt daemon refused the connection for lack of permission.
+pub const HOST_LIBVIRT_PERMISSION: Reason = Reason {
+    id: "HOST_LIBVIRT_PERMISSION",
+    exit_code: 23,
+    advice: "add yourself to the libvirt group: `sudo usermod -aG libvirt $USER`, then log in \
+             again",
+};
+/// `qemu-img` is not installed.
+pub const HOST_QEMU_IMG_MISSING: Reason = Reason {
+    id: "HOST_QEMU_IMG_MISSING",
+    exit_code: 24,
+    advice: "install qemu-img: `sudo apt-get install qemu-utils` (Debian, Ubuntu) or \
+             `sudo dnf install qemu-img` (Fedora)",
+};
+/// A profile network cannot be started.
+pub const DRV_NET_INACTIVE: Reason = Reason {
+    id: "DRV_NET_INACTIVE",
+    exit_code: 40,
+    advice: "see why with `virsh net-start NAME`; a bridge or dnsmasq left over from another \
+             network, or a missing dnsmasq (package dnsmasq-base), are the usual causes",
+};
+/// A profile network clashes with an existing network or subnet.
+pub const DRV_NET_CONFLICT: Reason = Reason {
+    id: "DRV_NET_CONFLICT",
+    exit_code: 41,
+    advice: "pick a free subnet with --network-cidr, or remove the conflicting network if \
+             you created it (kubelab never changes networks it did not create)",
+};
+/// Another VM uses the MAC address kubelab derived for a node.
+pub const DRV_MAC_CONFLICT: Reason = Reason {
+    id: "DRV_MAC_CONFLICT",
+    exit_code: 42,
+    advice: "another VM uses this MAC address; use another profile name, or change that \
+             VM's MAC",
+};
+/// A VM of the node's name exists but kubelab did not create it for this profile.
+pub const DRV_VM_NOT_KUBELAB: Reason = Reason {
+    id: "DRV_VM_NOT_KUBELAB",
+    exit_code: 43,
+    advice: "a VM of this name exists that kubelab did not create for this profile and will \
+             not touch; use another profile name, or rename or remove that VM yourself",
+};
 
 /// The catalogue entry for `err`, if it is a failure the user can act on.
 pub fn reason(err: &Error) -> Option<&'static Reason> {
@@ -53,6 +222,69 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
         Error::Profile(ProfileError::InvalidName { .. }) => Some(&PROFILE_NAME_INVALID),
         Error::Profile(ProfileError::NotFound { .. }) => Some(&PROFILE_NOT_FOUND),
         Error::Profile(ProfileError::ParseState { .. }) => Some(&PROFILE_STATE_CORRUPT),
+        Error::Image(e) => image_reason(e),
+        Error::Driver(e) => driver_reason(e),
+        Error::CloudInit(
+            CloudInitError::NotCloudConfig
+            | CloudInitError::ParseExtraUserData { .. }
+            | CloudInitError::MergeExtraUserData { .. }
+            | CloudInitError::InvalidUser { .. },
+        ) => Some(&GUEST_SEED_INVALID),
+        Error::Ssh(e) => ssh_reason(e),
+        Error::Key(KeyError::Parse { .. } | KeyError::Unusable { .. }) => {
+            Some(&PROFILE_KEY_CORRUPT)
+        }
+        _ => None,
+    }
+}
+
+fn ssh_reason(err: &SshError) -> Option<&'static Reason> {
+    match err {
+        SshError::HostKeyMismatch { .. } => Some(&GUEST_HOSTKEY_MISMATCH),
+        SshError::Timeout { .. } => Some(&GUEST_SSH_TIMEOUT),
+        SshError::Auth { .. } => Some(&GUEST_SSH_AUTH),
+        SshError::CommandFailed { .. } => Some(&GUEST_COMMAND_FAILED),
+        SshError::Connect { .. } | SshError::Handshake { .. } | SshError::Exec { .. } => {
+            Some(&GUEST_SSH_UNREACHABLE)
+        }
+        _ => None,
+    }
+}
+
+fn image_reason(err: &ImageError) -> Option<&'static Reason> {
+    use ImageError as E;
+    match err {
+        E::ChecksumMismatch { .. } => Some(&IMG_CHECKSUM_MISMATCH),
+        E::UnknownName { .. } => Some(&IMG_NOT_FOUND),
+        E::DigestRequired { .. } => Some(&IMG_DIGEST_REQUIRED),
+        E::Request { .. }
+        | E::HttpStatus { .. }
+        | E::ReadBody { .. }
+        | E::Truncated { .. }
+        | E::NotListed { .. } => Some(&IMG_DOWNLOAD_FAILED),
+        E::BadSource { .. }
+        | E::BadUrl { .. }
+        | E::BadDigest { .. }
+        | E::FormatUnavailable { .. }
+        | E::ReadLocal { .. } => Some(&IMG_BAD_SOURCE),
+        E::NotCached { .. } => Some(&IMG_NOT_CACHED),
+        _ => None,
+    }
+}
+
+fn driver_reason(err: &DriverError) -> Option<&'static Reason> {
+    use DriverError as E;
+    match err {
+        E::KvmUnavailable { .. } => Some(&HOST_KVM_UNAVAILABLE),
+        E::Unreachable { .. } => Some(&HOST_LIBVIRT_UNREACHABLE),
+        E::PermissionDenied { .. } => Some(&HOST_LIBVIRT_PERMISSION),
+        E::QemuImg { source: ProcessError::NotFound { .. } } => Some(&HOST_QEMU_IMG_MISSING),
+        E::StartNetwork { .. } => Some(&DRV_NET_INACTIVE),
+        E::NetworkConflict { .. } | E::ForeignNetwork { .. } | E::NoFreeSubnet { .. } => {
+            Some(&DRV_NET_CONFLICT)
+        }
+        E::MacConflict { .. } => Some(&DRV_MAC_CONFLICT),
+        E::ForeignVm { .. } => Some(&DRV_VM_NOT_KUBELAB),
         _ => None,
     }
 }
@@ -67,8 +299,34 @@ mod tests {
     use super::*;
 
     /// Every reason in the catalogue, for the uniqueness checks.
-    const ALL: &[&Reason] =
-        &[&PROFILE_BUSY, &PROFILE_NAME_INVALID, &PROFILE_NOT_FOUND, &PROFILE_STATE_CORRUPT];
+    const ALL: &[&Reason] = &[
+        &PROFILE_BUSY,
+        &PROFILE_NAME_INVALID,
+        &PROFILE_NOT_FOUND,
+        &PROFILE_STATE_CORRUPT,
+        &IMG_CHECKSUM_MISMATCH,
+        &IMG_NOT_FOUND,
+        &IMG_DIGEST_REQUIRED,
+        &IMG_DOWNLOAD_FAILED,
+        &IMG_BAD_SOURCE,
+        &IMG_NOT_CACHED,
+        &GUEST_SEED_INVALID,
+        &GUEST_HOSTKEY_MISMATCH,
+        &GUEST_SSH_TIMEOUT,
+        &GUEST_SSH_AUTH,
+        &GUEST_COMMAND_FAILED,
+        &GUEST_SSH_UNREACHABLE,
+        &PROFILE_KEY_CORRUPT,
+        &HOST_KVM_UNAVAILABLE,
+        &HOST_KVM_DEVICE_GROUP,
+        &HOST_LIBVIRT_UNREACHABLE,
+        &HOST_LIBVIRT_PERMISSION,
+        &HOST_QEMU_IMG_MISSING,
+        &DRV_NET_INACTIVE,
+        &DRV_NET_CONFLICT,
+        &DRV_MAC_CONFLICT,
+        &DRV_VM_NOT_KUBELAB,
+    ];
 
     #[test]
     fn ids_and_codes_are_unique_and_in_their_layer_range() {

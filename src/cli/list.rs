@@ -13,12 +13,15 @@ pub fn exec(ctx: &Ctx) -> Result<(), crate::Error> {
     }
     let mut out = std::io::stdout().lock();
     if profiles.is_empty() {
-        return writeln!(out, "no profiles; `kubelab up` creates one").map_err(crate::Error::Output);
+        return writeln!(out, "no profiles; `kubelab up` creates one")
+            .map_err(crate::Error::Output);
     }
     for p in &profiles {
         let detail = match (&p.state, &p.error) {
             (_, Some(error)) => format!("error: {error}"),
-            (Some(state), None) => state.get("driver").and_then(|d| d.as_str()).unwrap_or("-").to_owned(),
+            (Some(state), None) => {
+                state.get("driver").and_then(|d| d.as_str()).unwrap_or("-").to_owned()
+            }
             (None, None) => "-".to_owned(),
         };
         writeln!(out, "{:<24} {detail}", p.name).map_err(crate::Error::Output)?;

@@ -2,7 +2,15 @@
 //! file here with its args and an `exec` that calls one `ops` function.
 
 mod completion;
+mod delete;
+mod down;
+mod image;
 mod list;
+mod node;
+mod progress;
+mod ssh;
+mod status;
+mod up;
 mod version;
 
 use std::io::{IsTerminal, Write};
@@ -59,10 +67,30 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create the cluster, or start it again (same nodes, same addresses).
+    #[command(visible_alias = "start")]
+    Up(up::UpArgs),
+    /// Stop every node gracefully; disks and addresses are kept.
+    #[command(visible_alias = "stop")]
+    Down,
+    /// Delete the cluster and everything kubelab created for it.
+    Delete(delete::DeleteArgs),
+    /// Show the nodes, their state and addresses.
+    Status,
+    /// Print a node's host-only IP address.
+    Ip(status::IpArgs),
+    /// Log in to a node, or run a command there, with its host key verified.
+    Ssh(ssh::SshArgs),
+    /// Print a node's serial console and cloud-init logs.
+    Logs(ssh::LogsArgs),
+    /// Add or delete worker nodes.
+    Node(node::NodeArgs),
     /// List profiles.
     List,
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
+    /// Image catalogue and cache: list, pull, rm.
+    Image(image::ImageArgs),
     /// Print kubelab's version.
     Version,
 }
@@ -98,7 +126,7 @@ pub fn main() -> ExitCode {
     // reqwest is built without a default TLS provider; ring builds fast and is enough.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             report(&err);
             ExitCode::from(reason::exit_code(&err))
@@ -106,7 +134,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), crate::Error> {
+fn run(cli: Cli) -> Result<ExitCode, crate::Error> {
     let home = match cli.home {
         Some(dir) => Home::new(dir),
         None => Home::new(
@@ -115,11 +143,21 @@ fn run(cli: Cli) -> Result<(), crate::Error> {
         ),
     };
     let ctx = Ctx { home, profile: cli.profile, output: cli.output, wait: cli.wait };
-    match cli.command {
+    let done = match cli.command {
+        Command::Up(args) => up::exec(&ctx, args),
+        Command::Down => down::exec(&ctx),
+        Command::Delete(args) => delete::exec(&ctx, args),
+        Command::Status => status::exec(&ctx),
+        Command::Ip(args) => status::exec_ip(&ctx, args),
+        Command::Ssh(args) => return ssh::exec(&ctx, args),
+        Command::Logs(args) => ssh::exec_logs(&ctx, args),
+        Command::Node(args) => node::exec(&ctx, args),
         Command::List => list::exec(&ctx),
         Command::Completion(args) => completion::exec(args),
+        Command::Image(args) => image::exec(&ctx, args),
         Command::Version => version::exec(&ctx),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 fn init_logging(verbose: u8) {

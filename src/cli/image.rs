@@ -1,0 +1,114 @@
+//! `kubelab image list|pull|rm`: the image catalogue and cache.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+use indicatif::HumanBytes;
+
+use super::progress::CliProgress;
+use super::{Ctx, OutputFormat};
+use crate::image::catalog::{Digest, Format};
+use crate::image::{ImageRequest, ImageSource};
+use crate::ops;
+
+/// Arguments of `kubelab image`.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// List the catalogue, what is cached, and other cached images.
+    List,
+    /// Download and verify an image into the cache.
+    Pull(PullArgs),
+    /// Remove a cached image (by catalogue name or SHA-256).
+    Rm {
+        /// A catalogue name, or a SHA-256 (at least its first 12 hex characters).
+        target: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PullArgs {
+    /// A catalogue name (`kubelab image list`), an http(s):// or file:// URL, or a path.
+    image: String,
+
+    /// The expected SHA-256 of the file (hex, optionally prefixed `sha256:`).
+    ///
+    /// Required for http(s) URLs unless --insecure-skip-verify is given; overrides
+    /// the catalogue's digest for names.
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+
+    /// The format to pull.
+    ///
+    /// Default: qcow2 for catalogue names (iso for ISO entries); for URLs and paths,
+    /// what the file extension says, else qcow2.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+
+    /// Accept an http(s) URL without a digest (the file is stored unverified).
+    #[arg(long)]
+    insecure_skip_verify: bool,
+}
+
+/// Runs `kubelab image ...`.
+pub fn exec(ctx: &Ctx, args: ImageArgs) -> Result<(), crate::Error> {
+    match args.command {
+        ImageCommand::List => list(ctx),
+        ImageCommand::Pull(args) => pull(ctx, args),
+        ImageCommand::Rm { target } => {
+            let removed = ops::image::remove(&ctx.home, &target)?;
+            if ctx.output == OutputFormat::Json {
+                return ctx.print_json(&removed);
+            }
+            let mut out = std::io::stdout().lock();
+            for image in &removed {
+                writeln!(out, "removed {}", image.path.display()).map_err(crate::Error::Output)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn pull(ctx: &Ctx, args: PullArgs) -> Result<(), crate::Error> {
+    let req = ImageRequest {
+        source: ImageSource::parse(&args.image).map_err(crate::Error::from)?,
+        format: args.format,
+        sha256: args.sha256.map(|hex| hex.parse::<Digest>()).transpose()?,
+        insecure_skip_verify: args.insecure_skip_verify,
+    };
+    let image = ops::image::pull(&ctx.home, &req, &CliProgress::new())?;
+    if ctx.output == OutputFormat::Json {
+        return ctx.print_json(&image);
+    }
+    writeln!(std::io::stdout(), "{}  sha256:{}", image.path.display(), image.sha256)
+        .map_err(crate::Error::Output)
+}
+
+fn list(ctx: &Ctx) -> Result<(), crate::Error> {
+    let images = ops::image::list(&ctx.home)?;
+    if ctx.output == OutputFormat::Json {
+        return ctx.print_json(&images);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut row = |name: &str, kind: &str, format: &str, size: &str, cached: &str| {
+        writeln!(out, "{name:<16} {kind:<5} {format:<6} {size:>11}  {cached}")
+            .map_err(crate::Error::Output)
+    };
+    let size = |s: Option<u64>| s.map_or_else(|| "-".to_owned(), |s| HumanBytes(s).to_string());
+    row("NAME", "KIND", "FORMAT", "SIZE", "CACHED")?;
+    for entry in &images.catalog {
+        for f in &entry.formats {
+            let cached = if f.cached.is_some() { "yes" } else { "no" };
+            row(&entry.name, entry.kind.as_str(), f.format.as_str(), &size(f.size_bytes), cached)?;
+        }
+    }
+    for image in &images.other {
+        row("-", "disk", image.format.as_str(), &size(Some(image.size_bytes)), &image.url)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! `kubelab status` and `kubelab ip`: the cluster's nodes, states and addresses.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::{Ctx, OutputFormat};
+use crate::ops::lifecycle;
+
+/// Runs `kubelab status`.
+pub fn exec(ctx: &Ctx) -> Result<(), crate::Error> {
+    let status = lifecycle::status(&ctx.profile()?)?;
+    if ctx.output == OutputFormat::Json {
+        return ctx.print_json(&status);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut line = |text: String| writeln!(out, "{text}").map_err(crate::Error::Output);
+    line(format!(
+        "profile {} ({}, {}), image {}, network {}",
+        status.profile,
+        status.driver,
+        serde_json::to_value(status.accel)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        status.image,
+        status.network
+    ))?;
+    line(format!("{:<24} {:<14} {:<10} {:<16} SSH", "NODE", "ROLE", "STATE", "IP"))?;
+    for n in &status.nodes {
+        let role =
+            if n.role == crate::cluster::Role::ControlPlane { "control-plane" } else { "worker" };
+        line(format!("{:<24} {role:<14} {:<10} {:<16} {}", n.name, n.state, n.ip, n.ssh_port))?;
+    }
+    Ok(())
+}
+
+/// Arguments of `kubelab ip`.
+#[derive(Debug, Args)]
+pub struct IpArgs {
+    /// The node (default: the control plane).
+    node: Option<String>,
+}
+
+/// Runs `kubelab ip`.
+pub fn exec_ip(ctx: &Ctx, args: IpArgs) -> Result<(), crate::Error> {
+    let ip = lifecycle::ip(&ctx.profile()?, args.node.as_deref())?;
+    writeln!(std::io::stdout(), "{ip}").map_err(crate::Error::Output)
+}

@@ -1,0 +1,143 @@
+//! `kubelab up` (alias `start`): create the cluster or start it again.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::progress::CliProgress;
+use super::{Ctx, OutputFormat};
+use crate::cluster;
+use crate::driver::DriverKind;
+use crate::net::Ipv4Cidr;
+use crate::ops::{provision::Timing, up};
+
+/// Arguments of `kubelab up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The hypervisor backend.
+    ///
+    /// Default: the saved profile's, else kvm2. Changing it needs `kubelab delete`.
+    #[arg(long, value_name = "NAME")]
+    driver: Option<String>,
+
+    /// Number of nodes, the control plane included.
+    ///
+    /// Default: 1 for a new profile. An existing profile keeps its nodes; use
+    /// `kubelab node add` / `node delete` to change them.
+    #[arg(short, long, value_name = "N")]
+    nodes: Option<u32>,
+
+    /// vCPUs per node (default 2).
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+
+    /// Memory per node: MiB, or with a unit (2g, 4096m); default 2g.
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+
+    /// Disk size per node: GiB, or with a unit (20g, 1t); default 20g.
+    #[arg(long, value_name = "SIZE")]
+    disk: Option<String>,
+
+    /// Boot image: a catalogue name (`kubelab image list`), a URL or a local file.
+    ///
+    /// Default: ubuntu-24.04. A URL needs --image-sha256 unless --insecure-skip-verify.
+    /// A `.iso` boots as a live CD beside a blank data disk.
+    #[arg(long, value_name = "NAME|URL|PATH")]
+    image: Option<String>,
+
+    /// SHA-256 of the --image file.
+    #[arg(long, value_name = "HEX")]
+    image_sha256: Option<String>,
+
+    /// Accept an --image URL without a digest.
+    #[arg(long)]
+    insecure_skip_verify: bool,
+
+    /// What to run on the VMs once they answer SSH: `none` stops there (plain VM lab).
+    #[arg(long, value_name = "NAME", default_value = "none", value_parser = ["none"])]
+    bootstrapper: String,
+
+    /// Subnet of the cluster's host-only network, e.g. 192.168.39.0/24.
+    ///
+    /// Default: the first /24 that overlaps neither the host's routes nor another
+    /// libvirt network.
+    #[arg(long, value_name = "CIDR")]
+    network_cidr: Option<Ipv4Cidr>,
+
+    /// libvirt connection URI.
+    ///
+    /// Default: $LIBVIRT_DEFAULT_URI, else qemu:///system.
+    #[arg(long, value_name = "URI")]
+    libvirt_uri: Option<String>,
+
+    /// Fail instead of falling back to software emulation (TCG) when KVM is unusable.
+    #[arg(long)]
+    require_kvm: bool,
+
+    /// Seconds to wait for each node to answer SSH.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    ssh_timeout: u64,
+
+    /// Print how long each phase took, per node.
+    #[arg(long)]
+    timings: bool,
+}
+
+/// Runs `kubelab up`.
+pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
+    let profile = ctx.profile()?;
+    let opts = up::UpOptions {
+        driver: args.driver.as_deref().map(str::parse::<DriverKind>).transpose()?,
+        libvirt_uri: args.libvirt_uri,
+        nodes: args.nodes,
+        cpus: args.cpus,
+        memory_mib: args.memory.as_deref().map(cluster::parse_memory_mib).transpose()?,
+        disk_gib: args.disk.as_deref().map(cluster::parse_disk_gib).transpose()?,
+        image: args.image,
+        image_sha256: args.image_sha256,
+        insecure_skip_verify: args.insecure_skip_verify,
+        network_cidr: args.network_cidr,
+        require_kvm: args.require_kvm,
+        ssh_timeout: Duration::from_secs(args.ssh_timeout),
+        wait_lock: ctx.wait,
+    };
+    let progress = CliProgress::new();
+    let report = up::up(&ctx.home, &profile, &opts, &progress)?;
+    if ctx.output == OutputFormat::Json {
+        return ctx.print_json(&report);
+    }
+    let mut out = std::io::stdout().lock();
+    let write =
+        |out: &mut dyn Write, text: String| writeln!(out, "{text}").map_err(crate::Error::Output);
+    let state = &report.state;
+    write(
+        &mut out,
+        format!(
+            "{} is up: {} node(s) on {} ({:?})",
+            state.profile,
+            state.nodes.len(),
+            state.driver,
+            state.accel
+        )
+        .to_lowercase(),
+    )?;
+    for node in &state.nodes {
+        write(&mut out, format!("  {:<24} {}", node.name, node.ip))?;
+    }
+    if args.timings {
+        print_timings(&mut out, &report.timings)?;
+    }
+    Ok(())
+}
+
+/// Prints `--timings` as a table: node, phase, seconds.
+pub fn print_timings(out: &mut dyn Write, timings: &[Timing]) -> Result<(), crate::Error> {
+    writeln!(out, "timings:").map_err(crate::Error::Output)?;
+    for t in timings {
+        writeln!(out, "  {:<24} {:<8} {:>7.1}s", t.node, t.phase, t.secs)
+            .map_err(crate::Error::Output)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! `DriverError`: every way a backend can fail, typed so `reason.rs` can give advice.
+//! Backend-specific causes (libvirt errors) travel as boxed sources.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::net::NetError;
+use crate::process::ProcessError;
+
+/// A backend's underlying error (e.g. `virt::error::Error`), kept as the cause.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors from a hypervisor backend.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The daemon's socket is missing or refuses connections.
+    #[error("cannot reach libvirt at {uri}")]
+    Unreachable {
+        /// The connection URI.
+        uri: String,
+        /// The backend's error.
+        #[source]
+        source: Cause,
+    },
+    /// The daemon refused us for lack of permission.
+    #[error("permission denied connecting to libvirt at {uri}")]
+    PermissionDenied {
+        /// The connection URI.
+        uri: String,
+        /// The backend's error.
+        #[source]
+        source: Cause,
+    },
+    /// Connecting failed for another reason (bad URI, unknown driver...).
+    #[error("cannot connect to libvirt at {uri}")]
+    Connect {
+        /// The connection URI.
+        uri: String,
+        /// The backend's error.
+        #[source]
+        source: Cause,
+    },
+    /// `--driver` names a backend that is not compiled in.
+    #[error("unknown driver {name:?} (this kubelab has: {known})")]
+    UnknownDriver {
+        /// The name given.
+        name: String,
+        /// The drivers compiled in.
+        known: String,
+    },
+    /// `qemu-img` is missing or broken.
+    #[error("cannot run qemu-img")]
+    QemuImg {
+        /// The process error.
+        #[source]
+        source: ProcessError,
+    },
+    /// KVM is not usable and the user asked for it (`--require-kvm`).
+    #[error("KVM is not usable: {why}")]
+    KvmUnavailable {
+        /// What the probe found.
+        why: String,
+    },
+    /// A host file needed by the preflight could not be read.
+    #[error("cannot read {}", path.display())]
+    ReadHost {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host's routing table could not be read.
+    #[error("cannot list the host's routes")]
+    Routes {
+        /// The parse or read error.
+        #[source]
+        source: NetError,
+    },
+    /// No candidate subnet is free.
+    #[error("no {count} free /24 subnets among 192.168.39.0 and 192.168.50-254.0")]
+    NoFreeSubnet {
+        /// How many were needed.
+        count: usize,
+    },
+    /// A network of that name exists with other settings.
+    #[error("network {name} exists with {found}, expected {expected}")]
+    NetworkConflict {
+        /// The network.
+        name: String,
+        /// What it has.
+        found: String,
+        /// What kubelab asked for.
+        expected: String,
+    },
+    /// The network exists but kubelab did not create it; kubelab leaves it alone.
+    #[error("network {name} was not created by kubelab")]
+    ForeignNetwork {
+        /// The network.
+        name: String,
+    },
+    /// The network could not be started.
+    #[error("cannot start network {name}")]
+    StartNetwork {
+        /// The network.
+        name: String,
+        /// The backend's error.
+        #[source]
+        source: Cause,
+    },
+    /// A VM of that name exists but kubelab (or this profile) did not create it.
+    #[error("VM {name} was not created by kubelab{}", owner.as_ref().map(|p| format!(" profile {p}")).unwrap_or_default())]
+    ForeignVm {
+        /// The VM.
+        name: String,
+        /// The VM's expected profile, when it belongs to another one.
+        owner: Option<String>,
+    },
+    /// Another VM already uses the MAC address kubelab derived.
+    #[error("MAC address {mac} of VM {name} is already used by VM {other}")]
+    MacConflict {
+        /// The MAC address.
+        mac: String,
+        /// The VM being created.
+        name: String,
+        /// The VM using it.
+        other: String,
+    },
+    /// The VM does not exist.
+    #[error("VM {name} does not exist")]
+    NoSuchVm {
+        /// The VM.
+        name: String,
+    },
+    /// The hypervisor reported a state this kubelab does not know.
+    #[error("VM {name} is in an unknown state {raw}")]
+    UnknownState {
+        /// The VM.
+        name: String,
+        /// The raw state.
+        raw: String,
+    },
+    /// A local file to upload could not be read.
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another hypervisor operation failed.
+    #[error("cannot {action} {object}")]
+    Backend {
+        /// What kubelab was doing.
+        action: Action,
+        /// What it was doing it to (VM, network, volume name).
+        object: String,
+        /// The backend's error.
+        #[source]
+        source: Cause,
+    },
+}
+
+/// The step of a [`DriverError::Backend`] failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Reading host or domain capabilities.
+    ReadCapabilities,
+    /// Listing networks.
+    ListNetworks,
+    /// Reading a network's definition.
+    InspectNetwork,
+    /// Defining a network.
+    DefineNetwork,
+    /// Adding or removing a DHCP reservation.
+    UpdateNetwork,
+    /// Stopping or undefining a network.
+    DeleteNetwork,
+    /// Defining or starting the storage pool.
+    PreparePool,
+    /// Creating a volume.
+    CreateVolume,
+    /// Uploading a file into a volume.
+    UploadVolume,
+    /// Deleting a volume.
+    DeleteVolume,
+    /// Listing VMs.
+    ListVms,
+    /// Reading a VM's definition or state.
+    InspectVm,
+    /// Defining a VM.
+    DefineVm,
+    /// Starting a VM.
+    StartVm,
+    /// Stopping a VM.
+    StopVm,
+    /// Undefining a VM.
+    DeleteVm,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::ReadCapabilities => "read the capabilities of",
+            Action::ListNetworks => "list the networks of",
+            Action::InspectNetwork => "inspect network",
+            Action::DefineNetwork => "define network",
+            Action::UpdateNetwork => "update the DHCP reservations of network",
+            Action::DeleteNetwork => "delete network",
+            Action::PreparePool => "prepare storage pool",
+            Action::CreateVolume => "create volume",
+            Action::UploadVolume => "upload volume",
+            Action::DeleteVolume => "delete volume",
+            Action::ListVms => "list the VMs of",
+            Action::InspectVm => "inspect VM",
+            Action::DefineVm => "define VM",
+            Action::StartVm => "start VM",
+            Action::StopVm => "stop VM",
+            Action::DeleteVm => "delete VM",
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! VM lifecycle on libvirt domains: create (disks + define), start, stop (ACPI with a
+//! deadline, then power off), delete (domain and its own volumes), state and lease IP.
+//! A domain is only touched when it carries kubelab's marker.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState, DomainStateEnum};
+use virt::enumutil::Enum;
+use virt::storage_pool::StoragePool;
+use virt::sys;
+
+use super::domain_xml::domain_xml;
+use super::storage::{self, POOL};
+use super::xml::{domain_macs, marker_profile};
+use super::{is_missing, lv};
+use crate::driver::{Action, DiskSpec, DriverError, StopMode, VmSpec, VmState};
+
+/// How often `stop` polls the state while waiting for an ACPI shutdown.
+const STOP_POLL: Duration = Duration::from_millis(250);
+
+/// libvirt's state, many to one. NOSTATE is what libvirt reports before a domain's
+/// first state is known (while it starts).
+pub fn map_state(raw: DomainStateEnum) -> Result<VmState, String> {
+    match raw {
+        Enum::Known(DomainState::NoState) => Ok(VmState::Starting),
+        Enum::Known(DomainState::Running | DomainState::Blocked) => Ok(VmState::Running),
+        Enum::Known(DomainState::Paused | DomainState::PMSuspended) => Ok(VmState::Paused),
+        Enum::Known(DomainState::Shutdown) => Ok(VmState::Stopping),
+        Enum::Known(DomainState::Shutoff) => Ok(VmState::Stopped),
+        Enum::Known(DomainState::Crashed) => Ok(VmState::Crashed),
+        Enum::Unknown(raw) => Err(raw.to_string()),
+    }
+}
+
+/// The domain `name`, `None` if it does not exist.
+pub fn lookup(conn: &Connect, name: &str) -> Result<Option<Domain>, DriverError> {
+    match conn.lookup_domain_by_name(name) {
+        Ok(dom) => Ok(Some(dom)),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(lv(Action::InspectVm, name)(e)),
+    }
+}
+
+/// The profile in the domain's kubelab marker; `None` for a VM kubelab did not create.
+fn owner(dom: &Domain, name: &str) -> Result<Option<String>, DriverError> {
+    Ok(marker_profile(&dom.xml_desc(0).map_err(lv(Action::InspectVm, name))?))
+}
+
+/// The domain, which must be kubelab's; `None` if it does not exist.
+fn lookup_ours(conn: &Connect, name: &str) -> Result<Option<Domain>, DriverError> {
+    let Some(dom) = lookup(conn, name)? else { return Ok(None) };
+    match owner(&dom, name)? {
+        Some(_) => Ok(Some(dom)),
+        None => Err(DriverError::ForeignVm { name: name.to_owned(), owner: None }),
+    }
+}
+
+/// Creates the VM's volumes and defines it; Ok if this profile's VM already exists.
+/// `uploads` serializes base-image uploads, which parallel node creations share.
+pub fn create(
+    conn: &Connect,
+    pool_path: &str,
+    uploads: &Mutex<()>,
+    vm: &VmSpec,
+) -> Result<(), DriverError> {
+    if let Some(dom) = lookup(conn, &vm.name)? {
+        return match owner(&dom, &vm.name)? {
+            Some(profile) if profile == vm.profile => Ok(()),
+            other => Err(DriverError::ForeignVm { name: vm.name.clone(), owner: other }),
+        };
+    }
+    check_macs(conn, vm)?;
+    let pool = storage::ensure_pool(conn, pool_path)?;
+    let disk = storage::disk_volume(&vm.name);
+    let (shared, size_gib, src, is_base) = match &vm.disk {
+        DiskSpec::Overlay { base_image, base_id, size_gib } => {
+            (storage::base_volume(base_id), *size_gib, base_image, true)
+        }
+        DiskSpec::IsoWithDataDisk { iso, iso_id, size_gib } => {
+            (storage::iso_volume(iso_id), *size_gib, iso, false)
+        }
+    };
+    let shared_vol = {
+        // A poisoned lock only means another upload failed; its volume was removed.
+        let _guard = uploads.lock().unwrap_or_else(|p| p.into_inner());
+        match storage::find_volume(&pool, &shared)? {
+            Some(vol) => vol,
+            None => storage::upload(conn, &pool, &shared, src)?,
+        }
+    };
+    if storage::find_volume(&pool, &disk)?.is_none() {
+        storage::create_disk(&pool, &disk, size_gib, is_base.then_some(&shared_vol))?;
+    }
+    // The seed may have changed since an interrupted run: always upload it afresh.
+    let seed = storage::seed_volume(&vm.name);
+    storage::delete_volume(&pool, &seed)?;
+    storage::upload(conn, &pool, &seed, &vm.seed_iso)?;
+    conn.define_domain_xml(&domain_xml(vm, POOL)).map(drop).map_err(lv(Action::DefineVm, &vm.name))
+}
+
+/// Refuses MACs another domain already uses (a 24-bit hash can collide).
+fn check_macs(conn: &Connect, vm: &VmSpec) -> Result<(), DriverError> {
+    let uri = conn.uri().unwrap_or_default();
+    let domains = conn.list_all_domains(0).map_err(lv(Action::ListVms, &uri))?;
+    let ours = [vm.nat.mac.to_string(), vm.host_only.mac.to_string()];
+    for dom in domains {
+        let other = dom.name().map_err(lv(Action::ListVms, &uri))?;
+        let xml = dom.xml_desc(0).map_err(lv(Action::InspectVm, &other))?;
+        if let Some(mac) = domain_macs(&xml).into_iter().find(|m| ours.contains(m)) {
+            return Err(DriverError::MacConflict { mac, name: vm.name.clone(), other });
+        }
+    }
+    Ok(())
+}
+
+/// Powers the VM on; Ok if it runs.
+pub fn start(conn: &Connect, name: &str) -> Result<(), DriverError> {
+    let dom =
+        lookup_ours(conn, name)?.ok_or_else(|| DriverError::NoSuchVm { name: name.to_owned() })?;
+    if dom.is_active().map_err(lv(Action::InspectVm, name))? {
+        return Ok(());
+    }
+    dom.create().map(drop).map_err(lv(Action::StartVm, name))
+}
+
+/// Stops the VM: ACPI shutdown and up to `timeout` for it to power off, then (or for
+/// [`StopMode::Force`] at once) power off. Ok if it is stopped or missing.
+pub fn stop(
+    conn: &Connect,
+    name: &str,
+    mode: StopMode,
+    timeout: Duration,
+) -> Result<(), DriverError> {
+    let Some(dom) = lookup_ours(conn, name)? else { return Ok(()) };
+    let active = || dom.is_active().map_err(lv(Action::InspectVm, name));
+    if !active()? {
+        return Ok(());
+    }
+    if mode == StopMode::Graceful {
+        dom.shutdown().map_err(lv(Action::StopVm, name))?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !active()? {
+                return Ok(());
+            }
+            std::thread::sleep(STOP_POLL);
+        }
+        tracing::info!(vm = name, "ACPI shutdown timed out, powering off");
+    }
+    match dom.destroy() {
+        Ok(()) => Ok(()),
+        // It stopped by itself between the check and the power-off.
+        Err(_) if !active()? => Ok(()),
+        Err(e) => Err(lv(Action::StopVm, name)(e)),
+    }
+}
+
+/// Removes the VM (powered off first, with its managed save and NVRAM) and its own
+/// volumes; Ok if already gone. Leftover volumes of a missing VM are removed too.
+pub fn delete(conn: &Connect, name: &str) -> Result<(), DriverError> {
+    if let Some(dom) = lookup_ours(conn, name)? {
+        stop(conn, name, StopMode::Force, Duration::ZERO)?;
+        let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+        dom.undefine_flags(flags).map_err(lv(Action::DeleteVm, name))?;
+    }
+    let Some(pool) = find_pool(conn)? else { return Ok(()) };
+    storage::delete_volume(&pool, &storage::disk_volume(name))?;
+    storage::delete_volume(&pool, &storage::seed_volume(name))
+}
+
+/// Removes a shared base image or ISO volume; Ok if gone.
+pub fn delete_image(conn: &Connect, image_id: &str) -> Result<(), DriverError> {
+    let Some(pool) = find_pool(conn)? else { return Ok(()) };
+    storage::delete_volume(&pool, &storage::base_volume(image_id))?;
+    storage::delete_volume(&pool, &storage::iso_volume(image_id))
+}
+
+fn find_pool(conn: &Connect) -> Result<Option<StoragePool>, DriverError> {
+    match conn.lookup_storage_pool_by_name(POOL) {
+        Ok(pool) => Ok(Some(pool)),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(lv(Action::PreparePool, POOL)(e)),
+    }
+}
+
+/// The VM's state; [`VmState::Missing`] if it does not exist.
+pub fn state(conn: &Connect, name: &str) -> Result<VmState, DriverError> {
+    let Some(dom) = lookup(conn, name)? else { return Ok(VmState::Missing) };
+    let (raw, _reason) = dom.state().map_err(lv(Action::InspectVm, name))?;
+    map_state(raw).map_err(|raw| DriverError::UnknownState { name: name.to_owned(), raw })
+}
+
+/// The IPv4 address of the host-only NIC (the second) in libvirt's DHCP leases.
+pub fn ip(conn: &Connect, name: &str) -> Result<Option<IpAddr>, DriverError> {
+    let Some(dom) = lookup(conn, name)? else { return Ok(None) };
+    let fail = lv(Action::InspectVm, name);
+    if !dom.is_active().map_err(&fail)? {
+        return Ok(None);
+    }
+    let Some(mac) = domain_macs(&dom.xml_desc(0).map_err(&fail)?).into_iter().nth(1) else {
+        return Ok(None);
+    };
+    let ifaces =
+        dom.interface_addresses(sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0).map_err(&fail)?;
+    Ok(ifaces
+        .iter()
+        .filter(|i| i.hwaddr.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&mac)))
+        .flat_map(|i| &i.addrs)
+        .filter(|a| a.typed == i64::from(sys::VIR_IP_ADDR_TYPE_IPV4))
+        .find_map(|a| a.addr.parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_libvirt_state_maps() {
+        let cases = [
+            (DomainState::NoState, VmState::Starting),
+            (DomainState::Running, VmState::Running),
+            (DomainState::Blocked, VmState::Running),
+            (DomainState::Paused, VmState::Paused),
+            (DomainState::PMSuspended, VmState::Paused),
+            (DomainState::Shutdown, VmState::Stopping),
+            (DomainState::Shutoff, VmState::Stopped),
+            (DomainState::Crashed, VmState::Crashed),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(map_state(Enum::Known(raw)), Ok(want), "{raw:?}");
+        }
+        assert_eq!(map_state(Enum::Unknown(42)), Err("42".to_owned()));
+    }
+}

@@ -1,0 +1,245 @@
+//! The kvm2 backend: libvirt through the `virt` crate, one connection per driver.
+//! Everything goes through libvirt's API (storage volumes, streams), so a remote URI
+//! (`qemu+ssh://host/system`) works as well as a local one. libvirt errors are mapped
+//! to typed [`DriverError`]s here, where their codes are known.
+
+use std::net::IpAddr;
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+use virt::connect::Connect;
+use virt::error::{Error as VirtError, ErrorNumber};
+
+use super::host::{self, decide_accel, probe_local};
+use super::{AccelPolicy, Action, DiskFormat, Driver, DriverError, DriverKind, HostReport};
+use super::{NetworkSpec, StopMode, VmSpec, VmState};
+use crate::net::Ipv4Cidr;
+
+mod domain;
+mod domain_xml;
+mod network;
+mod storage;
+mod xml;
+
+pub use domain_xml::domain_xml;
+pub use network::network_xml;
+pub use storage::{POOL, base_volume, disk_volume, iso_volume, seed_volume};
+
+/// The URI used when neither `--libvirt-uri` nor `LIBVIRT_DEFAULT_URI` is set.
+pub const DEFAULT_URI: &str = "qemu:///system";
+/// libvirt's own environment variable for the default URI.
+pub const URI_ENV: &str = "LIBVIRT_DEFAULT_URI";
+/// How long a graceful stop waits for the guest's ACPI shutdown before powering off.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The connection URI: `flag` (`--libvirt-uri`), else `LIBVIRT_DEFAULT_URI`, else
+/// [`DEFAULT_URI`]. Always explicit, so libvirt never guesses (it would try the session
+/// daemon for non-root users).
+pub fn resolve_uri(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| std::env::var(URI_ENV).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| DEFAULT_URI.to_owned())
+}
+
+/// Where the `kubelab` pool keeps volumes: under the user's data directory for a
+/// session daemon, else `/var/lib/libvirt/images/kubelab`, which QEMU (running as
+/// `libvirt-qemu`) can read, unlike a 0700 home directory.
+pub fn default_pool_path(uri: &str) -> String {
+    match std::env::var("HOME") {
+        Ok(home) if uri.contains("/session") => {
+            format!("{home}/.local/share/libvirt/images/kubelab")
+        }
+        _ => "/var/lib/libvirt/images/kubelab".to_owned(),
+    }
+}
+
+/// The libvirt backend.
+pub struct LibvirtDriver {
+    conn: Connect,
+    uri: String,
+    pool_path: String,
+    stop_timeout: Duration,
+    uploads: Mutex<()>,
+}
+
+impl std::fmt::Debug for LibvirtDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibvirtDriver")
+            .field("uri", &self.uri)
+            .field("pool_path", &self.pool_path)
+            .finish()
+    }
+}
+
+impl LibvirtDriver {
+    /// Connects to `uri`; an unreachable daemon or missing permission are their own
+    /// errors, with hints.
+    pub fn connect(uri: &str) -> Result<Self, DriverError> {
+        static QUIET: Once = Once::new();
+        // libvirt's default handler prints every error to stderr, even handled ones.
+        QUIET.call_once(virt::error::clear_error_callback);
+        let conn = Connect::open(Some(uri)).map_err(|e| connect_error(uri, e))?;
+        Ok(Self {
+            conn,
+            uri: uri.to_owned(),
+            pool_path: default_pool_path(uri),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            uploads: Mutex::new(()),
+        })
+    }
+
+    /// Sets how long a graceful stop waits before powering off.
+    pub fn with_stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Sets the directory of the `kubelab` pool when kubelab creates it.
+    pub fn with_pool_path(mut self, path: impl Into<String>) -> Self {
+        self.pool_path = path.into();
+        self
+    }
+
+    /// The connection URI.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Whether the hypervisor runs on this machine (no host in the URI).
+    fn is_local(&self) -> bool {
+        url::Url::parse(&self.uri)
+            .map_or(true, |u| u.host_str().is_none_or(|h| h.is_empty() || h == "localhost"))
+    }
+}
+
+impl Driver for LibvirtDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Kvm2
+    }
+
+    fn check_host(&self, policy: AccelPolicy) -> Result<HostReport, DriverError> {
+        host::check_qemu_img()?;
+        let caps = self.conn.capabilities().map_err(lv(Action::ReadCapabilities, &self.uri))?;
+        decide_accel(&probe_local(self.is_local(), offers_kvm(&caps))?, policy)
+    }
+
+    fn disk_format(&self) -> DiskFormat {
+        DiskFormat::Qcow2
+    }
+
+    fn used_subnets(&self) -> Result<Vec<Ipv4Cidr>, DriverError> {
+        Ok(network::all_subnets(&self.conn)?.into_iter().flat_map(|(_, s)| s).collect())
+    }
+
+    fn ensure_network(&self, net: &NetworkSpec) -> Result<(), DriverError> {
+        network::ensure(&self.conn, net)
+    }
+
+    fn delete_network(&self, name: &str) -> Result<(), DriverError> {
+        network::delete(&self.conn, name)
+    }
+
+    fn create(&self, vm: &VmSpec) -> Result<(), DriverError> {
+        domain::create(&self.conn, &self.pool_path, &self.uploads, vm)
+    }
+
+    fn start(&self, name: &str) -> Result<(), DriverError> {
+        domain::start(&self.conn, name)
+    }
+
+    fn stop(&self, name: &str, mode: StopMode) -> Result<(), DriverError> {
+        domain::stop(&self.conn, name, mode, self.stop_timeout)
+    }
+
+    fn delete(&self, name: &str) -> Result<(), DriverError> {
+        domain::delete(&self.conn, name)
+    }
+
+    fn delete_image(&self, image_id: &str) -> Result<(), DriverError> {
+        domain::delete_image(&self.conn, image_id)
+    }
+
+    fn state(&self, name: &str) -> Result<VmState, DriverError> {
+        domain::state(&self.conn, name)
+    }
+
+    fn ip(&self, name: &str) -> Result<Option<IpAddr>, DriverError> {
+        domain::ip(&self.conn, name)
+    }
+}
+
+/// Whether host capabilities list KVM guests (`<domain type='kvm'/>` under a guest).
+fn offers_kvm(caps_xml: &str) -> bool {
+    caps_xml.contains("<domain type='kvm'")
+}
+
+/// Sorts a failed `virConnectOpen` by what the user must do.
+fn connect_error(uri: &str, err: VirtError) -> DriverError {
+    let uri = uri.to_owned();
+    let message = err.message();
+    if err
+        .code()
+        .is_known_and(|c| matches!(c, ErrorNumber::AuthFailed | ErrorNumber::AuthCancelled))
+        || message.contains("Permission denied")
+    {
+        DriverError::PermissionDenied { uri, source: err.into() }
+    } else if message.contains("No such file or directory")
+        || message.contains("Connection refused")
+    {
+        DriverError::Unreachable { uri, source: err.into() }
+    } else {
+        DriverError::Connect { uri, source: err.into() }
+    }
+}
+
+/// Whether the error says the object does not exist.
+fn is_missing(err: &VirtError) -> bool {
+    err.code().is_known_and(|c| {
+        matches!(
+            c,
+            ErrorNumber::NoDomain
+                | ErrorNumber::NoNetwork
+                | ErrorNumber::NoStoragePool
+                | ErrorNumber::NoStorageVolume
+        )
+    })
+}
+
+/// Maps a libvirt error of `action` on `object` to [`DriverError::Backend`].
+fn lv(action: Action, object: &str) -> impl Fn(VirtError) -> DriverError + '_ {
+    move |e| DriverError::Backend { action, object: object.to_owned(), source: e.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_prefers_flag_then_env_then_default() {
+        assert_eq!(resolve_uri(Some("test:///default")), "test:///default");
+        // The env var is only read, never set, here: other tests run in parallel.
+        let expected =
+            std::env::var(URI_ENV).ok().filter(|v| !v.is_empty()).unwrap_or(DEFAULT_URI.into());
+        assert_eq!(resolve_uri(None), expected);
+    }
+
+    #[test]
+    fn pool_path_depends_on_daemon_kind() {
+        assert_eq!(default_pool_path("qemu:///system"), "/var/lib/libvirt/images/kubelab");
+        assert_eq!(default_pool_path("qemu+ssh://h/system"), "/var/lib/libvirt/images/kubelab");
+        if let Ok(home) = std::env::var("HOME") {
+            assert_eq!(
+                default_pool_path("qemu:///session"),
+                format!("{home}/.local/share/libvirt/images/kubelab")
+            );
+        }
+    }
+
+    #[test]
+    fn kvm_offer_is_read_from_capabilities() {
+        let caps =
+            "<guest><arch name='x86_64'><domain type='qemu'/>\n<domain type='kvm'/></arch></guest>";
+        assert!(offers_kvm(caps));
+        assert!(!offers_kvm("<guest><arch name='x86_64'><domain type='qemu'/></arch></guest>"));
+    }
+}

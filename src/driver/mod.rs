@@ -1,0 +1,315 @@
+//! The `Driver` trait: what kubelab asks of a hypervisor (VMs, their disks, the
+//! profile's networks), the plain data it passes (`VmSpec`, `NetworkSpec`), and the
+//! naming rules that mark what kubelab created. Backends live in sub-directories;
+//! a backend knows nothing of Kubernetes.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use crate::net::{self, Ipv4Cidr, MacAddr};
+use crate::reason::Reason;
+
+mod error;
+pub mod host;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
+
+pub use error::{Action, Cause, DriverError};
+
+/// Prefix of every network (and the storage pool) kubelab creates, so it never touches
+/// one it did not create.
+pub const NAME_PREFIX: &str = "kubelab-";
+
+/// The hypervisor backends compiled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// libvirt with QEMU (KVM or TCG), through the `virt` crate.
+    #[cfg(feature = "libvirt")]
+    Kvm2,
+}
+
+impl DriverKind {
+    /// The driver's name as users type it (`--driver kvm2`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            #[cfg(feature = "libvirt")]
+            Self::Kvm2 => "kvm2",
+        }
+    }
+
+    /// Every backend compiled in, in the order `up` prefers them.
+    pub fn all() -> &'static [DriverKind] {
+        &[
+            #[cfg(feature = "libvirt")]
+            Self::Kvm2,
+        ]
+    }
+}
+
+impl std::str::FromStr for DriverKind {
+    type Err = DriverError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::all().iter().copied().find(|k| k.as_str() == name).ok_or_else(|| {
+            DriverError::UnknownDriver {
+                name: name.to_owned(),
+                known: Self::all().iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
+            }
+        })
+    }
+}
+
+/// The disk image format a backend boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// QEMU copy-on-write (libvirt).
+    Qcow2,
+}
+
+/// How QEMU runs guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Hardware virtualization (libvirt domain type `kvm`).
+    Kvm,
+    /// Software emulation (libvirt domain type `qemu`): slow but works everywhere.
+    Tcg,
+}
+
+/// What the user allows when KVM is not usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelPolicy {
+    /// Use KVM when usable, else TCG with a warning.
+    Auto,
+    /// Fail with `HOST_KVM_UNAVAILABLE` instead of falling back (`--require-kvm`).
+    RequireKvm,
+}
+
+/// The outcome of the preflight checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostReport {
+    /// The acceleration VMs will use (put it in [`VmSpec::accel`]).
+    pub accel: Accel,
+    /// Problems worth telling the user that do not stop `up`.
+    pub warnings: Vec<HostWarning>,
+}
+
+/// A preflight problem that does not stop `up`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostWarning {
+    /// Its catalogue entry (id and advice).
+    pub reason: &'static Reason,
+    /// What was found.
+    pub message: String,
+}
+
+/// One VM to create: plain data, validated by `ops`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    /// The VM's name (the node name, e.g. `kubelab-m02`).
+    pub name: String,
+    /// The profile it belongs to; written into the VM as kubelab's marker.
+    pub profile: String,
+    /// KVM or TCG, from [`HostReport::accel`].
+    pub accel: Accel,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// The boot disk.
+    pub disk: DiskSpec,
+    /// The cloud-init NoCloud seed ISO, a local file written by kubelab.
+    pub seed_iso: PathBuf,
+    /// Where the serial console is logged (on the hypervisor host).
+    pub serial_log: PathBuf,
+    /// First NIC: egress through NAT.
+    pub nat: Nic,
+    /// Second NIC: the cluster's host-only network, with a static address.
+    pub host_only: Nic,
+}
+
+/// How a VM's disk is made from an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSpec {
+    /// A copy-on-write overlay over a cached disk image (already in [`Driver::disk_format`]).
+    Overlay {
+        /// The local cached base image.
+        base_image: PathBuf,
+        /// Its digest; names the shared base volume, so it is uploaded once.
+        base_id: String,
+        /// The overlay's virtual size in GiB.
+        size_gib: u64,
+    },
+    /// Boot an ISO read-only, with a blank data disk.
+    IsoWithDataDisk {
+        /// The local cached ISO.
+        iso: PathBuf,
+        /// Its digest; names the shared ISO volume.
+        iso_id: String,
+        /// The data disk's size in GiB.
+        size_gib: u64,
+    },
+}
+
+/// One network interface of a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// The network it joins ([`NetworkSpec::name`]).
+    pub network: String,
+    /// Its MAC address, usually [`MacAddr::derive`].
+    pub mac: MacAddr,
+}
+
+/// One of a profile's networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// Its name, from [`network_names`].
+    pub name: String,
+    /// The profile it belongs to; written into the network as kubelab's marker.
+    pub profile: String,
+    /// NAT (egress) or host-only (cluster traffic).
+    pub kind: NetworkKind,
+    /// Its subnet; the host takes `.1`.
+    pub cidr: Ipv4Cidr,
+    /// The host bridge's name, from [`bridge_name`].
+    pub bridge: String,
+    /// DHCP reservations; kept in sync by [`Driver::ensure_network`].
+    pub hosts: Vec<DhcpHost>,
+}
+
+/// The two kinds of profile network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkKind {
+    /// Forwarded to the host's uplink with NAT, DHCP for the whole subnet.
+    Nat,
+    /// Isolated: only the host and the VMs, DHCP only for reserved hosts.
+    HostOnly,
+}
+
+/// A DHCP reservation: this MAC always gets this address and hostname.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpHost {
+    /// The VM's MAC on this network.
+    pub mac: MacAddr,
+    /// Its reserved address.
+    pub ip: Ipv4Addr,
+    /// Its hostname (the node name).
+    pub name: String,
+}
+
+/// What a VM is doing, as the hypervisor reports it (never stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    /// The VM is not defined.
+    Missing,
+    /// Defined and powered off.
+    Stopped,
+    /// Powering on.
+    Starting,
+    /// Running.
+    Running,
+    /// Paused or suspended.
+    Paused,
+    /// Shutting down.
+    Stopping,
+    /// Crashed.
+    Crashed,
+}
+
+/// How to stop a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// ACPI shutdown, then power off if it has not stopped by the backend's deadline.
+    Graceful,
+    /// Power off at once.
+    Force,
+}
+
+/// A hypervisor backend. Object-safe (`Box<dyn Driver>`) and shareable across the
+/// per-node threads of `up`.
+pub trait Driver: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> DriverKind;
+    /// Preflight: the hypervisor is reachable and usable; chooses KVM or TCG.
+    fn check_host(&self, policy: AccelPolicy) -> Result<HostReport, DriverError>;
+    /// The disk format `image/` must convert base images to.
+    fn disk_format(&self) -> DiskFormat;
+    /// Subnets of the hypervisor's networks (all of them, kubelab's included), for
+    /// [`pick_subnets`].
+    fn used_subnets(&self) -> Result<Vec<Ipv4Cidr>, DriverError>;
+    /// Makes the network exist, be active and hold exactly `net.hosts` as reservations:
+    /// defines a missing one, starts an inactive one. Fails if a network of that name
+    /// has another subnet or was not created by kubelab.
+    fn ensure_network(&self, net: &NetworkSpec) -> Result<(), DriverError>;
+    /// Stops and removes a kubelab network; Ok if it is already gone.
+    fn delete_network(&self, name: &str) -> Result<(), DriverError>;
+    /// Creates the VM's disks and defines it (not started); Ok if it already exists.
+    fn create(&self, vm: &VmSpec) -> Result<(), DriverError>;
+    /// Powers the VM on; Ok if it is running.
+    fn start(&self, name: &str) -> Result<(), DriverError>;
+    /// Powers the VM off; Ok if it is stopped or missing.
+    fn stop(&self, name: &str, mode: StopMode) -> Result<(), DriverError>;
+    /// Removes the VM and its own disks (not the shared base image); Ok if already gone.
+    fn delete(&self, name: &str) -> Result<(), DriverError>;
+    /// Removes the hypervisor's copy of a base image or ISO (`base_id`/`iso_id`); Ok if
+    /// gone. Only call it when no VM uses the image (`delete --all`).
+    fn delete_image(&self, image_id: &str) -> Result<(), DriverError>;
+    /// The VM's state.
+    fn state(&self, name: &str) -> Result<VmState, DriverError>;
+    /// The host-only address the hypervisor has seen the VM use (diagnostics; kubelab
+    /// knows the static address already), `None` if unknown.
+    fn ip(&self, name: &str) -> Result<Option<IpAddr>, DriverError>;
+}
+
+/// Opens the backend `kind`. `libvirt_uri` is `--libvirt-uri` (see
+/// `libvirt::resolve_uri` for the fallbacks).
+#[cfg_attr(not(feature = "libvirt"), allow(unused_variables))]
+pub fn open(kind: DriverKind, libvirt_uri: Option<&str>) -> Result<Box<dyn Driver>, DriverError> {
+    match kind {
+        #[cfg(feature = "libvirt")]
+        DriverKind::Kvm2 => {
+            let uri = libvirt::resolve_uri(libvirt_uri);
+            Ok(Box::new(libvirt::LibvirtDriver::connect(&uri)?))
+        }
+    }
+}
+
+/// The profile's networks: `(host_only, nat)` = `kubelab-<profile>` and
+/// `kubelab-<profile>.nat`. The `.` cannot occur in a profile name, so profile `a-nat`
+/// and the NAT network of profile `a` can never share a name.
+pub fn network_names(profile: &str) -> (String, String) {
+    (format!("{NAME_PREFIX}{profile}"), format!("{NAME_PREFIX}{profile}.nat"))
+}
+
+/// The host bridge of a network: `kl` + 10 hex digits of SHA-256(network name), within
+/// Linux's 15-byte interface name limit and unique per network.
+pub fn bridge_name(network: &str) -> String {
+    let digest = Sha256::digest(network.as_bytes());
+    format!("kl{}", &hex::encode(digest)[..10])
+}
+
+/// `count` free /24 subnets for a new profile: not overlapping the host's routes nor
+/// any of the hypervisor's networks (see [`net::choose_subnets`]).
+pub fn pick_subnets(driver: &dyn Driver, count: usize) -> Result<Vec<Ipv4Cidr>, DriverError> {
+    let mut taken = net::read_host_routes().map_err(|source| DriverError::Routes { source })?;
+    taken.extend(driver.used_subnets()?);
+    net::choose_subnets(&taken, count).ok_or(DriverError::NoFreeSubnet { count })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_and_bridge_names() {
+        let (host_only, nat) = network_names("lab");
+        assert_eq!((host_only.as_str(), nat.as_str()), ("kubelab-lab", "kubelab-lab.nat"));
+        assert_ne!(network_names("lab-nat").0, network_names("lab").1);
+        let bridge = bridge_name("kubelab-lab");
+        assert_eq!(bridge.len(), 12);
+        assert!(bridge.starts_with("kl"));
+        assert_ne!(bridge, bridge_name("kubelab-lab.nat"));
+    }
+}

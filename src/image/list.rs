@@ -1,0 +1,116 @@
+//! `image list` and `image rm`: the catalogue with its cache status, and removal of
+//! cached images by catalogue name or digest.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::cache::Cache;
+use super::catalog::{self, Format, Kind};
+use super::{CachedImage, ImageError};
+use crate::home::Home;
+
+/// One format of a catalogue entry and whether it is cached.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormatStatus {
+    /// The format.
+    pub format: Format,
+    /// Where it is downloaded from.
+    pub url: String,
+    /// The cached file's size, else the declared size if known.
+    pub size_bytes: Option<u64>,
+    /// The cached file, if any.
+    pub cached: Option<PathBuf>,
+}
+
+/// A catalogue entry with its cache status.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogImage {
+    /// The name.
+    pub name: String,
+    /// Disk or ISO.
+    pub kind: Kind,
+    /// One line about it.
+    pub description: String,
+    /// The default SSH user.
+    pub ssh_user: String,
+    /// What is installed.
+    pub preinstalled: String,
+    /// Its formats.
+    pub formats: Vec<FormatStatus>,
+}
+
+/// What `image list` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageList {
+    /// The catalogue.
+    pub catalog: Vec<CatalogImage>,
+    /// Cached images pulled by URL or path.
+    pub other: Vec<CachedImage>,
+}
+
+/// The catalogue with cache status, and the other cached images (not re-verified).
+pub fn list(home: &Home) -> Result<ImageList, ImageError> {
+    let cache = Cache::new(home);
+    let cached: Vec<CachedImage> =
+        cache.sidecars()?.iter().filter_map(|s| cache.present(s)).collect();
+    let catalog = catalog::all()?
+        .into_iter()
+        .map(|entry| {
+            let formats = entry
+                .formats
+                .iter()
+                .map(|(format, file)| {
+                    let hit = cached
+                        .iter()
+                        .find(|c| c.format == *format && c.name.as_deref() == Some(&entry.name));
+                    FormatStatus {
+                        format: *format,
+                        url: file.url.to_string(),
+                        size_bytes: hit.map(|c| c.size_bytes).or(file.size_bytes),
+                        cached: hit.map(|c| c.path.clone()),
+                    }
+                })
+                .collect();
+            CatalogImage {
+                name: entry.name,
+                kind: entry.kind,
+                description: entry.description,
+                ssh_user: entry.ssh_user,
+                preinstalled: entry.preinstalled,
+                formats,
+            }
+        })
+        .collect();
+    let other = cached.into_iter().filter(|c| c.name.is_none()).collect();
+    Ok(ImageList { catalog, other })
+}
+
+/// Removes the cached images pulled as catalogue name `target`, or whose SHA-256 is or
+/// starts with `target` (at least 12 hex characters); returns what was removed.
+pub fn remove(home: &Home, target: &str) -> Result<Vec<CachedImage>, ImageError> {
+    let is_digest = target.len() >= 12 && target.bytes().all(|b| b.is_ascii_hexdigit());
+    if !is_digest {
+        catalog::find(target)?;
+    }
+    let target_lower = target.to_ascii_lowercase();
+    let cache = Cache::new(home);
+    let mut removed = Vec::new();
+    for sidecar in cache.sidecars()? {
+        let hit = if is_digest {
+            sidecar.sha256.starts_with(&target_lower)
+        } else {
+            sidecar.name.as_deref() == Some(target)
+        };
+        if hit {
+            if let Some(image) = cache.present(&sidecar) {
+                removed.push(image);
+            }
+            cache.remove(&sidecar)?;
+        }
+    }
+    if removed.is_empty() {
+        return Err(ImageError::NotCached { target: target.to_owned() });
+    }
+    Ok(removed)
+}

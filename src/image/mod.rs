@@ -1,0 +1,325 @@
+//! Images: resolve a spec (catalogue name, URL + digest, local path) to a verified file
+//! in the cache, downloading it if needed. `ensure` is what `up` and `image pull` call;
+//! `list` and `remove` serve `image list` and `image rm`.
+
+pub mod cache;
+pub mod catalog;
+pub mod download;
+mod error;
+mod list;
+
+pub use error::ImageError;
+pub use list::{CatalogImage, FormatStatus, ImageList, list, remove};
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::Digest as _;
+use url::Url;
+
+use crate::home::Home;
+use crate::progress::Progress;
+use cache::{Cache, Sidecar};
+use catalog::{Algorithm, Digest, Expected, Format, Kind};
+
+/// Where an image comes from, as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// A catalogue name (`debian-12`).
+    Catalog(String),
+    /// An `http`, `https` or `file` URL.
+    Url(Url),
+    /// A file on this machine.
+    Path(PathBuf),
+}
+
+impl ImageSource {
+    /// Classifies `text`: a URL if it has a scheme, a path if it has a separator or
+    /// names an existing file, else a catalogue name.
+    pub fn parse(text: &str) -> Result<Self, ImageError> {
+        let bad = |problem: &str| ImageError::BadSource {
+            source_text: text.to_owned(),
+            problem: problem.to_owned(),
+        };
+        if text.contains("://") {
+            let url = Url::parse(text)
+                .map_err(|source| ImageError::BadUrl { url: text.to_owned(), source })?;
+            return match url.scheme() {
+                "http" | "https" | "file" => Ok(Self::Url(url)),
+                _ => Err(bad("only http, https and file URLs are supported")),
+            };
+        }
+        if text.contains('/')
+            || text.contains(std::path::MAIN_SEPARATOR)
+            || Path::new(text).is_file()
+        {
+            return Ok(Self::Path(PathBuf::from(text)));
+        }
+        let name_ok = !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if name_ok {
+            Ok(Self::Catalog(text.to_owned()))
+        } else {
+            Err(bad("not a catalogue name, URL or file"))
+        }
+    }
+}
+
+/// What `ensure` is asked for.
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    /// Where the image comes from.
+    pub source: ImageSource,
+    /// The format; default: the catalogue's `qcow2` (`iso` for ISO entries), or what
+    /// a URL's or path's extension says, else `qcow2`.
+    pub format: Option<Format>,
+    /// The expected SHA-256 (overrides the catalogue's).
+    pub sha256: Option<Digest>,
+    /// Accept a remote URL without a digest.
+    pub insecure_skip_verify: bool,
+}
+
+/// A verified image in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CachedImage {
+    /// The file, named by its SHA-256.
+    pub path: PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Its format.
+    pub format: Format,
+    /// Its size.
+    pub size_bytes: u64,
+    /// Where it came from.
+    pub url: String,
+    /// The catalogue name it was pulled as.
+    pub name: Option<String>,
+}
+
+/// A request resolved to one URL and how to check it.
+struct Plan {
+    url: Url,
+    format: Format,
+    name: Option<String>,
+    expected: Option<Expected>,
+}
+
+impl Plan {
+    fn new(req: &ImageRequest) -> Result<Self, ImageError> {
+        let pinned = req.sha256.clone().map(Expected::Digest);
+        let guess =
+            |name: &str| req.format.or(Format::from_file_name(name)).unwrap_or(Format::Qcow2);
+        match &req.source {
+            ImageSource::Catalog(name) => {
+                let entry = catalog::find(name)?;
+                let default = if entry.kind == Kind::Iso { Format::Iso } else { Format::Qcow2 };
+                let format = req.format.unwrap_or(default);
+                let file = entry.format(format)?;
+                let expected = match pinned {
+                    Some(digest) => digest,
+                    None => file.expected(name)?,
+                };
+                Ok(Self {
+                    url: file.url.clone(),
+                    format,
+                    name: Some(entry.name),
+                    expected: Some(expected),
+                })
+            }
+            ImageSource::Url(url) => {
+                let remote = url.scheme() != "file";
+                if remote && pinned.is_none() && !req.insecure_skip_verify {
+                    return Err(ImageError::DigestRequired { url: url.to_string() });
+                }
+                let last = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or("");
+                Ok(Self { url: url.clone(), format: guess(last), name: None, expected: pinned })
+            }
+            ImageSource::Path(path) => {
+                let absolute = std::path::absolute(path)
+                    .map_err(|source| ImageError::ReadLocal { path: path.clone(), source })?;
+                let url = Url::from_file_path(&absolute).map_err(|()| ImageError::BadSource {
+                    source_text: path.display().to_string(),
+                    problem: "not an absolute file path".to_owned(),
+                })?;
+                let name =
+                    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Ok(Self { url, format: guess(&name), name: None, expected: pinned })
+            }
+        }
+    }
+
+    /// Names the lock and the partial file: the SHA-256 when known, else the URL's hash.
+    fn key(&self) -> String {
+        match &self.expected {
+            Some(Expected::Digest(d)) if d.algorithm == Algorithm::Sha256 => d.hex.clone(),
+            _ => format!("url-{}", &hex::encode(sha2::Sha256::digest(self.url.as_str()))[..32]),
+        }
+    }
+
+    /// A verified cache entry for this plan. Entries checked against a published
+    /// checksum file or pulled without a digest are found by URL (release directories
+    /// are dated, so their files do not change); a local file without a digest is
+    /// copied again, as it may have changed.
+    fn lookup(&self, cache: &Cache) -> Result<Option<CachedImage>, ImageError> {
+        let same = |s: &Sidecar| s.format == self.format;
+        match &self.expected {
+            Some(Expected::Digest(d)) => cache.find(|s| same(s) && matches_digest(s, d)),
+            _ if self.url.scheme() == "file" => Ok(None),
+            _ => cache.find(|s| same(s) && s.url == self.url.as_str()),
+        }
+    }
+}
+
+fn matches_digest(sidecar: &Sidecar, digest: &Digest) -> bool {
+    match digest.algorithm {
+        Algorithm::Sha256 => sidecar.sha256 == digest.hex,
+        Algorithm::Sha512 => sidecar.sha512.as_deref() == Some(digest.hex.as_str()),
+    }
+}
+
+/// Resolves `req` to a verified image in the cache of `home`: a cache hit is used as it
+/// is (re-verified if its size or mtime changed); otherwise it is downloaded (resuming
+/// a partial file), verified while streaming and moved into place. Concurrent calls for
+/// the same image wait for each other, and the later one reuses the download.
+pub fn ensure(
+    home: &Home,
+    req: &ImageRequest,
+    progress: &dyn Progress,
+) -> Result<CachedImage, ImageError> {
+    let plan = Plan::new(req)?;
+    let cache = Cache::new(home);
+    cache.create()?;
+    if let Some(hit) = plan.lookup(&cache)? {
+        progress.message(&format!("image is cached: {}", hit.path.display()));
+        return Ok(hit);
+    }
+    let key = plan.key();
+    let _lock = cache.lock(&key, || {
+        progress.message(&format!("waiting for another kubelab downloading {}", plan.url));
+    })?;
+    if let Some(hit) = plan.lookup(&cache)? {
+        progress.message(&format!("image is cached: {}", hit.path.display()));
+        return Ok(hit);
+    }
+    let config = download::Config::from_env();
+    let expected = match &plan.expected {
+        Some(Expected::Digest(d)) => Some(d.clone()),
+        Some(Expected::ChecksumsFile { url, algorithm }) => {
+            Some(published_digest(&config, url, *algorithm, &plan.url)?)
+        }
+        None => None,
+    };
+    progress.message(&format!("downloading {}", plan.url));
+    let part = cache.part_path(&key);
+    let want_sha512 = expected.as_ref().is_some_and(|d| d.algorithm == Algorithm::Sha512);
+    let hashes = match download::fetch(&config, &plan.url, &part, want_sha512, progress) {
+        Ok(hashes) => hashes,
+        Err(err) => {
+            // Keep a partial download to resume; drop an empty or local one.
+            let empty = std::fs::metadata(&part).map_or(true, |m| m.len() == 0);
+            if empty || plan.url.scheme() == "file" {
+                let _ = std::fs::remove_file(&part);
+            }
+            return Err(err);
+        }
+    };
+    if let Some(d) = &expected {
+        let actual = match d.algorithm {
+            Algorithm::Sha256 => hashes.sha256.clone(),
+            Algorithm::Sha512 => hashes.sha512.clone().unwrap_or_default(),
+        };
+        if actual != d.hex {
+            let _ = std::fs::remove_file(&part);
+            return Err(ImageError::ChecksumMismatch {
+                url: plan.url.to_string(),
+                algorithm: d.algorithm,
+                expected: d.hex.clone(),
+                actual,
+            });
+        }
+    }
+    cache.commit(
+        &part,
+        Sidecar {
+            sha256: hashes.sha256,
+            sha512: hashes.sha512,
+            format: plan.format,
+            size_bytes: hashes.size_bytes,
+            mtime_ns: 0,
+            url: plan.url.to_string(),
+            name: plan.name,
+        },
+    )
+}
+
+/// The digest the release's checksum file lists for the file `image` names.
+fn published_digest(
+    config: &download::Config,
+    checksums_url: &Url,
+    algorithm: Algorithm,
+    image: &Url,
+) -> Result<Digest, ImageError> {
+    let file_name = image.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default();
+    let text = download::fetch_text(config, checksums_url)?;
+    catalog::find_in_checksums(&text, file_name, algorithm).ok_or_else(|| ImageError::NotListed {
+        checksums_url: checksums_url.to_string(),
+        file_name: file_name.to_owned(),
+        algorithm,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_classified() {
+        assert_eq!(
+            ImageSource::parse("debian-12").unwrap(),
+            ImageSource::Catalog("debian-12".into())
+        );
+        assert!(matches!(ImageSource::parse("https://h/x.img").unwrap(), ImageSource::Url(_)));
+        assert!(matches!(ImageSource::parse("file:///x.img").unwrap(), ImageSource::Url(_)));
+        assert_eq!(ImageSource::parse("./x.img").unwrap(), ImageSource::Path("./x.img".into()));
+        let err = ImageSource::parse("ftp://h/x").unwrap_err();
+        assert!(matches!(err, ImageError::BadSource { .. }), "{err}");
+        assert!(matches!(
+            ImageSource::parse("http://[::1").unwrap_err(),
+            ImageError::BadUrl { .. }
+        ));
+        assert!(matches!(
+            ImageSource::parse("Bad Name").unwrap_err(),
+            ImageError::BadSource { .. }
+        ));
+    }
+
+    #[test]
+    fn remote_url_needs_a_digest_unless_insecure() {
+        let mut req = ImageRequest {
+            source: ImageSource::parse("http://127.0.0.1/x.vmdk").unwrap(),
+            format: None,
+            sha256: None,
+            insecure_skip_verify: false,
+        };
+        assert!(matches!(Plan::new(&req), Err(ImageError::DigestRequired { .. })));
+        req.insecure_skip_verify = true;
+        let plan = Plan::new(&req).unwrap();
+        assert_eq!(plan.format, Format::Vmdk);
+        assert!(plan.key().starts_with("url-"));
+    }
+
+    #[test]
+    fn catalogue_plan_uses_the_pinned_digest_as_key() {
+        let req = ImageRequest {
+            source: ImageSource::Catalog("ubuntu-24.04".into()),
+            format: None,
+            sha256: None,
+            insecure_skip_verify: false,
+        };
+        let plan = Plan::new(&req).unwrap();
+        assert_eq!(plan.format, Format::Qcow2);
+        assert_eq!(plan.key(), "78547d336e4c8f98864fd3088a7ab393d7ab970885263578404bad7fc7c5e5d8");
+    }
+}

@@ -1,0 +1,151 @@
+//! `down`, `delete`, `status` and `ip`: the commands that act on an existing profile's
+//! nodes without creating any.
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::cluster::{ClusterState, Role};
+use crate::driver::{self, Driver, DriverKind, StopMode, VmState};
+use crate::home::Home;
+use crate::journal::{Journal, Resource};
+use crate::profile::{self, Profile, ProfileError};
+
+/// Opens the driver a saved cluster was made with.
+pub fn open_driver(state: &ClusterState) -> Result<Box<dyn Driver>, Error> {
+    let kind: DriverKind = state.driver.parse()?;
+    Ok(driver::open(kind, state.libvirt_uri.as_deref())?)
+}
+
+/// `kubelab down`: stops every node gracefully (ACPI, then power off after the
+/// backend's deadline), in parallel. Disks and addresses are kept.
+pub fn down(profile: &Profile, wait_lock: bool) -> Result<Vec<String>, Error> {
+    let _lock = profile.lock(wait_lock)?;
+    let state: ClusterState = profile.load_state()?;
+    let driver = open_driver(&state)?;
+    let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = state
+            .nodes
+            .iter()
+            .map(|n| {
+                let driver = &*driver;
+                scope.spawn(move || Ok(driver.stop(&n.name, StopMode::Graceful)?))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(Error::Panicked))).collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(state.nodes.iter().map(|n| n.name.clone()).collect())
+}
+
+/// `kubelab delete`: removes every resource the profile's journal lists (newest first),
+/// the base image when no other profile of this home uses it, then the profile's
+/// directory. Deleting a profile that does not exist is not an error.
+pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, Error> {
+    if !profile.dir().exists() {
+        return Ok(false);
+    }
+    let lock = profile.lock(wait_lock)?;
+    let journal = Journal::new(profile.dir());
+    let entries = journal.entries()?;
+    let state = match profile.load_state::<ClusterState>() {
+        Ok(state) => Some(state),
+        Err(ProfileError::NotFound { .. }) if entries.is_empty() => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(state) = &state {
+        let driver = open_driver(state)?;
+        for entry in entries.iter().rev() {
+            match entry {
+                Resource::Vm(name) => driver.delete(name)?,
+                Resource::Network(name) => driver.delete_network(name)?,
+            }
+            journal.forget(entry)?;
+        }
+        let shared = profile::list(home)?.iter().any(|p| {
+            p.name != state.profile
+                && p.state.as_ref().and_then(|s| s.pointer("/image/sha256"))
+                    == Some(&serde_json::Value::from(state.image.sha256.clone()))
+        });
+        if !shared {
+            driver.delete_image(&state.image.sha256)?;
+        }
+    }
+    drop(lock);
+    std::fs::remove_dir_all(profile.dir())
+        .map_err(|source| Error::RemoveProfile { path: profile.dir().to_owned(), source })?;
+    Ok(true)
+}
+
+/// One node as `kubelab status` shows it.
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    /// The node's name.
+    pub name: String,
+    /// Control plane or worker.
+    pub role: Role,
+    /// What the hypervisor reports.
+    pub state: &'static str,
+    /// Its host-only address.
+    pub ip: std::net::Ipv4Addr,
+    /// Its SSH port on that address.
+    pub ssh_port: u16,
+}
+
+/// The whole profile as `kubelab status` shows it.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The profile.
+    pub profile: String,
+    /// The driver.
+    pub driver: String,
+    /// KVM or TCG.
+    pub accel: driver::Accel,
+    /// The boot image as given.
+    pub image: String,
+    /// The host-only subnet.
+    pub network: String,
+    /// Every node, control plane first.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// `kubelab status`: the saved cluster with each node's live state.
+pub fn status(profile: &Profile) -> Result<Status, Error> {
+    let state: ClusterState = profile.load_state()?;
+    let driver = open_driver(&state)?;
+    let mut nodes = Vec::new();
+    for n in &state.nodes {
+        nodes.push(NodeStatus {
+            name: n.name.clone(),
+            role: n.role,
+            state: state_name(driver.state(&n.name)?),
+            ip: n.ip,
+            ssh_port: 22,
+        });
+    }
+    Ok(Status {
+        profile: state.profile.clone(),
+        driver: state.driver.clone(),
+        accel: state.accel,
+        image: state.image.source.clone(),
+        network: state.host_only_cidr.to_string(),
+        nodes,
+    })
+}
+
+fn state_name(state: VmState) -> &'static str {
+    match state {
+        VmState::Missing => "missing",
+        VmState::Stopped => "stopped",
+        VmState::Starting => "starting",
+        VmState::Running => "running",
+        VmState::Paused => "paused",
+        VmState::Stopping => "stopping",
+        VmState::Crashed => "crashed",
+    }
+}
+
+/// `kubelab ip [NODE]`: a node's host-only address (the control plane's by default).
+pub fn ip(profile: &Profile, node: Option<&str>) -> Result<std::net::Ipv4Addr, Error> {
+    let state: ClusterState = profile.load_state()?;
+    Ok(state.node(node)?.ip)
+}

@@ -1,0 +1,78 @@
+//! `kubelab node add` / `node delete`: grow or shrink a running cluster by one worker.
+
+use std::time::Duration;
+
+use crate::Error;
+use crate::cluster::{ClusterError, ClusterState, NodeState, Role};
+use crate::home::Home;
+use crate::image::{self, ImageRequest, ImageSource, catalog::Digest};
+use crate::journal::Journal;
+use crate::keys;
+use crate::ops::lifecycle::open_driver;
+use crate::ops::provision::{self, Timing};
+use crate::ops::up::new_node;
+use crate::profile::Profile;
+use crate::progress::Progress;
+
+/// `kubelab node add`: a new worker with the next free name, booted and reachable.
+pub fn add(
+    home: &Home,
+    profile: &Profile,
+    ssh_timeout: Duration,
+    wait_lock: bool,
+    progress: &dyn Progress,
+) -> Result<(NodeState, Vec<Timing>), Error> {
+    let _lock = profile.lock(wait_lock)?;
+    let mut state: ClusterState = profile.load_state()?;
+    let driver = open_driver(&state)?;
+    // The image is cached already; this re-verifies it only if the file changed.
+    let request = ImageRequest {
+        source: ImageSource::parse(&state.image.source)?,
+        format: Some(state.image.format),
+        sha256: Some(Digest::parse(image::catalog::Algorithm::Sha256, &state.image.sha256)?),
+        insecure_skip_verify: false,
+    };
+    let image = image::ensure(home, &request, progress)?;
+    let node = new_node(&state, state.free_index())?;
+    state.nodes.push(node.clone());
+    profile.save_state(&state)?;
+    let user_key = keys::user_key(profile.dir())?;
+    provision::write_known_hosts(profile, &state)?;
+    let journal = Journal::new(profile.dir());
+    provision::ensure_networks(&*driver, &journal, &state)?;
+    let ctx = provision::Ctx {
+        driver: &*driver,
+        profile,
+        state: &state,
+        journal: &journal,
+        image_path: image.path,
+        user_key: &user_key,
+        ssh_timeout,
+        progress,
+    };
+    let (created, timings) = provision::bring_up(&ctx, std::slice::from_ref(&node))?;
+    let node = created.into_iter().next().unwrap_or(node);
+    if let Some(saved) = state.nodes.iter_mut().find(|n| n.name == node.name) {
+        saved.instance_id.clone_from(&node.instance_id);
+    }
+    profile.save_state(&state)?;
+    Ok((node, timings))
+}
+
+/// `kubelab node delete NODE`: removes a worker's VM, disks, address reservation and files.
+pub fn remove(profile: &Profile, node: &str, wait_lock: bool) -> Result<(), Error> {
+    let _lock = profile.lock(wait_lock)?;
+    let mut state: ClusterState = profile.load_state()?;
+    let found = state.node(Some(node))?;
+    if found.role == Role::ControlPlane {
+        return Err(ClusterError::ControlPlane { node: node.to_owned() }.into());
+    }
+    let driver = open_driver(&state)?;
+    let journal = Journal::new(profile.dir());
+    provision::remove_node(&*driver, &journal, profile, node)?;
+    state.nodes.retain(|n| n.name != node);
+    profile.save_state(&state)?;
+    provision::ensure_networks(&*driver, &journal, &state)?;
+    provision::write_known_hosts(profile, &state)?;
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! What `up` and `node add` share: the profile's network specs, a node's VM spec and
+//! seed, and bringing nodes up in parallel (create or start, then wait for SSH with the
+//! node's own host key). Every resource is recorded in the journal before it is created.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::cloudinit::{self, SeedSpec};
+use crate::cluster::{ClusterState, NodeState, SSH_USER};
+use crate::driver::{self, DiskSpec, Driver, NetworkKind, NetworkSpec, Nic, VmSpec, VmState};
+use crate::image::catalog::Format;
+use crate::journal::{Journal, Resource};
+use crate::keys::{self, KeyPair, KnownHost};
+use crate::profile::Profile;
+use crate::progress::Progress;
+use crate::ssh::{self, Target};
+use crate::{Error, fsutil};
+
+/// How long one phase of one node took (`--timings`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    /// The node.
+    pub node: String,
+    /// The phase: `seed`, `create`, `start`, `ssh`, ...
+    pub phase: &'static str,
+    /// Its duration in seconds.
+    pub secs: f64,
+}
+
+/// The profile's networks as the driver wants them: host-only (with a DHCP reservation
+/// per node) and NAT.
+pub fn network_specs(state: &ClusterState) -> [NetworkSpec; 2] {
+    let (host_only, nat) = driver::network_names(&state.profile);
+    let spec = |name: String, kind, cidr, hosts| NetworkSpec {
+        bridge: driver::bridge_name(&name),
+        name,
+        profile: state.profile.clone(),
+        kind,
+        cidr,
+        hosts,
+    };
+    let hosts = state
+        .nodes
+        .iter()
+        .map(|n| driver::DhcpHost { mac: n.host_only_mac, ip: n.ip, name: n.name.clone() })
+        .collect();
+    [
+        spec(host_only, NetworkKind::HostOnly, state.host_only_cidr, hosts),
+        spec(nat, NetworkKind::Nat, state.nat_cidr, Vec::new()),
+    ]
+}
+
+/// Records and ensures both networks (self-healing: missing or inactive ones come back).
+pub fn ensure_networks(
+    driver: &dyn Driver,
+    journal: &Journal,
+    state: &ClusterState,
+) -> Result<(), Error> {
+    for net in network_specs(state) {
+        journal.record(&Resource::Network(net.name.clone()))?;
+        driver.ensure_network(&net)?;
+    }
+    Ok(())
+}
+
+/// The directory of one node's files (host key, seed, console log).
+pub fn node_dir(profile: &Profile, node: &str) -> PathBuf {
+    profile.dir().join("nodes").join(node)
+}
+
+/// Rewrites the profile's `known_hosts` for the user's own `ssh`, one line per node.
+pub fn write_known_hosts(profile: &Profile, state: &ClusterState) -> Result<PathBuf, Error> {
+    let keys = state
+        .nodes
+        .iter()
+        .map(|n| keys::host_key(profile.dir(), &n.name).map(|k| (n.ip.to_string(), k)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hosts: Vec<KnownHost<'_>> =
+        keys.iter().map(|(ip, k)| KnownHost { host: ip, port: 22, key: k.public_key() }).collect();
+    Ok(keys::write_known_hosts(profile.dir(), &hosts)?)
+}
+
+/// What every node thread needs.
+pub struct Ctx<'a> {
+    /// The backend.
+    pub driver: &'a dyn Driver,
+    /// The profile (for its directory).
+    pub profile: &'a Profile,
+    /// The cluster's saved state.
+    pub state: &'a ClusterState,
+    /// The journal.
+    pub journal: &'a Journal,
+    /// The cached boot image.
+    pub image_path: PathBuf,
+    /// The profile's user key.
+    pub user_key: &'a KeyPair,
+    /// How long to wait for a node's SSH.
+    pub ssh_timeout: Duration,
+    /// Where to report.
+    pub progress: &'a dyn Progress,
+}
+
+/// Brings `nodes` up in parallel: creates missing VMs (with a fresh seed and instance
+/// id), starts stopped ones, and waits until each answers SSH with its own host key.
+/// Returns the nodes whose VM was created (their state has a new instance id) and the
+/// phase timings.
+pub fn bring_up(
+    ctx: &Ctx<'_>,
+    nodes: &[NodeState],
+) -> Result<(Vec<NodeState>, Vec<Timing>), Error> {
+    let created = Mutex::new(Vec::new());
+    let timings = Mutex::new(Vec::new());
+    let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let (created, timings) = (&created, &timings);
+                scope.spawn(move || node_up(ctx, node, created, timings))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Panicked))).collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    let mut timings = timings.into_inner().unwrap_or_default();
+    timings.sort_by(|a: &Timing, b| a.node.cmp(&b.node));
+    Ok((created.into_inner().unwrap_or_default(), timings))
+}
+
+fn node_up(
+    ctx: &Ctx<'_>,
+    node: &NodeState,
+    created: &Mutex<Vec<NodeState>>,
+    timings: &Mutex<Vec<Timing>>,
+) -> Result<(), Error> {
+    let phase = |name: &'static str, start: Instant| {
+        let secs = start.elapsed().as_secs_f64();
+        if let Ok(mut t) = timings.lock() {
+            t.push(Timing { node: node.name.clone(), phase: name, secs });
+        }
+    };
+    let report = |text: &str| ctx.progress.node_phase(&node.name, text);
+    let state = ctx.driver.state(&node.name)?;
+    if state == VmState::Missing {
+        let start = Instant::now();
+        report("writing seed");
+        let mut fresh = node.clone();
+        fresh.instance_id = cloudinit::instance_id(&node.name);
+        let spec = vm_spec(ctx, &fresh)?;
+        write_seed(ctx, &fresh, &spec.seed_iso)?;
+        phase("seed", start);
+        let start = Instant::now();
+        report("creating VM");
+        ctx.journal.record(&Resource::Vm(node.name.clone()))?;
+        ctx.driver.create(&spec)?;
+        phase("create", start);
+        if let Ok(mut c) = created.lock() {
+            c.push(fresh);
+        }
+    }
+    if !matches!(state, VmState::Running | VmState::Starting) {
+        let start = Instant::now();
+        report("starting VM");
+        ctx.driver.start(&node.name)?;
+        phase("start", start);
+    }
+    let start = Instant::now();
+    report("waiting for SSH");
+    let target = ssh_target(ctx.profile, node)?;
+    ssh::wait_until_reachable(&target, ctx.user_key, ctx.ssh_timeout, &mut |wait, _| {
+        report(&format!("waiting for SSH: {wait}"));
+    })?;
+    phase("ssh", start);
+    report("ready");
+    Ok(())
+}
+
+/// Where and how to reach `node` over SSH, trusting only its own host key.
+pub fn ssh_target(profile: &Profile, node: &NodeState) -> Result<Target, Error> {
+    let host_key = keys::host_key(profile.dir(), &node.name)?;
+    Ok(Target {
+        node: node.name.clone(),
+        addr: SocketAddr::new(node.ip.into(), 22),
+        user: SSH_USER.to_owned(),
+        host_key: host_key.public_key().clone(),
+    })
+}
+
+fn vm_spec(ctx: &Ctx<'_>, node: &NodeState) -> Result<VmSpec, Error> {
+    let state = ctx.state;
+    let dir = node_dir(ctx.profile, &node.name);
+    fsutil::create_private_dir(&dir)
+        .map_err(|source| Error::NodeDir { path: dir.clone(), source })?;
+    let disk = if state.image.format == Format::Iso {
+        DiskSpec::IsoWithDataDisk {
+            iso: ctx.image_path.clone(),
+            iso_id: state.image.sha256.clone(),
+            size_gib: state.disk_gib,
+        }
+    } else {
+        DiskSpec::Overlay {
+            base_image: ctx.image_path.clone(),
+            base_id: state.image.sha256.clone(),
+            size_gib: state.disk_gib,
+        }
+    };
+    let [host_only, nat] = network_specs(state);
+    Ok(VmSpec {
+        name: node.name.clone(),
+        profile: state.profile.clone(),
+        accel: state.accel,
+        cpus: state.cpus,
+        memory_mib: state.memory_mib,
+        disk,
+        seed_iso: dir.join("seed.iso"),
+        serial_log: dir.join("console.log"),
+        nat: Nic { network: nat.name, mac: node.nat_mac },
+        host_only: Nic { network: host_only.name, mac: node.host_only_mac },
+    })
+}
+
+fn write_seed(ctx: &Ctx<'_>, node: &NodeState, path: &std::path::Path) -> Result<(), Error> {
+    let host_key = keys::host_key(ctx.profile.dir(), &node.name)?;
+    let spec = SeedSpec {
+        hostname: node.name.clone(),
+        instance_id: node.instance_id.clone(),
+        user: SSH_USER.to_owned(),
+        user_public_key: ctx.user_key.public_openssh()?,
+        host_key_private: host_key.private_openssh()?,
+        host_key_public: host_key.public_openssh()?,
+        nat_mac: node.nat_mac.to_string(),
+        hostonly_mac: node.host_only_mac.to_string(),
+        hostonly_address: node.ip,
+        hostonly_prefix: ctx.state.host_only_cidr.prefix(),
+        extra_user_data: None,
+    };
+    let files = cloudinit::render(&spec)?;
+    cloudinit::write_iso(&files, path)?;
+    Ok(())
+}
+
+/// Removes a node's VM (and its disks), its journal entry and its files.
+pub fn remove_node(
+    driver: &dyn Driver,
+    journal: &Journal,
+    profile: &Profile,
+    node: &str,
+) -> Result<(), Error> {
+    driver.delete(node)?;
+    journal.forget(&Resource::Vm(node.to_owned()))?;
+    let dir = node_dir(profile, node);
+    match fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::NodeDir { path: dir, source: e })
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,73 @@
+//! `kubelab ssh` and `kubelab logs`: reach a node with the user's own `ssh`, trusting
+//! only the host key kubelab generated, and collect a node's boot logs.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Error;
+use crate::cluster::{ClusterState, SSH_USER};
+use crate::keys;
+use crate::ops::provision;
+use crate::profile::Profile;
+use crate::ssh::{self, Output};
+
+/// The `ssh` argv that logs in to `node` (the control plane by default) and runs
+/// `command` there, if any.
+pub fn ssh_target(
+    profile: &Profile,
+    node: Option<&str>,
+    command: &[String],
+) -> Result<Vec<OsString>, Error> {
+    let state: ClusterState = profile.load_state()?;
+    let node = state.node(node)?;
+    let known_hosts = provision::write_known_hosts(profile, &state)?;
+    let user_key = keys::user_key(profile.dir())?;
+    let mut argv =
+        keys::ssh_command_line(user_key.path(), &known_hosts, SSH_USER, &node.ip.to_string(), 22);
+    if !command.is_empty() {
+        argv.push("--".into());
+        argv.extend(command.iter().map(OsString::from));
+    }
+    Ok(argv)
+}
+
+/// A node's logs: the serial console (always available, also when SSH is not) and,
+/// when the node answers SSH, cloud-init's output.
+#[derive(Debug)]
+pub struct Logs {
+    /// The console log file.
+    pub console_path: PathBuf,
+    /// Its text (lossily decoded).
+    pub console: String,
+    /// `/var/log/cloud-init-output.log`, or why it could not be read.
+    pub cloud_init: Result<String, String>,
+}
+
+/// `kubelab logs [NODE]`.
+pub fn logs(profile: &Profile, node: Option<&str>) -> Result<Logs, Error> {
+    let state: ClusterState = profile.load_state()?;
+    let node = state.node(node)?;
+    let console_path = provision::node_dir(profile, &node.name).join("console.log");
+    let console = std::fs::read(&console_path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|e| format!("(no console log: {e})"));
+    let cloud_init = (|| -> Result<String, Error> {
+        let target = provision::ssh_target(profile, node)?;
+        let user_key = keys::user_key(profile.dir())?;
+        let conn = ssh::connect(&target, &user_key, Duration::from_secs(10))?;
+        let mut text = Vec::new();
+        let mut sink = std::io::sink();
+        let mut on_line = |_, line: &str| {
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        };
+        conn.run(
+            "sudo cat /var/log/cloud-init-output.log",
+            &mut Output { log: &mut sink, on_line: &mut on_line },
+        )?;
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    })()
+    .map_err(|e| crate::error::chain(&e));
+    Ok(Logs { console_path, console, cloud_init })
+}

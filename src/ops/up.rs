@@ -1,0 +1,299 @@
+//! `kubelab up`: create the profile's cluster, or bring an existing one back. Validate
+//! and preflight first (nothing is created before both pass), then lock, resolve the
+//! image, save the state (addresses chosen before boot), ensure the networks and bring
+//! every node up in parallel. An interrupted `up` is resumed by the next one.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::cluster::{self, ClusterError, ClusterState, ImageState, NodeState, Role};
+use crate::driver::{self, AccelPolicy, Driver, DriverKind, HostWarning};
+use crate::home::Home;
+use crate::image::{self, ImageRequest, ImageSource, catalog::Digest};
+use crate::journal::Journal;
+use crate::keys;
+use crate::net::{Ipv4Cidr, MacAddr};
+use crate::ops::provision::{self, Timing};
+use crate::profile::{Profile, ProfileError};
+use crate::progress::Progress;
+
+/// The image `up` boots when none is given.
+pub const DEFAULT_IMAGE: &str = "ubuntu-24.04";
+
+/// What the user asked `up` for; `None` means "the saved value, else the default".
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// The hypervisor backend.
+    pub driver: Option<DriverKind>,
+    /// `--libvirt-uri`.
+    pub libvirt_uri: Option<String>,
+    /// Number of nodes, control plane included.
+    pub nodes: Option<u32>,
+    /// vCPUs per node.
+    pub cpus: Option<u32>,
+    /// Memory per node.
+    pub memory_mib: Option<u64>,
+    /// Disk per node.
+    pub disk_gib: Option<u64>,
+    /// Catalogue name, URL or path.
+    pub image: Option<String>,
+    /// Expected SHA-256 of a URL or path image.
+    pub image_sha256: Option<String>,
+    /// Accept a URL without a digest.
+    pub insecure_skip_verify: bool,
+    /// The host-only network's subnet.
+    pub network_cidr: Option<Ipv4Cidr>,
+    /// Fail instead of falling back to TCG.
+    pub require_kvm: bool,
+    /// How long to wait for each node's SSH.
+    pub ssh_timeout: Duration,
+    /// Wait for a busy profile instead of failing.
+    pub wait_lock: bool,
+}
+
+/// What `up` did.
+#[derive(Debug, Serialize)]
+pub struct UpReport {
+    /// The cluster as saved.
+    pub state: ClusterState,
+    /// Nodes whose VM was created by this run.
+    pub created: Vec<String>,
+    /// Per node and phase, how long it took.
+    pub timings: Vec<Timing>,
+}
+
+/// Runs `up` for `profile`.
+pub fn up(
+    home: &Home,
+    profile: &Profile,
+    opts: &UpOptions,
+    progress: &dyn Progress,
+) -> Result<UpReport, Error> {
+    let started = Instant::now();
+    let request = validate(opts)?;
+    let saved = load_saved(profile)?;
+    if let Some(saved) = &saved {
+        check_consistent(saved, opts)?;
+    }
+    let kind = match opts.driver.or_else(|| DriverKind::all().first().copied()) {
+        Some(kind) => kind,
+        None => {
+            return Err(driver::DriverError::UnknownDriver {
+                name: String::new(),
+                known: String::new(),
+            }
+            .into());
+        }
+    };
+    let uri = saved.as_ref().and_then(|s| s.libvirt_uri.clone()).or(opts.libvirt_uri.clone());
+    let driver = driver::open(kind, uri.as_deref())?;
+    let policy = if opts.require_kvm { AccelPolicy::RequireKvm } else { AccelPolicy::Auto };
+    let host = driver.check_host(policy)?;
+    warn(progress, &host.warnings);
+
+    let _lock = profile.lock(opts.wait_lock)?;
+    let fresh = saved.is_none();
+    let result = (|| {
+        let image = image::ensure(home, &request, progress)?;
+        let state = match saved {
+            Some(state) => state,
+            None => {
+                let image = ImageState {
+                    source: opts.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into()),
+                    sha256: image.sha256.clone(),
+                    format: image.format,
+                };
+                new_state(&*driver, profile, opts, kind, uri.clone(), host.accel, image)?
+            }
+        };
+        profile.save_state(&state)?;
+        converge(&*driver, profile, state, image.path, opts, progress)
+    })();
+    if fresh && result.is_err() && Journal::new(profile.dir()).entries().is_ok_and(|e| e.is_empty())
+    {
+        // A new profile that failed before creating anything leaves nothing behind.
+        let _ = std::fs::remove_dir_all(profile.dir());
+    }
+    let mut report = result?;
+    report.timings.push(Timing {
+        node: "total".into(),
+        phase: "up",
+        secs: started.elapsed().as_secs_f64(),
+    });
+    Ok(report)
+}
+
+/// Checks every option before anything is created.
+fn validate(opts: &UpOptions) -> Result<ImageRequest, Error> {
+    if let Some(n) = opts.nodes {
+        cluster::check_range("--nodes", n.into(), 1, cluster::MAX_NODES.into())?;
+    }
+    if let Some(cpus) = opts.cpus {
+        cluster::check_range("--cpus", cpus.into(), 1, 64)?;
+    }
+    if let Some(cidr) = opts.network_cidr {
+        cluster::check_range("--network-cidr prefix", cidr.prefix().into(), 16, 28)?;
+    }
+    let source = ImageSource::parse(opts.image.as_deref().unwrap_or(DEFAULT_IMAGE))?;
+    let sha256 = opts
+        .image_sha256
+        .as_deref()
+        .map(|hex| Digest::parse(image::catalog::Algorithm::Sha256, hex))
+        .transpose()?;
+    Ok(ImageRequest {
+        source,
+        format: None,
+        sha256,
+        insecure_skip_verify: opts.insecure_skip_verify,
+    })
+}
+
+fn load_saved(profile: &Profile) -> Result<Option<ClusterState>, Error> {
+    match profile.load_state() {
+        Ok(state) => Ok(Some(state)),
+        Err(ProfileError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Refuses flags that contradict the saved profile (changing them needs `delete`).
+fn check_consistent(saved: &ClusterState, opts: &UpOptions) -> Result<(), ClusterError> {
+    let differs = |what: &'static str, saved_value: String, asked: Option<String>| match asked {
+        Some(asked) if asked != saved_value => Err(ClusterError::Contradicts {
+            profile: saved.profile.clone(),
+            what,
+            saved: saved_value,
+            asked,
+        }),
+        _ => Ok(()),
+    };
+    differs("--driver", saved.driver.clone(), opts.driver.map(|d| d.as_str().to_owned()))?;
+    differs("--image", saved.image.source.clone(), opts.image.clone())?;
+    differs("--nodes", saved.nodes.len().to_string(), opts.nodes.map(|n| n.to_string()))?;
+    differs("--cpus", saved.cpus.to_string(), opts.cpus.map(|n| n.to_string()))?;
+    differs(
+        "--memory (MiB)",
+        saved.memory_mib.to_string(),
+        opts.memory_mib.map(|n| n.to_string()),
+    )?;
+    differs("--disk (GiB)", saved.disk_gib.to_string(), opts.disk_gib.map(|n| n.to_string()))?;
+    differs(
+        "--network-cidr",
+        saved.host_only_cidr.to_string(),
+        opts.network_cidr.map(|c| c.to_string()),
+    )?;
+    differs(
+        "--libvirt-uri",
+        saved.libvirt_uri.clone().unwrap_or_default(),
+        opts.libvirt_uri.clone(),
+    )
+}
+
+/// The state of a new cluster: subnets chosen free of the host's routes and the
+/// hypervisor's networks, addresses and MACs fixed before any VM exists.
+fn new_state(
+    driver: &dyn Driver,
+    profile: &Profile,
+    opts: &UpOptions,
+    kind: DriverKind,
+    libvirt_uri: Option<String>,
+    accel: driver::Accel,
+    image: ImageState,
+) -> Result<ClusterState, Error> {
+    let (host_only_cidr, nat_cidr) = match opts.network_cidr {
+        Some(cidr) => {
+            let mut used = driver.used_subnets()?;
+            used.push(cidr);
+            let nat = crate::net::choose_subnets(&used, 1)
+                .and_then(|v| v.first().copied())
+                .ok_or(driver::DriverError::NoFreeSubnet { count: 1 })?;
+            (cidr, nat)
+        }
+        None => {
+            let picked = driver::pick_subnets(driver, 2)?;
+            (picked[0], picked[1])
+        }
+    };
+    let name = profile.name().to_string();
+    let mut state = ClusterState {
+        format: cluster::STATE_FORMAT,
+        profile: name.clone(),
+        driver: kind.as_str().to_owned(),
+        libvirt_uri,
+        accel,
+        bootstrapper: "none".into(),
+        image,
+        cpus: opts.cpus.unwrap_or(cluster::DEFAULT_CPUS),
+        memory_mib: opts.memory_mib.unwrap_or(cluster::DEFAULT_MEMORY_MIB),
+        disk_gib: opts.disk_gib.unwrap_or(cluster::DEFAULT_DISK_GIB),
+        host_only_cidr,
+        nat_cidr,
+        nodes: Vec::new(),
+    };
+    for index in 0..opts.nodes.unwrap_or(1) {
+        let node = new_node(&state, index)?;
+        state.nodes.push(node);
+    }
+    Ok(state)
+}
+
+/// Node `index` of `state`: its name, role, static address and MACs.
+pub fn new_node(state: &ClusterState, index: u32) -> Result<NodeState, Error> {
+    let name = cluster::node_name(&state.profile, index);
+    let ip = state
+        .host_only_cidr
+        .node_ip(index)
+        .ok_or(ClusterError::SubnetFull { cidr: state.host_only_cidr.to_string(), index })?;
+    Ok(NodeState {
+        role: if index == 0 { Role::ControlPlane } else { Role::Worker },
+        ip,
+        nat_mac: MacAddr::derive(&state.profile, &name, 0),
+        host_only_mac: MacAddr::derive(&state.profile, &name, 1),
+        instance_id: String::new(),
+        name,
+    })
+}
+
+/// Makes the saved cluster real: keys, networks, every node up; saves what changed.
+fn converge(
+    driver: &dyn Driver,
+    profile: &Profile,
+    mut state: ClusterState,
+    image_path: std::path::PathBuf,
+    opts: &UpOptions,
+    progress: &dyn Progress,
+) -> Result<UpReport, Error> {
+    let user_key = keys::user_key(profile.dir())?;
+    provision::write_known_hosts(profile, &state)?;
+    let journal = Journal::new(profile.dir());
+    provision::ensure_networks(driver, &journal, &state)?;
+    let ctx = provision::Ctx {
+        driver,
+        profile,
+        state: &state,
+        journal: &journal,
+        image_path,
+        user_key: &user_key,
+        ssh_timeout: opts.ssh_timeout,
+        progress,
+    };
+    let nodes = state.nodes.clone();
+    let (created, timings) = provision::bring_up(&ctx, &nodes)?;
+    for fresh in &created {
+        if let Some(node) = state.nodes.iter_mut().find(|n| n.name == fresh.name) {
+            node.instance_id.clone_from(&fresh.instance_id);
+        }
+    }
+    profile.save_state(&state)?;
+    let created = created.into_iter().map(|n| n.name).collect();
+    Ok(UpReport { state, created, timings })
+}
+
+fn warn(progress: &dyn Progress, warnings: &[HostWarning]) {
+    for w in warnings {
+        progress
+            .message(&format!("warning ({}): {} ({})", w.reason.id, w.message, w.reason.advice));
+    }
+}

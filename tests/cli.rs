@@ -1,0 +1,7 @@
+//! CLI integration tests: one binary, one module per command, each running the built
+//! `kubelab` with `KUBELAB_HOME` set to a temporary directory.
+
+mod util;
+
+#[path = "cli/image.rs"]
+mod image;

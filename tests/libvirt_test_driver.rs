@@ -1,0 +1,300 @@
+//! The libvirt backend against libvirt's in-process `test:///default` driver (no daemon,
+//! no KVM): networks, the storage pool and volumes (metadata only), domains, state
+//! mapping, idempotent delete, ownership checks and error mapping.
+//!
+//! All connections of one process share the test driver's state while any is open, so
+//! each test uses its own names and subnets and tests may run in parallel. The test
+//! driver cannot upload into volumes (`virStorageVolUpload` is unsupported), so domains
+//! are defined here from the backend's own XML where `create` would upload a seed.
+#![cfg(feature = "libvirt")]
+
+use std::time::Duration;
+
+use kubelab::driver::libvirt::{self, LibvirtDriver, POOL};
+use kubelab::driver::{
+    Accel, AccelPolicy, Action, DhcpHost, DiskSpec, Driver, DriverError, NetworkKind, NetworkSpec,
+    Nic, StopMode, VmSpec, VmState, bridge_name, network_names,
+};
+use kubelab::net::{Ipv4Cidr, MacAddr};
+use virt::connect::Connect;
+use virt::storage_vol::StorageVol;
+
+const URI: &str = "test:///default";
+
+fn driver() -> LibvirtDriver {
+    LibvirtDriver::connect(URI)
+        .unwrap()
+        .with_pool_path("/kubelab-pool")
+        .with_stop_timeout(Duration::from_secs(5))
+}
+
+/// A second, raw connection for setting up and inspecting state behind the driver's back.
+fn raw() -> Connect {
+    Connect::open(Some(URI)).unwrap()
+}
+
+fn net_spec(profile: &str, kind: NetworkKind, cidr: &str, nodes: &[&str]) -> NetworkSpec {
+    let (host_only, nat) = network_names(profile);
+    let name = if kind == NetworkKind::Nat { nat } else { host_only };
+    let cidr: Ipv4Cidr = cidr.parse().unwrap();
+    let hosts = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| DhcpHost {
+            mac: MacAddr::derive(profile, n, 1),
+            ip: cidr.node_ip(i as u32).unwrap(),
+            name: (*n).to_owned(),
+        })
+        .collect();
+    NetworkSpec { bridge: bridge_name(&name), name, profile: profile.into(), kind, cidr, hosts }
+}
+
+fn vm_spec(profile: &str, name: &str) -> VmSpec {
+    let (host_only, nat) = network_names(profile);
+    VmSpec {
+        name: name.into(),
+        profile: profile.into(),
+        accel: Accel::Tcg,
+        cpus: 1,
+        memory_mib: 512,
+        disk: DiskSpec::Overlay {
+            base_image: "/nonexistent/base.qcow2".into(),
+            base_id: format!("{profile}-base"),
+            size_gib: 5,
+        },
+        seed_iso: "/nonexistent/seed.iso".into(),
+        serial_log: format!("/tmp/{name}.log").into(),
+        nat: Nic { network: nat, mac: MacAddr::derive(profile, name, 0) },
+        host_only: Nic { network: host_only, mac: MacAddr::derive(profile, name, 1) },
+    }
+}
+
+/// Defines the domain from the backend's XML, as `create` does after its uploads.
+fn define(vm: &VmSpec) {
+    raw().define_domain_xml(&libvirt::domain_xml(vm, POOL)).unwrap();
+}
+
+fn network_xml(name: &str) -> String {
+    raw().lookup_network_by_name(name).unwrap().xml_desc(0).unwrap()
+}
+
+#[test]
+fn ensure_network_creates_is_idempotent_and_self_heals() {
+    let d = driver();
+    let net = net_spec("t-heal", NetworkKind::HostOnly, "192.168.201.0/24", &["t-heal"]);
+    d.ensure_network(&net).unwrap();
+    d.ensure_network(&net).unwrap();
+    let conn = raw();
+    let live = conn.lookup_network_by_name(&net.name).unwrap();
+    assert!(live.is_active().unwrap());
+    assert!(!live.autostart().unwrap());
+    assert!(network_xml(&net.name).contains("<ip address='192.168.201.1' prefix='24'>"));
+
+    live.destroy().unwrap();
+    d.ensure_network(&net).unwrap();
+    assert!(live.is_active().unwrap(), "an inactive network is started again");
+
+    live.destroy().unwrap();
+    live.undefine().unwrap();
+    d.ensure_network(&net).unwrap();
+    assert!(conn.lookup_network_by_name(&net.name).unwrap().is_active().unwrap(), "recreated");
+    assert!(d.used_subnets().unwrap().contains(&"192.168.201.0/24".parse().unwrap()));
+    d.delete_network(&net.name).unwrap();
+}
+
+#[test]
+fn ensure_network_syncs_dhcp_reservations_live() {
+    let d = driver();
+    let one = net_spec("t-dhcp", NetworkKind::HostOnly, "192.168.202.0/24", &["t-dhcp"]);
+    d.ensure_network(&one).unwrap();
+    let two =
+        net_spec("t-dhcp", NetworkKind::HostOnly, "192.168.202.0/24", &["t-dhcp", "t-dhcp-m02"]);
+    d.ensure_network(&two).unwrap();
+    let xml = network_xml(&two.name);
+    assert!(
+        xml.contains(&format!(
+            "<host mac='{}' name='t-dhcp-m02' ip='192.168.202.11'/>",
+            two.hosts[1].mac
+        )),
+        "{xml}"
+    );
+    d.ensure_network(&one).unwrap();
+    assert!(!network_xml(&one.name).contains("t-dhcp-m02"), "a removed node's reservation goes");
+    d.delete_network(&one.name).unwrap();
+}
+
+#[test]
+fn nat_network_forwards_and_conflicts_are_refused() {
+    let d = driver();
+    let nat = net_spec("t-conf", NetworkKind::Nat, "192.168.203.0/24", &[]);
+    d.ensure_network(&nat).unwrap();
+    assert!(network_xml(&nat.name).contains("<forward mode='nat'"));
+
+    let moved = NetworkSpec { cidr: "192.168.204.0/24".parse().unwrap(), ..nat.clone() };
+    let err = d.ensure_network(&moved).unwrap_err();
+    assert!(matches!(err, DriverError::NetworkConflict { .. }), "{err:?}");
+
+    // libvirt's `default` network holds 192.168.122.0/24 in the test driver.
+    let overlapping = net_spec("t-conf", NetworkKind::HostOnly, "192.168.122.0/24", &[]);
+    let err = d.ensure_network(&overlapping).unwrap_err();
+    assert!(
+        matches!(err, DriverError::NetworkConflict { ref found, .. } if found.contains("default")),
+        "{err:?}"
+    );
+    d.delete_network(&nat.name).unwrap();
+    d.delete_network(&nat.name).unwrap();
+}
+
+#[test]
+fn foreign_networks_are_never_touched() {
+    let d = driver();
+    let conn = raw();
+    let xml = "<network><name>kubelab-t-foreign</name><bridge name='kltforeign'/>\
+               <ip address='192.168.205.1' prefix='24'/></network>";
+    conn.define_network_xml(xml).unwrap();
+    let spec = net_spec("t-foreign", NetworkKind::HostOnly, "192.168.205.0/24", &[]);
+    assert!(matches!(d.ensure_network(&spec), Err(DriverError::ForeignNetwork { .. })));
+    assert!(matches!(
+        d.delete_network("kubelab-t-foreign"),
+        Err(DriverError::ForeignNetwork { .. })
+    ));
+    assert!(matches!(d.delete_network("default"), Err(DriverError::ForeignNetwork { .. })));
+    assert!(conn.lookup_network_by_name("kubelab-t-foreign").is_ok());
+    assert!(conn.lookup_network_by_name("default").unwrap().is_active().unwrap());
+    d.delete_network("kubelab-t-missing").unwrap();
+    conn.lookup_network_by_name("kubelab-t-foreign").unwrap().undefine().unwrap();
+}
+
+#[test]
+fn create_builds_an_overlay_and_cleans_up_a_failed_upload() {
+    let d = driver();
+    let files = tempfile::tempdir().unwrap();
+    let (base_image, seed_iso) = (files.path().join("base.qcow2"), files.path().join("seed.iso"));
+    std::fs::write(&base_image, b"QFI\xfb").unwrap();
+    std::fs::write(&seed_iso, [0u8; 4096]).unwrap();
+    let with_files = |mut vm: VmSpec| {
+        vm.seed_iso = seed_iso.clone();
+        if let DiskSpec::Overlay { base_image: b, .. } = &mut vm.disk {
+            *b = base_image.clone();
+        }
+        vm
+    };
+    let vm = with_files(vm_spec("t-vol", "t-vol"));
+    // The test driver cannot upload: stand in a base volume as if uploaded earlier.
+    let pool = {
+        let failed = d.create(&with_files(vm_spec("t-vol", "t-vol-probe"))).unwrap_err();
+        assert!(
+            matches!(failed, DriverError::Backend { action: Action::UploadVolume, .. }),
+            "{failed:?}"
+        );
+        raw().lookup_storage_pool_by_name(POOL).unwrap()
+    };
+    assert!(
+        pool.lookup_storage_vol_by_name("base-t-vol-base.qcow2").is_err(),
+        "failed upload removed"
+    );
+    let base = "<volume><name>base-t-vol-base.qcow2</name><capacity>1048576</capacity>\
+                <target><format type='qcow2'/></target></volume>";
+    StorageVol::create_xml(&pool, base, 0).unwrap();
+
+    let err = d.create(&vm).unwrap_err();
+    assert!(
+        matches!(err, DriverError::Backend { action: Action::UploadVolume, ref object, .. } if object == "node-t-vol-seed.iso")
+    );
+    let overlay = pool.lookup_storage_vol_by_name("node-t-vol.qcow2").unwrap().xml_desc(0).unwrap();
+    assert!(overlay.contains("<compat>1.1</compat>"), "{overlay}");
+    assert!(overlay.contains("<path>/kubelab-pool/base-t-vol-base.qcow2</path>"), "{overlay}");
+    assert!(overlay.contains("<capacity unit='bytes'>5368709120</capacity>"), "{overlay}");
+    assert!(pool.lookup_storage_vol_by_name("node-t-vol-seed.iso").is_err());
+
+    d.delete("t-vol").unwrap();
+    assert!(pool.lookup_storage_vol_by_name("node-t-vol.qcow2").is_err(), "leftover disk removed");
+    d.delete("t-vol").unwrap();
+    d.delete_image("t-vol-base").unwrap();
+    assert!(pool.lookup_storage_vol_by_name("base-t-vol-base.qcow2").is_err());
+    d.delete_image("t-vol-base").unwrap();
+}
+
+#[test]
+fn domain_lifecycle_and_state_mapping() {
+    let d = driver();
+    let vm = vm_spec("t-dom", "t-dom");
+    assert_eq!(d.state("t-dom").unwrap(), VmState::Missing);
+    define(&vm);
+    d.create(&vm).unwrap(); // already exists: Ok, nothing uploaded
+    assert_eq!(d.state("t-dom").unwrap(), VmState::Stopped);
+    assert_eq!(d.ip("t-dom").unwrap(), None);
+
+    d.start("t-dom").unwrap();
+    d.start("t-dom").unwrap();
+    assert_eq!(d.state("t-dom").unwrap(), VmState::Running);
+    let dom = raw().lookup_domain_by_name("t-dom").unwrap();
+    dom.suspend().unwrap();
+    assert_eq!(d.state("t-dom").unwrap(), VmState::Paused);
+    dom.resume().unwrap();
+
+    d.stop("t-dom", StopMode::Graceful).unwrap();
+    assert_eq!(d.state("t-dom").unwrap(), VmState::Stopped);
+    d.stop("t-dom", StopMode::Graceful).unwrap();
+    d.start("t-dom").unwrap();
+    d.stop("t-dom", StopMode::Force).unwrap();
+    assert_eq!(d.state("t-dom").unwrap(), VmState::Stopped);
+
+    d.start("t-dom").unwrap();
+    d.delete("t-dom").unwrap();
+    assert_eq!(d.state("t-dom").unwrap(), VmState::Missing);
+    d.delete("t-dom").unwrap();
+    d.stop("t-dom", StopMode::Graceful).unwrap();
+    assert!(matches!(d.start("t-dom"), Err(DriverError::NoSuchVm { .. })));
+}
+
+#[test]
+fn foreign_domains_and_macs_are_refused() {
+    let d = driver();
+    // The test driver's own `test` domain has no kubelab marker.
+    for result in [d.delete("test"), d.stop("test", StopMode::Force), d.start("test")] {
+        assert!(matches!(result, Err(DriverError::ForeignVm { owner: None, .. })), "{result:?}");
+    }
+    assert_eq!(d.state("test").unwrap(), VmState::Running, "left alone");
+
+    let mine = vm_spec("t-own", "t-own");
+    define(&mine);
+    let other_profile = VmSpec { profile: "t-other".into(), ..mine.clone() };
+    let err = d.create(&other_profile).unwrap_err();
+    assert!(
+        matches!(err, DriverError::ForeignVm { owner: Some(ref p), .. } if p == "t-own"),
+        "{err:?}"
+    );
+
+    let clash = VmSpec { name: "t-own-clash".into(), ..mine.clone() };
+    let err = d.create(&clash).unwrap_err();
+    assert!(
+        matches!(err, DriverError::MacConflict { ref other, .. } if other == "t-own"),
+        "{err:?}"
+    );
+    d.delete("t-own").unwrap();
+}
+
+#[test]
+fn check_host_falls_back_to_tcg_without_kvm_guests() {
+    // The test driver offers only domain type `test`, never `kvm`.
+    let d = driver();
+    let report = d.check_host(AccelPolicy::Auto).unwrap();
+    assert_eq!(report.accel, Accel::Tcg);
+    assert!(report.warnings.iter().any(|w| w.reason.id == "HOST_KVM_UNAVAILABLE"), "{report:?}");
+    let err = d.check_host(AccelPolicy::RequireKvm).unwrap_err();
+    assert!(matches!(err, DriverError::KvmUnavailable { .. }), "{err:?}");
+}
+
+#[test]
+fn connection_errors_are_typed() {
+    let err =
+        LibvirtDriver::connect("qemu+unix:///system?socket=/nonexistent/kubelab.sock").unwrap_err();
+    assert!(matches!(err, DriverError::Unreachable { .. }), "{err:?}");
+    let err = LibvirtDriver::connect("nosuchdriver:///x").unwrap_err();
+    assert!(matches!(err, DriverError::Connect { .. }), "{err:?}");
+    let top = kubelab::Error::from(
+        LibvirtDriver::connect("qemu+unix:///system?socket=/nonexistent/s").unwrap_err(),
+    );
+    assert_eq!(kubelab::reason::reason(&top).map(|r| r.id), Some("HOST_LIBVIRT_UNREACHABLE"));
+}

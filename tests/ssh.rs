@@ -1,0 +1,469 @@
+//! `kubelab::ssh` and `kubelab::keys` against a real OpenSSH server: each test starts
+//! `/usr/sbin/sshd` on a free 127.0.0.1 port with a host key made by `keys`, logs in as
+//! root (these tests run as root, as the project's CI does) and stops sshd by PID when it
+//! ends, also when it fails.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kubelab::keys::{self, KeyPair, KnownHost};
+use kubelab::ssh::{self, Connection, ExitStatus, Output, SshError, Stream, Target, WaitState};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A private sshd; dropping it kills it and every process it started.
+struct Sshd {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    host_key: KeyPair,
+    user_key: KeyPair,
+}
+
+impl Sshd {
+    /// An sshd that accepts the user key.
+    fn start() -> Self {
+        let sshd = Self::start_unauthorized();
+        sshd.authorize_user_key();
+        sshd
+    }
+
+    /// An sshd whose authorized_keys file is empty, like a node before cloud-init ran.
+    fn start_unauthorized() -> Self {
+        // Privilege separation needs this directory, which systemd would create.
+        fs::create_dir_all("/run/sshd").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let host_key = keys::host_key(dir.path(), "node").unwrap();
+        let user_key = keys::user_key(dir.path()).unwrap();
+        fs::write(dir.path().join("authorized_keys"), "").unwrap();
+        let addr = free_addr();
+        let config = format!(
+            "ListenAddress {addr}\nHostKey {host}\nAuthorizedKeysFile {dir}/authorized_keys\n\
+             PidFile {dir}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             Subsystem sftp internal-sftp\n",
+            host = host_key.path().display(),
+            dir = dir.path().display(),
+        );
+        let config_path = dir.path().join("sshd_config");
+        fs::write(&config_path, config).unwrap();
+        let log = fs::File::create(dir.path().join("sshd.log")).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-f")
+            .arg(&config_path)
+            .args(["-D", "-e"])
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start /usr/sbin/sshd (package openssh-server)");
+        let sshd = Self { child, addr, dir, host_key, user_key };
+        sshd.wait_listening();
+        sshd
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        while TcpStream::connect(self.addr).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not listen: {}", self.log());
+            std::thread::yield_now();
+        }
+    }
+
+    fn authorize_user_key(&self) {
+        let line = self.user_key.public_openssh().unwrap() + "\n";
+        fs::write(self.dir.path().join("authorized_keys"), line).unwrap();
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    fn target(&self) -> Target {
+        target(self.addr, &self.host_key)
+    }
+
+    fn connect(&self) -> Connection {
+        ssh::connect(&self.target(), &self.user_key, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{}\nsshd log:\n{}", chain(&e), self.log()))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Every process below the listening sshd (per-connection sshds, shells, commands).
+    fn descendants(&self) -> Vec<(u32, String)> {
+        let mut procs = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+            // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+            let comm = head.split_once('(').map_or("", |(_, c)| c).to_owned();
+            let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+            procs.push((pid, ppid.unwrap_or(0), comm));
+        }
+        let mut found = vec![];
+        let mut parents = vec![self.child.id()];
+        while let Some(parent) = parents.pop() {
+            for (pid, ppid, comm) in &procs {
+                if *ppid == parent {
+                    found.push((*pid, comm.clone()));
+                    parents.push(*pid);
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        for (pid, _) in self.descendants() {
+            kill(pid);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kill(pid: u32) {
+    // A process may already be gone (killed with its parent): that is fine.
+    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+}
+
+/// A 127.0.0.1 address nothing listens on (the kernel picked the port just now).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn target(addr: SocketAddr, host_key: &KeyPair) -> Target {
+    Target {
+        node: "node".into(),
+        addr,
+        user: "root".into(),
+        host_key: host_key.public_key().clone(),
+    }
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    kubelab::error::chain(err)
+}
+
+/// Runs `command`, returning its lines as ("out"|"err", line) and the log text.
+fn run(
+    connection: &Connection,
+    command: &str,
+) -> (Result<(), SshError>, Vec<(Stream, String)>, String) {
+    let mut log = Vec::new();
+    let mut lines = Vec::new();
+    let mut on_line = |stream, line: &str| lines.push((stream, line.to_owned()));
+    let result = connection.run(command, &mut Output { log: &mut log, on_line: &mut on_line });
+    (result, lines, String::from_utf8(log).unwrap())
+}
+
+fn reason_id(err: SshError) -> &'static str {
+    kubelab::reason::reason(&kubelab::Error::Ssh(err)).map_or("none", |r| r.id)
+}
+
+#[test]
+fn runs_commands_and_scripts_with_streamed_output() {
+    let sshd = Sshd::start();
+    let connection = sshd.connect();
+    let (result, lines, log) = run(&connection, "echo hello; echo oops >&2; printf 'no newline'");
+    result.unwrap();
+    assert_eq!(
+        lines,
+        [
+            (Stream::Stdout, "hello".to_owned()),
+            (Stream::Stderr, "oops".to_owned()),
+            (Stream::Stdout, "no newline".to_owned())
+        ]
+    );
+    assert!(log.contains("[node] $ echo hello") && log.contains("[node] out: hello\n"), "{log}");
+    assert!(
+        log.contains("[node] err: oops\n") && log.contains("[node] exit: exit status 0"),
+        "{log}"
+    );
+
+    // A script on stdin with quoted arguments; the same connection serves many commands.
+    let mut seen = Vec::new();
+    let mut on_line = |_, line: &str| seen.push(line.to_owned());
+    let script = "set -eu\necho \"[$1] [$2]\"\nread -r rest || echo \"stdin closed\"\n";
+    connection
+        .run_script(
+            "10-test.sh",
+            script,
+            &["a b", "it's"],
+            false,
+            &mut Output { log: &mut std::io::sink(), on_line: &mut on_line },
+        )
+        .unwrap();
+    assert_eq!(seen, ["[a b] [it's]", "stdin closed"]);
+}
+
+#[test]
+fn wrong_host_key_is_refused_before_anything_runs() {
+    let sshd = Sshd::start();
+    let impostor_dir = tempfile::tempdir().unwrap();
+    let expected = keys::host_key(impostor_dir.path(), "node").unwrap();
+    let marker = sshd.path("ran");
+    let err = ssh::connect(&target(sshd.addr, &expected), &sshd.user_key, TIMEOUT).unwrap_err();
+    let SshError::HostKeyMismatch { expected_fingerprint, actual_fingerprint, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(expected_fingerprint, &expected.fingerprint());
+    assert_eq!(actual_fingerprint, &sshd.host_key.fingerprint());
+    let text = err.to_string();
+    assert!(text.contains(&expected.fingerprint()) && text.contains(&sshd.host_key.fingerprint()));
+    assert_eq!(reason_id(err), "GUEST_HOSTKEY_MISMATCH");
+
+    // Waiting does not retry a wrong key; nothing was run and no login happened.
+    let start = Instant::now();
+    let mut progress = Vec::new();
+    let err = ssh::wait_until_reachable(
+        &target(sshd.addr, &expected),
+        &sshd.user_key,
+        Duration::from_secs(30),
+        &mut |state, _: &SshError| progress.push(state),
+    )
+    .unwrap_err();
+    assert!(matches!(err, SshError::HostKeyMismatch { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(5) && progress.is_empty());
+    assert!(!marker.exists());
+    assert!(!sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+
+    // The right key on the same server logs in and runs (so the above proves the check).
+    run(&sshd.connect(), &format!("touch {}", marker.display())).0.unwrap();
+    assert!(marker.exists());
+    assert!(sshd.log().contains("Accepted publickey for root"), "{}", sshd.log());
+}
+
+#[test]
+fn wrong_user_key_is_an_auth_error() {
+    let sshd = Sshd::start();
+    let other = tempfile::tempdir().unwrap();
+    let stranger = keys::user_key(other.path()).unwrap();
+    let err = ssh::connect(&sshd.target(), &stranger, TIMEOUT).unwrap_err();
+    assert!(matches!(err, SshError::Auth { ref user, .. } if user == "root"), "{err:?}");
+    assert_eq!(reason_id(err), "GUEST_SSH_AUTH");
+}
+
+#[test]
+fn failing_command_reports_status_and_stderr_tail() {
+    let sshd = Sshd::start();
+    let connection = sshd.connect();
+    let (result, _, _) =
+        run(&connection, "for i in $(seq 1 30); do echo line$i >&2; done; echo fine; exit 3");
+    let err = result.unwrap_err();
+    let SshError::CommandFailed { status, stderr_tail, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(status, &ExitStatus::Code(3));
+    let tail: Vec<_> = stderr_tail.lines().collect();
+    let expected: Vec<_> = (11..=30).map(|i| format!("line{i}")).collect();
+    assert_eq!(tail, expected);
+    assert!(err.to_string().contains("failed with exit status 3"), "{err}");
+    assert_eq!(reason_id(err), "GUEST_COMMAND_FAILED");
+
+    let (result, _, _) = run(&connection, "kill -TERM $$");
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, SshError::CommandFailed { status: ExitStatus::Signal(s), .. } if s == "TERM"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn ten_mib_upload_and_download_are_byte_identical() {
+    use std::os::unix::fs::PermissionsExt;
+    let sshd = Sshd::start();
+    let connection = sshd.connect();
+    let mut data = Vec::with_capacity(10 << 20);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while data.len() < 10 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let local = sshd.path("local.bin");
+    fs::write(&local, &data).unwrap();
+    // sshd runs on this machine, so its "remote" paths are local paths too.
+    let remote = sshd.path("remote.bin");
+    let remote = remote.to_str().unwrap();
+    connection.upload(&local, remote, 0o640).unwrap();
+    assert!(fs::read(remote).unwrap() == data, "uploaded bytes differ");
+    assert_eq!(fs::metadata(remote).unwrap().permissions().mode() & 0o7777, 0o640);
+    // Uploading over an existing file sets the new mode too.
+    connection.upload(&local, remote, 0o600).unwrap();
+    assert_eq!(fs::metadata(remote).unwrap().permissions().mode() & 0o7777, 0o600);
+
+    let back = sshd.path("back.bin");
+    connection.download(remote, &back).unwrap();
+    assert!(fs::read(&back).unwrap() == data, "downloaded bytes differ");
+    assert_eq!(fs::metadata(&back).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let err = connection.download("/nonexistent/file", &sshd.path("x")).unwrap_err();
+    assert!(matches!(err, SshError::Download { .. }), "{err:?}");
+    assert!(!sshd.path("x").exists() && !sshd.path("x.part").exists());
+}
+
+#[test]
+fn killed_sshd_mid_command_is_a_clean_error() {
+    let sshd = Sshd::start();
+    let connection = sshd.connect();
+    let start = Instant::now();
+    let mut killed = false;
+    let mut on_line = |_, line: &str| {
+        if line == "started" {
+            // The connection's sshd processes first, then what they ran (`sleep`).
+            let mut procs = sshd.descendants();
+            procs.sort_by_key(|(_, comm)| comm != "sshd");
+            for (pid, _) in procs {
+                kill(pid);
+            }
+            killed = true;
+        }
+    };
+    let mut log = Vec::new();
+    let result = connection
+        .run("echo started; sleep 30", &mut Output { log: &mut log, on_line: &mut on_line });
+    let err = result.unwrap_err();
+    assert!(killed);
+    assert!(matches!(err, SshError::Exec { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    // The connection stays unusable, with errors rather than hangs.
+    assert!(run(&connection, "true").0.is_err());
+}
+
+#[test]
+fn silent_command_is_kept_alive_past_the_timeout() {
+    let sshd = Sshd::start();
+    let mut connection = sshd.connect();
+    // Keepalives go out every second (libssh2 counts whole seconds), well within 4 s.
+    connection.set_timeout(Duration::from_secs(4));
+    let (result, lines, _) = run(&connection, "sleep 6; echo done");
+    result.unwrap();
+    assert_eq!(lines, [(Stream::Stdout, "done".to_owned())]);
+}
+
+#[test]
+fn silent_port_times_out_as_banner_not_yet() {
+    // Accepts TCP connections and holds them without a word, like a port forward to a
+    // guest whose sshd is not up.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let host = keys::host_key(dir.path(), "node").unwrap();
+    let user = keys::user_key(dir.path()).unwrap();
+
+    let start = Instant::now();
+    let err = ssh::connect(&target(addr, &host), &user, Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(err, SshError::Handshake { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+
+    let start = Instant::now();
+    let mut states = Vec::new();
+    let err = ssh::wait_until_reachable(
+        &target(addr, &host),
+        &user,
+        Duration::from_secs(3),
+        &mut |state, _: &SshError| states.push(state),
+    )
+    .unwrap_err();
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(
+        matches!(err, SshError::Timeout { last_state: WaitState::BannerNotYet, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("(banner not yet)"), "{err}");
+    assert!(!states.is_empty() && states.iter().all(|s| *s == WaitState::BannerNotYet));
+    assert_eq!(reason_id(err), "GUEST_SSH_TIMEOUT");
+}
+
+#[test]
+fn closed_port_times_out_as_port_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = keys::host_key(dir.path(), "node").unwrap();
+    let user = keys::user_key(dir.path()).unwrap();
+    let start = Instant::now();
+    let err = ssh::wait_until_reachable(
+        &target(free_addr(), &host),
+        &user,
+        Duration::from_millis(1500),
+        &mut |state, _: &SshError| assert_eq!(state, WaitState::PortClosed),
+    )
+    .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert!(matches!(err, SshError::Timeout { last_state: WaitState::PortClosed, .. }), "{err:?}");
+    assert!(chain(&err).contains("cannot connect to node"), "{}", chain(&err));
+}
+
+#[test]
+fn waiting_goes_through_auth_not_ready_until_the_key_is_installed() {
+    let sshd = Sshd::start_unauthorized();
+    let mut states = Vec::new();
+    let connection = ssh::wait_until_reachable(
+        &sshd.target(),
+        &sshd.user_key,
+        Duration::from_secs(30),
+        &mut |state, _: &SshError| {
+            // What cloud-init does on a booting node, after the first refused login.
+            if state == WaitState::AuthNotReady {
+                sshd.authorize_user_key();
+            }
+            states.push(state);
+        },
+    )
+    .unwrap();
+    assert_eq!(states, [WaitState::AuthNotReady]);
+    let (result, lines, _) = run(&connection, "echo ready");
+    result.unwrap();
+    assert_eq!(lines, [(Stream::Stdout, "ready".to_owned())]);
+}
+
+#[test]
+fn system_ssh_trusts_the_known_hosts_file_and_nothing_else() {
+    let sshd = Sshd::start();
+    let profile = sshd.dir.path();
+    let host = sshd.addr.ip().to_string();
+    let port = sshd.addr.port();
+    let ssh = |key: &KeyPair| {
+        let known = KnownHost { host: &host, port, key: key.public_key() };
+        let known_hosts = keys::write_known_hosts(profile, &[known]).unwrap();
+        let argv = keys::ssh_command_line(sshd.user_key.path(), &known_hosts, "root", &host, port);
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .args(["-o", "BatchMode=yes", "echo", "via-ssh"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = ssh(&sshd.host_key);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via-ssh\n");
+
+    let other = tempfile::tempdir().unwrap();
+    let out = ssh(&keys::host_key(other.path(), "node").unwrap());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{stderr}");
+}
+
+#[test]
+fn fingerprints_match_ssh_keygen() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keys::user_key(dir.path()).unwrap();
+    let out = Command::new("ssh-keygen").arg("-l").arg("-f").arg(key.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    // "256 SHA256:... kubelab (ED25519)"
+    assert_eq!(text.split_whitespace().nth(1), Some(key.fingerprint().as_str()));
+}
