@@ -7,6 +7,7 @@
 //! driver cannot upload into volumes (`virStorageVolUpload` is unsupported), so domains
 //! are defined here from the backend's own XML where `create` would upload a seed.
 #![cfg(feature = "libvirt")]
+#![allow(clippy::unwrap_used)] // a test fails by panicking
 
 use std::time::Duration;
 
@@ -219,6 +220,9 @@ fn create_builds_an_overlay_and_cleans_up_a_failed_upload() {
 fn domain_lifecycle_and_state_mapping() {
     let d = driver();
     let vm = vm_spec("t-dom", "t-dom");
+    let host_only = net_spec("t-dom", NetworkKind::HostOnly, "192.168.206.0/24", &["t-dom"]);
+    d.ensure_network(&host_only).unwrap();
+    d.ensure_network(&net_spec("t-dom", NetworkKind::Nat, "192.168.207.0/24", &[])).unwrap();
     assert_eq!(d.state("t-dom").unwrap(), VmState::Missing);
     define(&vm);
     d.create(&vm).unwrap(); // already exists: Ok, nothing uploaded
@@ -228,6 +232,9 @@ fn domain_lifecycle_and_state_mapping() {
     d.start("t-dom").unwrap();
     d.start("t-dom").unwrap();
     assert_eq!(d.state("t-dom").unwrap(), VmState::Running);
+    // The test driver invents a lease per interface; it must be the host-only NIC's.
+    let ip = d.ip("t-dom").unwrap();
+    assert!(matches!(ip, Some(std::net::IpAddr::V4(v4)) if host_only.cidr.contains(v4)), "{ip:?}");
     let dom = raw().lookup_domain_by_name("t-dom").unwrap();
     dom.suspend().unwrap();
     assert_eq!(d.state("t-dom").unwrap(), VmState::Paused);
@@ -246,6 +253,9 @@ fn domain_lifecycle_and_state_mapping() {
     d.delete("t-dom").unwrap();
     d.stop("t-dom", StopMode::Graceful).unwrap();
     assert!(matches!(d.start("t-dom"), Err(DriverError::NoSuchVm { .. })));
+    for name in [host_only.name, network_names("t-dom").1] {
+        d.delete_network(&name).unwrap();
+    }
 }
 
 #[test]
@@ -291,10 +301,34 @@ fn connection_errors_are_typed() {
     let err =
         LibvirtDriver::connect("qemu+unix:///system?socket=/nonexistent/kubelab.sock").unwrap_err();
     assert!(matches!(err, DriverError::Unreachable { .. }), "{err:?}");
-    let err = LibvirtDriver::connect("nosuchdriver:///x").unwrap_err();
+    // The test driver loads that file as its initial state: a failure, not a daemon issue.
+    let err = LibvirtDriver::connect("test:///nonexistent/kubelab-config.xml").unwrap_err();
     assert!(matches!(err, DriverError::Connect { .. }), "{err:?}");
     let top = kubelab::Error::from(
         LibvirtDriver::connect("qemu+unix:///system?socket=/nonexistent/s").unwrap_err(),
     );
     assert_eq!(kubelab::reason::reason(&top).map(|r| r.id), Some("HOST_LIBVIRT_UNREACHABLE"));
+}
+
+/// The golden files (which the unit tests compare the builders with) are valid for
+/// libvirt's own RelaxNG schemas. Needs `virt-xml-validate` (libvirt-clients).
+#[test]
+fn golden_xml_validates_against_libvirt_schemas() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/libvirt");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let schema = match name.split(['-', '.']).next().unwrap() {
+            "domain" => "domain",
+            "network" => "network",
+            "pool" => "storagepool",
+            "volume" => "storagevol",
+            _ => continue,
+        };
+        let tool = kubelab::process::Tool::new("virt-xml-validate");
+        tool.run([path.as_os_str(), schema.as_ref()]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} golden files found in {}", dir.display());
 }

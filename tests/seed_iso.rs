@@ -102,6 +102,9 @@ fn iso_has_cidata_label_joliet_rock_ridge_and_lowercase_names() {
     assert_golden("expected/isoinfo-d.txt", &run("isoinfo", &["-d", "-i", iso]));
     assert_golden("expected/isoinfo-R-l.txt", &run("isoinfo", &["-R", "-l", "-i", iso]));
     assert_golden("expected/isoinfo-J-l.txt", &run("isoinfo", &["-J", "-l", "-i", iso]));
+    // cloud-init finds the seed by label through blkid, which may read the label from
+    // the Joliet descriptor rather than the primary one.
+    assert_eq!(run("blkid", &["-p", "-o", "value", "-s", "LABEL", iso]), "cidata\n");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! `/usr/sbin/sshd` on a free 127.0.0.1 port with a host key made by `keys`, logs in as
 //! root (these tests run as root, as the project's CI does) and stops sshd by PID when it
 //! ends, also when it fails.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};

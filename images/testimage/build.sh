@@ -113,9 +113,10 @@ configure() {
         dpkg-db-backup.timer e2scrub_all.timer fstrim.timer >&2
     # sshd must start after cloud-init wrote the host keys.
     # (Before=sshd.service reaches ssh.service through its sshd.service alias.)
-    grep -q '^Before=sshd.service' "$root/lib/systemd/system/cloud-init.service" &&
-        [ "$(readlink "$root/etc/systemd/system/sshd.service")" = /lib/systemd/system/ssh.service ] ||
+    if ! grep -q '^Before=sshd.service' "$root/lib/systemd/system/cloud-init.service" ||
+        [ "$(readlink "$root/etc/systemd/system/sshd.service")" != /lib/systemd/system/ssh.service ]; then
         die "cloud-init.service is not ordered before ssh.service"
+    fi
     echo localhost >"$root/etc/hostname"
     printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 }
@@ -223,6 +224,8 @@ main() {
     start=$(date +%s)
     work=$(mktemp -d /tmp/kubelab-testimage-build.XXXXXX)
     trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     mkdir -p "$work/root"
     bootstrap
     configure

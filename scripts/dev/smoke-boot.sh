@@ -7,7 +7,8 @@
 #
 # Usage: scripts/dev/smoke-boot.sh   (root)
 # Env:   SMOKE_VARIANT=disk|iso (default disk), SMOKE_VCPUS (2), SMOKE_MEMORY_MIB (1536),
-#        SMOKE_BOOT_TIMEOUT seconds until SSH must answer (600)
+#        SMOKE_BOOT_TIMEOUT seconds until SSH must answer (600),
+#        SMOKE_GUEST_CMD a command run in the guest (output shown) before clean-up
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -215,6 +216,7 @@ main() {
     t_ci=$((SECONDS - t0))
     [ "$(lab_ssh sudo -n hostname)" = smoke ] || die "hostname or sudo not set up"
     log "cloud-init done ${t_ci}s after virsh start"
+    if [ -n "${SMOKE_GUEST_CMD:-}" ]; then lab_ssh "$SMOKE_GUEST_CMD" >&2 || log "guest command failed"; fi
     printf 'variant=%s libvirtd_ready=%ss define=%ss start=%ss ssh=%ss cloud_init=%ss\n' \
         "$variant" "$LAB_READY_SECONDS" "$t_define" "$t_started" "$t_ssh" "$t_ci"
 }

@@ -5,7 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::progress::Progress;
 
@@ -13,12 +15,22 @@ use crate::progress::Progress;
 const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 const BAR_TEMPLATE: &str =
     "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}";
+const NODE_TEMPLATE: &str = "{spinner} {prefix:<24} {elapsed:>4} {msg}";
 const SPINNER_TEMPLATE: &str = "{spinner} {msg} {bytes} {binary_bytes_per_sec}";
 
 /// Progress on stderr.
 pub struct CliProgress {
     terminal: bool,
     transfer: Mutex<Option<Transfer>>,
+    /// One spinner line per node on a terminal; the last phase printed per node otherwise.
+    nodes: Mutex<Nodes>,
+}
+
+#[derive(Default)]
+struct Nodes {
+    multi: Option<MultiProgress>,
+    spinners: HashMap<String, ProgressBar>,
+    last: HashMap<String, String>,
 }
 
 enum Transfer {
@@ -48,7 +60,11 @@ impl Plain {
 impl CliProgress {
     /// A bar on a terminal, plain lines otherwise.
     pub fn new() -> Self {
-        Self { terminal: std::io::stderr().is_terminal(), transfer: Mutex::new(None) }
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            transfer: Mutex::new(None),
+            nodes: Mutex::new(Nodes::default()),
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Option<Transfer>) -> R) -> R {
@@ -118,5 +134,32 @@ impl Progress for CliProgress {
             Some(Transfer::Plain(plain)) => plain.line(&mut std::io::stderr()),
             None => {}
         });
+    }
+
+    fn node_phase(&self, node: &str, phase: &str) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !self.terminal {
+            // Plain lines: only changes, so a long wait is one line, not one per retry.
+            if nodes.last.get(node).is_none_or(|last| last != phase) {
+                nodes.last.insert(node.to_owned(), phase.to_owned());
+                let _ = writeln!(std::io::stderr(), "{node}: {phase}");
+            }
+            return;
+        }
+        let multi = nodes.multi.get_or_insert_with(MultiProgress::new).clone();
+        let spinner = nodes.spinners.entry(node.to_owned()).or_insert_with(|| {
+            let spinner = multi.add(ProgressBar::new_spinner());
+            if let Ok(style) = ProgressStyle::with_template(NODE_TEMPLATE) {
+                spinner.set_style(style);
+            }
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            spinner.set_prefix(node.to_owned());
+            spinner
+        });
+        if phase == "ready" {
+            spinner.finish_with_message(phase.to_owned());
+        } else {
+            spinner.set_message(phase.to_owned());
+        }
     }
 }

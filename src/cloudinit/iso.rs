@@ -76,7 +76,7 @@ fn build(files: &SeedFiles) -> io::Result<Vec<u8>> {
         strict_charset: false,
     };
     let mut image = IsoImageWriter::create(Cursor::new(Vec::new()), tree, options)
-        .map_err(|err| io::Error::other(err.to_string()))?
+        .map_err(io::Error::other)?
         .into_inner();
     fix_timestamps(&mut image)?;
     Ok(image)
@@ -84,8 +84,8 @@ fn build(files: &SeedFiles) -> io::Result<Vec<u8>> {
 
 /// Sets every date in the descriptors and directory records of `image` to a fixed one.
 fn fix_timestamps(image: &mut [u8]) -> io::Result<()> {
-    for index in FIRST_DESCRIPTOR.. {
-        let start = index * SECTOR;
+    let mut start = FIRST_DESCRIPTOR * SECTOR;
+    loop {
         let descriptor = slice(image, start, SECTOR)?;
         if &descriptor[1..6] != b"CD001" {
             return Err(malformed("volume descriptor without the CD001 identifier"));
@@ -98,16 +98,18 @@ fn fix_timestamps(image: &mut [u8]) -> io::Result<()> {
                 slice(image, start + 830, 17)?.copy_from_slice(DESCRIPTOR_DATE);
                 fix_record(image, start + 156, 0)?;
             }
+            // The set terminator.
             255 => return Ok(()),
             _ => {}
         }
+        start += SECTOR;
     }
-    Ok(())
 }
 
 /// Fixes the record at `offset` and, for a directory, every record in it. ECMA-119
 /// 9.1: length at byte 0, extent at 2 and data length at 10 (little-endian halves of
-/// both-endian fields), date at 18, flags at 25 (bit 1: directory), name at 33.
+/// both-endian fields), date at 18, flags at 25 (bit 1: directory), name length at 32
+/// and name at 33 (`.` and `..` are the one-byte names 0 and 1).
 fn fix_record(image: &mut [u8], offset: usize, depth: usize) -> io::Result<()> {
     let record = slice(image, offset, 34)?;
     record[18..25].copy_from_slice(&RECORD_DATE);

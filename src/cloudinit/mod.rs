@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-pub use iso::write_iso;
+pub use iso::{VOLUME_LABEL, write_iso};
 pub use render::render;
 
 /// The default name of the login user created on every node.

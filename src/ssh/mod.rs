@@ -30,6 +30,9 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// The longest single attempt while waiting (so a stuck attempt cannot eat the
 /// deadline), and the timeout of the connection it returns.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest attempt worth making: a shorter one would fail for lack of time and
+/// misreport how far the node got.
+const MIN_ATTEMPT: Duration = Duration::from_millis(200);
 
 /// Errors talking SSH to a node, named after the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -292,8 +295,8 @@ pub fn wait_until_reachable(
     let start = Instant::now();
     let mut backoff = FIRST_RETRY;
     loop {
-        let remaining = timeout.saturating_sub(start.elapsed());
-        let error = match connect(target, user_key, remaining.min(ATTEMPT_TIMEOUT)) {
+        let attempt = timeout.saturating_sub(start.elapsed()).clamp(MIN_ATTEMPT, ATTEMPT_TIMEOUT);
+        let error = match connect(target, user_key, attempt) {
             Ok(mut connection) => {
                 connection.set_timeout(ATTEMPT_TIMEOUT);
                 return Ok(connection);
@@ -308,7 +311,7 @@ pub fn wait_until_reachable(
         };
         progress(state, &error);
         let remaining = timeout.saturating_sub(start.elapsed());
-        if remaining.is_zero() {
+        if remaining < MIN_ATTEMPT {
             return Err(SshError::Timeout {
                 node: target.node.clone(),
                 addr: target.addr,
@@ -317,7 +320,7 @@ pub fn wait_until_reachable(
                 last_error: Box::new(error),
             });
         }
-        std::thread::sleep(backoff.min(remaining));
+        std::thread::sleep(backoff.min(remaining - MIN_ATTEMPT));
         backoff = (backoff * 2).min(MAX_RETRY);
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, DomainStateEnum};
 use virt::enumutil::Enum;
+use virt::error::ErrorNumber;
 use virt::storage_pool::StoragePool;
 use virt::sys;
 
@@ -164,7 +165,18 @@ pub fn delete(conn: &Connect, name: &str) -> Result<(), DriverError> {
     if let Some(dom) = lookup_ours(conn, name)? {
         stop(conn, name, StopMode::Force, Duration::ZERO)?;
         let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
-        dom.undefine_flags(flags).map_err(lv(Action::DeleteVm, name))?;
+        match dom.undefine_flags(flags) {
+            Ok(()) => {}
+            // Drivers without managed save or NVRAM reject the flags: nothing to remove.
+            Err(e)
+                if e.code().is_known_and(|c| {
+                    matches!(c, ErrorNumber::InvalidArg | ErrorNumber::NoSupport)
+                }) =>
+            {
+                dom.undefine().map_err(lv(Action::DeleteVm, name))?;
+            }
+            Err(e) => return Err(lv(Action::DeleteVm, name)(e)),
+        }
     }
     let Some(pool) = find_pool(conn)? else { return Ok(()) };
     storage::delete_volume(&pool, &storage::disk_volume(name))?;

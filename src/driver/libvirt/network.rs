@@ -170,11 +170,9 @@ fn lookup(conn: &Connect, name: &str) -> Result<Option<Network>, DriverError> {
     }
 }
 
-/// The persistent definition (what the next start uses), read back.
+/// The current definition, read back (live and persistent agree: kubelab updates both).
 fn inspect(network: &Network, name: &str) -> Result<NetworkInfo, DriverError> {
-    let xml = network
-        .xml_desc(sys::VIR_NETWORK_XML_INACTIVE)
-        .map_err(lv(Action::InspectNetwork, name))?;
+    let xml = network.xml_desc(0).map_err(lv(Action::InspectNetwork, name))?;
     Ok(network_info(&xml))
 }
 

@@ -92,12 +92,11 @@ pub fn ensure_pool(conn: &Connect, path: &str) -> Result<StoragePool, DriverErro
         },
         Err(e) => return Err(fail(e)),
     };
-    if !pool.is_active().map_err(&fail)? {
-        if let Err(e) = pool.create(0) {
-            if !pool.is_active().map_err(&fail)? {
-                return Err(fail(e));
-            }
-        }
+    if !pool.is_active().map_err(&fail)?
+        && let Err(e) = pool.create(0)
+        && !pool.is_active().map_err(&fail)?
+    {
+        return Err(fail(e));
     }
     Ok(pool)
 }
