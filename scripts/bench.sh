@@ -26,7 +26,9 @@ cmd_download() {
     local size_mib=${1:-1024} runs=${RUNS:-3}
     command -v curl >/dev/null || die "curl is missing"
     command -v python3 >/dev/null || die "python3 is missing"
-    (cd "$root" && cargo build --release ${CARGO_FLAGS:-} >&2)
+    local -a flags
+    read -ra flags <<<"${CARGO_FLAGS:-}"
+    (cd "$root" && cargo build --release "${flags[@]}" >&2)
     local kubelab="$root/target/release/kubelab"
 
     mkdir -p "$work/www"
@@ -39,10 +41,10 @@ cmd_download() {
     bytes=$(stat -c %s "$file")
     digest=$(sha256sum "$file" | cut -d' ' -f1)
 
-    local port server_pid
+    local port
     port=$(free_port)
     python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 &
-    server_pid=$!
+    server_pid=$! # global: the EXIT trap runs after this function returns
     trap 'kill "$server_pid" 2>/dev/null || true' EXIT
     local url="http://127.0.0.1:$port/bench.img" i
     for i in $(seq 100); do
@@ -53,7 +55,7 @@ cmd_download() {
 
     local best_k=0 best_c=0 t0 t1 secs
     for i in $(seq "$runs"); do
-        rm -rf "$work/home" "$work/curl.img"
+        rm -rf "${work:?}/home" "${work:?}/curl.img"
         t0=$(now)
         KUBELAB_HOME="$work/home" "$kubelab" image pull "$url" --sha256 "$digest" >/dev/null 2>&1 \
             || die "kubelab pull failed"
@@ -71,7 +73,7 @@ cmd_download() {
         best_c=$(awk -v x="$best_c" -v y="$(mib_per_s "$bytes" "$secs")" 'BEGIN { print (y > x) ? y : x }')
         echo "run $i: kubelab best ${best_k} MiB/s, curl+sha256sum best ${best_c} MiB/s" >&2
     done
-    rm -rf "$work/home" "$work/curl.img"
+    rm -rf "${work:?}/home" "${work:?}/curl.img"
 
     echo "size:                ${size_mib} MiB (best of $runs)"
     echo "kubelab image pull:  ${best_k} MiB/s"

@@ -43,6 +43,11 @@ if [[ -n "$need_first$need_rest" ]]; then
     fi
 fi
 
+# A real kubectl for the kubeconfig tests (Debian's kubernetes-client), unless one is there.
+if [[ "${1:-}" == "--test" ]] && ! command -v kubectl >/dev/null; then
+    "${sudo_cmd[@]}" apt-get install -y -qq kubernetes-client
+fi
+
 if ! command -v cargo >/dev/null; then
     echo "error: cargo not found; install Rust 1.89 or newer (https://rustup.rs)" >&2
     exit 1

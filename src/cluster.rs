@@ -60,6 +60,14 @@ pub enum ClusterError {
         /// The value asked for now.
         asked: String,
     },
+    /// `--network-cidr` overlaps a route of the host or another hypervisor network.
+    #[error("--network-cidr {cidr} overlaps {other}, already used on this host")]
+    CidrInUse {
+        /// The subnet asked for.
+        cidr: String,
+        /// What it overlaps.
+        other: String,
+    },
     /// The host-only subnet has no address left for another node.
     #[error("the subnet {cidr} has no address for node {index}; use a larger --network-cidr")]
     SubnetFull {

@@ -33,6 +33,9 @@ pub enum Error {
     /// The profile's resource journal.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// The profile's entries in the user's kubeconfig.
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::kubeconfig::KubeconfigError),
     /// A node's directory under the profile could not be created or removed.
     #[error("cannot create or remove the node directory {}", path.display())]
     NodeDir {

@@ -126,12 +126,13 @@ pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
-/// The profile's user key, generated on first use.
+/// The profile's user key, generated on first use. Call with the profile's lock held,
+/// so two commands cannot generate it at once.
 pub fn user_key(profile_dir: &Path) -> Result<KeyPair, KeyError> {
     load_or_generate(&profile_dir.join(USER_KEY_FILE), "kubelab")
 }
 
-/// The host key of `node`, generated on first use.
+/// The host key of `node`, generated on first use (with the profile's lock held).
 pub fn host_key(profile_dir: &Path, node: &str) -> Result<KeyPair, KeyError> {
     let valid = !node.is_empty()
         && node.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');

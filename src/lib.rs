@@ -19,6 +19,8 @@ pub mod image;
 pub mod journal;
 /// The profile's user key, each node's host key, and the known-hosts file for `ssh`.
 pub mod keys;
+/// The profile's kubeconfig: admin.conf merged into the user's kubeconfig, and removed.
+pub mod kubeconfig;
 pub mod lock;
 /// IPv4 subnets, host routes, node addresses and deterministic MAC addresses.
 pub mod net;

@@ -5,6 +5,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// Errors running an external tool.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,16 @@ pub enum ProcessError {
         /// What it wrote to stderr.
         stderr: String,
     },
+    /// The program did not finish in time and was killed.
+    #[error("`{}` did not finish within {secs} s", command_line(program, args))]
+    TimedOut {
+        /// The program name.
+        program: String,
+        /// Its arguments.
+        args: Vec<String>,
+        /// The limit.
+        secs: u64,
+    },
 }
 
 /// What a successful run printed (lossily decoded as UTF-8).
@@ -65,19 +76,72 @@ impl Tool {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.run_within(args, None)
+    }
+
+    /// Like [`Tool::run`], but kills the tool after `timeout` ([`ProcessError::TimedOut`]):
+    /// for commands that can wait forever on something the user cannot see (a hidden
+    /// Windows permission prompt).
+    pub fn run_within<I, S>(
+        &self,
+        args: I,
+        timeout: Option<Duration>,
+    ) -> Result<Output, ProcessError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let program = self.program.to_string_lossy().into_owned();
         let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         tracing::debug!(command = %command_line(&program, &shown), "running");
-        let output = Command::new(&self.program)
+        let spawn_error = |source: io::Error| match source.kind() {
+            io::ErrorKind::NotFound => ProcessError::NotFound { program: program.clone() },
+            _ => ProcessError::Spawn { program: program.clone(), source },
+        };
+        let mut child = Command::new(&self.program)
             .args(&args)
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
-            .output()
-            .map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => ProcessError::NotFound { program: program.clone() },
-                _ => ProcessError::Spawn { program: program.clone(), source },
-            })?;
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        // Read both pipes while waiting, so a chatty tool cannot block on a full pipe.
+        let reader = |pipe: Option<Box<dyn io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn io::Read + Send>));
+        let err = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn io::Read + Send>));
+        let status = match timeout {
+            None => child.wait().map_err(spawn_error)?,
+            Some(timeout) => {
+                let deadline = Instant::now() + timeout;
+                loop {
+                    if let Some(status) = child.try_wait().map_err(spawn_error)? {
+                        break status;
+                    }
+                    if Instant::now() >= deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        let secs = timeout.as_secs();
+                        return Err(ProcessError::TimedOut { program, args: shown, secs });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        let output = std::process::Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        };
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if !output.status.success() {
@@ -156,6 +220,15 @@ mod tests {
         assert!(
             matches!(err, ProcessError::NotFound { ref program } if program == "kubelab-no-such-tool")
         );
+    }
+
+    #[test]
+    fn a_tool_past_its_timeout_is_killed() {
+        let started = Instant::now();
+        let err =
+            Tool::new("sleep").run_within(["30"], Some(Duration::from_millis(200))).unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

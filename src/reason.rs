@@ -6,10 +6,12 @@
 //! 20-39 `HOST_`, 40-49 `DRV_`, 50-59 `IMG_`, 60-69 `GUEST_`, 70-79 `K8S_`.
 
 use crate::Error;
+use crate::cluster::ClusterError;
 use crate::cloudinit::CloudInitError;
 use crate::driver::DriverError;
 use crate::image::ImageError;
 use crate::keys::KeyError;
+use crate::kubeconfig::KubeconfigError;
 use crate::lock::LockError;
 use crate::process::ProcessError;
 use crate::profile::ProfileError;
@@ -59,6 +61,26 @@ pub const PROFILE_KEY_CORRUPT: Reason = Reason {
              NAME` the profile (its nodes trust only that key)",
 };
 
+/// A flag contradicts the saved profile.
+pub const PROFILE_FLAG_CONFLICT: Reason = Reason {
+    id: "PROFILE_FLAG_CONFLICT",
+    exit_code: 15,
+    advice: "run `kubelab up` without that flag to keep the saved setting, use \
+             `kubelab node add`/`node delete` to change the node count, or \
+             `kubelab delete` first to recreate the cluster with new settings",
+};
+/// An option's value is invalid (size, count, subnet).
+pub const PROFILE_BAD_OPTION: Reason = Reason {
+    id: "PROFILE_BAD_OPTION",
+    exit_code: 16,
+    advice: "fix the option's value; `kubelab up --help` lists the formats and ranges",
+};
+/// The profile has no node of that name.
+pub const PROFILE_UNKNOWN_NODE: Reason = Reason {
+    id: "PROFILE_UNKNOWN_NODE",
+    exit_code: 17,
+    advice: "`kubelab status` lists the profile's nodes",
+};
 /// A downloaded image does not match its expected digest (the download was deleted).
 pub const IMG_CHECKSUM_MISMATCH: Reason = Reason {
     id: "IMG_CHECKSUM_MISMATCH",
@@ -214,6 +236,22 @@ pub const DRV_VM_NOT_KUBELAB: Reason = Reason {
     advice: "a VM of this name exists that kubelab did not create for this profile and will \
              not touch; use another profile name, or rename or remove that VM yourself",
 };
+/// The user's kubeconfig stayed locked (`<file>.lock`) for the whole wait.
+pub const K8S_KUBECONFIG_LOCKED: Reason = Reason {
+    id: "K8S_KUBECONFIG_LOCKED",
+    exit_code: 76,
+    advice: "another kubectl or kubelab is changing the kubeconfig: run the command again when \
+             it is done; if none is running, a crashed one left the lock file named above: \
+             remove it",
+};
+/// The user's kubeconfig cannot be parsed, so kubelab will not rewrite it.
+pub const K8S_KUBECONFIG_INVALID: Reason = Reason {
+    id: "K8S_KUBECONFIG_INVALID",
+    exit_code: 77,
+    advice: "kubelab never overwrites a kubeconfig it cannot read: fix the file (`kubectl \
+             config view` shows whether kubectl can read it), or point KUBECONFIG at another \
+             file",
+};
 
 /// The catalogue entry for `err`, if it is a failure the user can act on.
 pub fn reason(err: &Error) -> Option<&'static Reason> {
@@ -222,6 +260,16 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
         Error::Profile(ProfileError::InvalidName { .. }) => Some(&PROFILE_NAME_INVALID),
         Error::Profile(ProfileError::NotFound { .. }) => Some(&PROFILE_NOT_FOUND),
         Error::Profile(ProfileError::ParseState { .. }) => Some(&PROFILE_STATE_CORRUPT),
+        Error::Cluster(e) => Some(match e {
+            ClusterError::Contradicts { .. } => &PROFILE_FLAG_CONFLICT,
+            ClusterError::UnknownNode { .. } | ClusterError::ControlPlane { .. } => {
+                &PROFILE_UNKNOWN_NODE
+            }
+            ClusterError::BadSize { .. }
+            | ClusterError::OutOfRange { .. }
+            | ClusterError::CidrInUse { .. }
+            | ClusterError::SubnetFull { .. } => &PROFILE_BAD_OPTION,
+        }),
         Error::Image(e) => image_reason(e),
         Error::Driver(e) => driver_reason(e),
         Error::CloudInit(
@@ -234,6 +282,8 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
         Error::Key(KeyError::Parse { .. } | KeyError::Unusable { .. }) => {
             Some(&PROFILE_KEY_CORRUPT)
         }
+        Error::Kubeconfig(KubeconfigError::Locked { .. }) => Some(&K8S_KUBECONFIG_LOCKED),
+        Error::Kubeconfig(KubeconfigError::Parse { .. }) => Some(&K8S_KUBECONFIG_INVALID),
         _ => None,
     }
 }
@@ -244,9 +294,10 @@ fn ssh_reason(err: &SshError) -> Option<&'static Reason> {
         SshError::Timeout { .. } => Some(&GUEST_SSH_TIMEOUT),
         SshError::Auth { .. } => Some(&GUEST_SSH_AUTH),
         SshError::CommandFailed { .. } => Some(&GUEST_COMMAND_FAILED),
-        SshError::Connect { .. } | SshError::Handshake { .. } | SshError::Exec { .. } => {
-            Some(&GUEST_SSH_UNREACHABLE)
-        }
+        SshError::Connect { .. }
+        | SshError::Handshake { .. }
+        | SshError::Exec { .. }
+        | SshError::ConnectionLost { .. } => Some(&GUEST_SSH_UNREACHABLE),
         _ => None,
     }
 }
@@ -304,6 +355,9 @@ mod tests {
         &PROFILE_NAME_INVALID,
         &PROFILE_NOT_FOUND,
         &PROFILE_STATE_CORRUPT,
+        &PROFILE_FLAG_CONFLICT,
+        &PROFILE_BAD_OPTION,
+        &PROFILE_UNKNOWN_NODE,
         &IMG_CHECKSUM_MISMATCH,
         &IMG_NOT_FOUND,
         &IMG_DIGEST_REQUIRED,
@@ -326,6 +380,8 @@ mod tests {
         &DRV_NET_CONFLICT,
         &DRV_MAC_CONFLICT,
         &DRV_VM_NOT_KUBELAB,
+        &K8S_KUBECONFIG_LOCKED,
+        &K8S_KUBECONFIG_INVALID,
     ];
 
     #[test]

@@ -294,6 +294,22 @@ fn check_host_falls_back_to_tcg_without_kvm_guests() {
     assert!(report.warnings.iter().any(|w| w.reason.id == "HOST_KVM_UNAVAILABLE"), "{report:?}");
     let err = d.check_host(AccelPolicy::RequireKvm).unwrap_err();
     assert!(matches!(err, DriverError::KvmUnavailable { .. }), "{err:?}");
+    let top = kubelab::Error::from(err);
+    assert_eq!(kubelab::reason::reason(&top).map(|r| r.id), Some("HOST_KVM_UNAVAILABLE"));
+}
+
+#[test]
+fn picked_subnets_avoid_routes_and_libvirt_networks() {
+    let d = driver();
+    let picked = kubelab::driver::pick_subnets(&d, 2).unwrap();
+    let mut taken = kubelab::net::read_host_routes().unwrap();
+    taken.extend(d.used_subnets().unwrap());
+    assert!(taken.contains(&"192.168.122.0/24".parse().unwrap()), "{taken:?}");
+    assert_eq!(picked.len(), 2);
+    assert!(!picked[0].overlaps(&picked[1]));
+    for p in &picked {
+        assert!(!taken.iter().any(|t| t.overlaps(p)), "{p} overlaps {taken:?}");
+    }
 }
 
 #[test]

@@ -4,155 +4,18 @@
 //! ends, also when it fails.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
+#[path = "ssh/sshd.rs"]
+mod sshd;
+
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kubelab::keys::{self, KeyPair, KnownHost};
-use kubelab::ssh::{self, Connection, ExitStatus, Output, SshError, Stream, Target, WaitState};
+use kubelab::ssh::{self, Connection, ExitStatus, Output, SshError, Stream, WaitState};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A private sshd; dropping it kills it and every process it started.
-struct Sshd {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    host_key: KeyPair,
-    user_key: KeyPair,
-}
-
-impl Sshd {
-    /// An sshd that accepts the user key.
-    fn start() -> Self {
-        let sshd = Self::start_unauthorized();
-        sshd.authorize_user_key();
-        sshd
-    }
-
-    /// An sshd whose authorized_keys file is empty, like a node before cloud-init ran.
-    fn start_unauthorized() -> Self {
-        // Privilege separation needs this directory, which systemd would create.
-        fs::create_dir_all("/run/sshd").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let host_key = keys::host_key(dir.path(), "node").unwrap();
-        let user_key = keys::user_key(dir.path()).unwrap();
-        fs::write(dir.path().join("authorized_keys"), "").unwrap();
-        let addr = free_addr();
-        let config = format!(
-            "ListenAddress {addr}\nHostKey {host}\nAuthorizedKeysFile {dir}/authorized_keys\n\
-             PidFile {dir}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             Subsystem sftp internal-sftp\n",
-            host = host_key.path().display(),
-            dir = dir.path().display(),
-        );
-        let config_path = dir.path().join("sshd_config");
-        fs::write(&config_path, config).unwrap();
-        let log = fs::File::create(dir.path().join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-f")
-            .arg(&config_path)
-            .args(["-D", "-e"])
-            .stdin(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start /usr/sbin/sshd (package openssh-server)");
-        let sshd = Self { child, addr, dir, host_key, user_key };
-        sshd.wait_listening();
-        sshd
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + TIMEOUT;
-        while TcpStream::connect(self.addr).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not listen: {}", self.log());
-            std::thread::yield_now();
-        }
-    }
-
-    fn authorize_user_key(&self) {
-        let line = self.user_key.public_openssh().unwrap() + "\n";
-        fs::write(self.dir.path().join("authorized_keys"), line).unwrap();
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-
-    fn target(&self) -> Target {
-        target(self.addr, &self.host_key)
-    }
-
-    fn connect(&self) -> Connection {
-        ssh::connect(&self.target(), &self.user_key, TIMEOUT)
-            .unwrap_or_else(|e| panic!("{}\nsshd log:\n{}", chain(&e), self.log()))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Every process below the listening sshd (per-connection sshds, shells, commands).
-    fn descendants(&self) -> Vec<(u32, String)> {
-        let mut procs = Vec::new();
-        for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
-            // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
-            let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-            let comm = head.split_once('(').map_or("", |(_, c)| c).to_owned();
-            let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
-            procs.push((pid, ppid.unwrap_or(0), comm));
-        }
-        let mut found = vec![];
-        let mut parents = vec![self.child.id()];
-        while let Some(parent) = parents.pop() {
-            for (pid, ppid, comm) in &procs {
-                if *ppid == parent {
-                    found.push((*pid, comm.clone()));
-                    parents.push(*pid);
-                }
-            }
-        }
-        found
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        for (pid, _) in self.descendants() {
-            kill(pid);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn kill(pid: u32) {
-    // A process may already be gone (killed with its parent): that is fine.
-    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
-}
-
-/// A 127.0.0.1 address nothing listens on (the kernel picked the port just now).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-fn target(addr: SocketAddr, host_key: &KeyPair) -> Target {
-    Target {
-        node: "node".into(),
-        addr,
-        user: "root".into(),
-        host_key: host_key.public_key().clone(),
-    }
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    kubelab::error::chain(err)
-}
+use sshd::{Sshd, TIMEOUT, chain, free_addr, kill, signal, target};
 
 /// Runs `command`, returning its lines as ("out"|"err", line) and the log text.
 fn run(
@@ -333,10 +196,40 @@ fn killed_sshd_mid_command_is_a_clean_error() {
         .run("echo started; sleep 30", &mut Output { log: &mut log, on_line: &mut on_line });
     let err = result.unwrap_err();
     assert!(killed);
-    assert!(matches!(err, SshError::Exec { .. }), "{err:?}");
+    assert!(matches!(err, SshError::ConnectionLost { .. }), "{err:?}");
+    assert!(err.to_string().contains("lost the connection to node"), "{err}");
+    assert_eq!(reason_id(err), "GUEST_SSH_UNREACHABLE");
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     // The connection stays unusable, with errors rather than hangs.
     assert!(run(&connection, "true").0.is_err());
+}
+
+#[test]
+fn frozen_node_is_a_timeout_not_a_hang() {
+    let sshd = Sshd::start();
+    let mut connection = sshd.connect();
+    connection.set_timeout(Duration::from_secs(3));
+    let start = Instant::now();
+    // Stopped sshd processes keep the TCP connection open but never answer, like a VM
+    // that hangs or vanishes without closing its connections.
+    let mut on_line = |_, line: &str| {
+        if line == "started" {
+            for (pid, comm) in sshd.descendants() {
+                if comm == "sshd" {
+                    signal(pid, "-STOP");
+                }
+            }
+        }
+    };
+    let result = connection.run(
+        "echo started; sleep 30",
+        &mut Output { log: &mut std::io::sink(), on_line: &mut on_line },
+    );
+    let err = result.unwrap_err();
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(6), "{waited:?}");
+    assert!(chain(&err).contains("the node sent nothing for 3s"), "{}", chain(&err));
+    assert!(matches!(err, SshError::ConnectionLost { .. }), "{err:?}");
 }
 
 #[test]
@@ -379,7 +272,8 @@ fn silent_port_times_out_as_banner_not_yet() {
     )
     .unwrap_err();
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(5), "{waited:?}");
+    // It stops at the deadline, give or take libssh2's millisecond timer.
+    assert!(waited >= Duration::from_millis(2900) && waited < Duration::from_secs(5), "{waited:?}");
     assert!(
         matches!(err, SshError::Timeout { last_state: WaitState::BannerNotYet, .. }),
         "{err:?}"

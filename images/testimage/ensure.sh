@@ -38,7 +38,12 @@ main() {
         # A build in the cache's filesystem so the final rename is atomic.
         tmp=$(mktemp -d "$cache/.build-$hash.XXXXXX")
         trap 'rm -rf "$tmp"' EXIT
-        "$here/build.sh" "$tmp" >&2
+        echo "building test image $hash (log: $cache/$hash.build.log)" >&2
+        if ! "$here/build.sh" "$tmp" 2>"$cache/$hash.build.log" >&2; then
+            tail -n 30 "$cache/$hash.build.log" >&2
+            echo "test image build failed (log: $cache/$hash.build.log)" >&2
+            exit 1
+        fi
         # QEMU (user libvirt-qemu) must be able to reach the image.
         chmod 0755 "$tmp"
         mv -T "$tmp" "$dest"

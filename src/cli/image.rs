@@ -76,7 +76,7 @@ pub fn exec(ctx: &Ctx, args: ImageArgs) -> Result<(), crate::Error> {
 
 fn pull(ctx: &Ctx, args: PullArgs) -> Result<(), crate::Error> {
     let req = ImageRequest {
-        source: ImageSource::parse(&args.image).map_err(crate::Error::from)?,
+        source: ImageSource::parse(&args.image)?,
         format: args.format,
         sha256: args.sha256.map(|hex| hex.parse::<Digest>()).transpose()?,
         insecure_skip_verify: args.insecure_skip_verify,

@@ -108,12 +108,13 @@ pub enum DriverError {
         #[source]
         source: Cause,
     },
-    /// A VM of that name exists but kubelab (or this profile) did not create it.
-    #[error("VM {name} was not created by kubelab{}", owner.as_ref().map(|p| format!(" profile {p}")).unwrap_or_default())]
+    /// A VM of that name exists but kubelab did not create it (or created it for
+    /// another profile).
+    #[error("VM {name} {}", owner.as_ref().map_or("was not created by kubelab".to_owned(), |p| format!("belongs to kubelab profile {p}")))]
     ForeignVm {
         /// The VM.
         name: String,
-        /// The VM's expected profile, when it belongs to another one.
+        /// The profile that owns it, when kubelab created it for another profile.
         owner: Option<String>,
     },
     /// Another VM already uses the MAC address kubelab derived.

@@ -61,6 +61,16 @@ impl std::str::FromStr for DriverKind {
     }
 }
 
+impl std::fmt::Display for DriverKind {
+    #[cfg_attr(not(feature = "libvirt"), allow(unused_variables))]
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            #[cfg(feature = "libvirt")]
+            DriverKind::Kvm2 => f.write_str("kvm2"),
+        }
+    }
+}
+
 /// The disk image format a backend boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskFormat {
@@ -293,9 +303,16 @@ pub fn bridge_name(network: &str) -> String {
 /// `count` free /24 subnets for a new profile: not overlapping the host's routes nor
 /// any of the hypervisor's networks (see [`net::choose_subnets`]).
 pub fn pick_subnets(driver: &dyn Driver, count: usize) -> Result<Vec<Ipv4Cidr>, DriverError> {
+    let taken = taken_subnets(driver)?;
+    net::choose_subnets(&taken, count).ok_or(DriverError::NoFreeSubnet { count })
+}
+
+/// The subnets a new profile must not overlap: the host's routes and every network of
+/// the hypervisor.
+pub fn taken_subnets(driver: &dyn Driver) -> Result<Vec<Ipv4Cidr>, DriverError> {
     let mut taken = net::read_host_routes().map_err(|source| DriverError::Routes { source })?;
     taken.extend(driver.used_subnets()?);
-    net::choose_subnets(&taken, count).ok_or(DriverError::NoFreeSubnet { count })
+    Ok(taken)
 }
 
 #[cfg(test)]

@@ -188,7 +188,10 @@ pub fn ensure(
     req: &ImageRequest,
     progress: &dyn Progress,
 ) -> Result<CachedImage, ImageError> {
-    let plan = Plan::new(req)?;
+    fetch_plan(home, Plan::new(req)?, progress)
+}
+
+fn fetch_plan(home: &Home, plan: Plan, progress: &dyn Progress) -> Result<CachedImage, ImageError> {
     let cache = Cache::new(home);
     cache.create()?;
     if let Some(hit) = plan.lookup(&cache)? {
@@ -308,6 +311,52 @@ mod tests {
         let plan = Plan::new(&req).unwrap();
         assert_eq!(plan.format, Format::Vmdk);
         assert!(plan.key().starts_with("url-"));
+    }
+
+    /// A plan like a catalogue entry verified through a `SHA512SUMS` file (as Debian
+    /// publishes), served from disk.
+    fn sha512_plan(dir: &Path, listed: &str) -> Plan {
+        let image = dir.join("disk.qcow2");
+        std::fs::write(&image, b"image bytes").unwrap();
+        let sums = dir.join("SHA512SUMS");
+        std::fs::write(&sums, format!("{listed}  disk.qcow2\n{}  other.raw\n", "0".repeat(128)))
+            .unwrap();
+        Plan {
+            url: Url::from_file_path(&image).unwrap(),
+            format: Format::Qcow2,
+            name: Some("debian-test".into()),
+            expected: Some(Expected::ChecksumsFile {
+                url: Url::from_file_path(&sums).unwrap(),
+                algorithm: Algorithm::Sha512,
+            }),
+        }
+    }
+
+    #[test]
+    fn checksum_file_digest_is_verified_with_its_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("home"));
+        let good = hex::encode(sha2::Sha512::digest(b"image bytes"));
+        let image = fetch_plan(&home, sha512_plan(dir.path(), &good), &()).unwrap();
+        assert_eq!(image.sha256, hex::encode(sha2::Sha256::digest(b"image bytes")));
+        let sidecars = Cache::new(&home).sidecars().unwrap();
+        assert_eq!(sidecars[0].sha512.as_deref(), Some(good.as_str()));
+        assert_eq!(sidecars[0].name.as_deref(), Some("debian-test"));
+
+        let home = Home::new(dir.path().join("home2"));
+        let err = fetch_plan(&home, sha512_plan(dir.path(), &"1".repeat(128)), &()).unwrap_err();
+        assert!(matches!(err, ImageError::ChecksumMismatch { algorithm: Algorithm::Sha512, .. }));
+        assert_eq!(std::fs::read_dir(home.image_cache_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn image_missing_from_the_checksum_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("home"));
+        let mut plan = sha512_plan(dir.path(), &"1".repeat(128));
+        plan.url = Url::from_file_path(dir.path().join("unlisted.qcow2")).unwrap();
+        let err = fetch_plan(&home, plan, &()).unwrap_err();
+        assert!(matches!(err, ImageError::NotListed { .. }), "{err}");
     }
 
     #[test]

@@ -204,7 +204,11 @@ fn new_state(
 ) -> Result<ClusterState, Error> {
     let (host_only_cidr, nat_cidr) = match opts.network_cidr {
         Some(cidr) => {
-            let mut used = driver.used_subnets()?;
+            let mut used = driver::taken_subnets(driver)?;
+            if let Some(other) = used.iter().find(|t| t.overlaps(&cidr)) {
+                let (cidr, other) = (cidr.to_string(), other.to_string());
+                return Err(ClusterError::CidrInUse { cidr, other }.into());
+            }
             used.push(cidr);
             let nat = crate::net::choose_subnets(&used, 1)
                 .and_then(|v| v.first().copied())

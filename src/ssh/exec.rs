@@ -77,7 +77,7 @@ impl Connection {
         let mut command = String::from(if sudo { "sudo bash -s --" } else { "bash -s --" });
         for arg in args {
             command.push(' ');
-            command.push_str(&shell_quote(arg));
+            command.push_str(&crate::process::shell_quote(arg));
         }
         self.exec(name, &command, script.as_bytes(), output)
     }
@@ -104,6 +104,11 @@ impl Connection {
             .map_err(|e| pump.exec_error(e.into()))?;
         self.session.set_blocking(false);
         let result = pump.pump(&mut channel, stdin);
+        if let Err(SshError::ConnectionLost { .. }) = result {
+            // Dead for good: make every later use (closing the channel, dropping the
+            // session) fail at once instead of waiting out the timeout for an answer.
+            let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        }
         self.session.set_blocking(true);
         let status = result?;
         pump.log(&format!("exit: {status}"))?;
@@ -151,38 +156,17 @@ struct Pump<'c, 'o, 'w> {
 impl Pump<'_, '_, '_> {
     /// Feeds `stdin`, forwards output until both streams end, and returns how the
     /// command ended. The session must be non-blocking.
-    fn pump(&mut self, channel: &mut Channel, mut stdin: &[u8]) -> Result<ExitStatus, SshError> {
-        let mut stdin_open = true;
+    fn pump(&mut self, channel: &mut Channel, stdin: &[u8]) -> Result<ExitStatus, SshError> {
+        let mut stdin = Some(stdin);
         let mut heard = Instant::now();
         let mut buf = vec![0; 32 * 1024];
         loop {
-            let mut busy = false;
-            if stdin_open {
-                // A write error means the command stopped reading (it exited early); how
-                // it ended is told by its exit status, and a broken connection by the
-                // reads below, so stdin is just closed.
-                let written = if stdin.is_empty() { Ok(0) } else { channel.write(stdin) };
-                match written {
-                    Ok(n) => {
-                        stdin = &stdin[n..];
-                        busy = n > 0;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => stdin_open = false,
-                }
-                if stdin_open && stdin.is_empty() {
-                    match channel.send_eof().map_err(io::Error::from) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        _ => stdin_open = false,
-                    }
-                }
-            }
+            let mut busy = write_stdin(channel, &mut stdin);
             let mut ended = 0;
-            for (index, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-                let read = if index == 0 {
-                    channel.read(&mut buf)
-                } else {
-                    channel.stderr().read(&mut buf)
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let read = match stream {
+                    Stream::Stdout => channel.read(&mut buf),
+                    Stream::Stderr => channel.stderr().read(&mut buf),
                 };
                 match read {
                     Ok(0) => ended += 1,
@@ -191,7 +175,7 @@ impl Pump<'_, '_, '_> {
                         busy = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(self.exec_error(e)),
+                    Err(e) => return Err(self.lost_error(e)),
                 }
             }
             if ended == 2 {
@@ -213,7 +197,7 @@ impl Pump<'_, '_, '_> {
             match channel.wait_close().map_err(io::Error::from) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.idle(&mut heard)?,
-                Err(e) => return Err(self.exec_error(e)),
+                Err(e) => return Err(self.lost_error(e)),
             }
         }
         let signal = channel.exit_signal().map_err(|e| self.exec_error(e.into()))?;
@@ -232,14 +216,14 @@ impl Pump<'_, '_, '_> {
     fn idle(&self, heard: &mut Instant) -> Result<(), SshError> {
         let connection = self.connection;
         match connection.session.keepalive_send().map_err(io::Error::from) {
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(self.exec_error(e)),
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(self.lost_error(e)),
             _ => {}
         }
-        if connection.wait_socket().map_err(|e| self.exec_error(e))? {
+        if connection.wait_socket().map_err(|e| self.lost_error(e))? {
             *heard = Instant::now();
         } else if heard.elapsed() > connection.timeout {
             let why = format!("the node sent nothing for {:?}", connection.timeout);
-            return Err(self.exec_error(io::Error::new(io::ErrorKind::TimedOut, why)));
+            return Err(self.lost_error(io::Error::new(io::ErrorKind::TimedOut, why)));
         }
         Ok(())
     }
@@ -296,27 +280,45 @@ impl Pump<'_, '_, '_> {
             source,
         }
     }
+
+    fn lost_error(&self, source: io::Error) -> SshError {
+        let node = self.connection.node.clone();
+        SshError::ConnectionLost { node, command: self.label.to_owned(), source }
+    }
 }
 
-/// `arg` quoted for a POSIX shell (unchanged if it needs no quoting).
-fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+%".contains(&b));
-    if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', r"'\''")) }
+/// Writes what the channel takes of the pending input, then sends EOF, after which
+/// `stdin` is `None`; true if anything was written. A write error means the command
+/// stopped reading (it exited early): how it ended is told by its exit status, and a
+/// broken connection by the reads, so the input is just dropped.
+fn write_stdin(channel: &mut Channel, stdin: &mut Option<&[u8]>) -> bool {
+    let Some(pending) = stdin else { return false };
+    let mut wrote = false;
+    if !pending.is_empty() {
+        match channel.write(pending) {
+            Ok(n) => {
+                *pending = &pending[n..];
+                wrote = n > 0;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => {
+                *stdin = None;
+                return false;
+            }
+        }
+    }
+    if pending.is_empty() {
+        match channel.send_eof().map_err(io::Error::from) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            _ => *stdin = None,
+        }
+    }
+    wrote
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shell_quote_keeps_words_and_quotes_the_rest() {
-        assert_eq!(shell_quote("v1.31.0"), "v1.31.0");
-        assert_eq!(shell_quote("10.0.0.1:6443"), "10.0.0.1:6443");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's $HOME"), r"'it'\''s $HOME'");
-    }
 
     #[test]
     fn exit_status_reads_well() {

@@ -87,9 +87,20 @@ pub enum SshError {
         #[source]
         source: ssh2::Error,
     },
-    /// Starting a command, or the connection while it ran, failed.
+    /// Starting a command failed.
     #[error("running {command:?} on {node} failed")]
     Exec {
+        /// The node.
+        node: String,
+        /// The command, or the script's name.
+        command: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The connection broke, or the node fell silent, while a command ran.
+    #[error("lost the connection to {node} while running {command:?}")]
+    ConnectionLost {
         /// The node.
         node: String,
         /// The command, or the script's name.

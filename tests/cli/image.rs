@@ -16,11 +16,6 @@ fn sha256(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// A home whose downloads retry quickly, so fault tests stay fast.
-fn kubelab() -> Kubelab {
-    Kubelab::new()
-}
-
 /// `kubelab image pull URL --sha256 DIGEST` with quick retries, so fault tests stay fast.
 fn pull(k: &Kubelab, url: &str, digest: &str, env: &[(&str, &str)]) -> crate::util::Run {
     let mut cmd = k.cmd(["image", "pull", url, "--sha256", digest]);
@@ -247,6 +242,9 @@ fn concurrent_pulls_download_once() {
         assert_eq!(run.code, Some(0), "{run}");
     }
     assert_eq!(runs[0].stdout, runs[1].stdout);
+    let downloaded =
+        runs.iter().filter(|r| r.stderr.lines().any(|l| l.starts_with("downloading "))).count();
+    assert_eq!(downloaded, 1, "{}\n{}", runs[0], runs[1]);
     assert_eq!(server.requests().len(), 1);
     assert_eq!(server.total_body_bytes(), data.len() as u64);
 }
@@ -346,8 +344,9 @@ fn http_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it() {
         HttpServer::start(move |req: &Request, _| Reply::file(&data, req, true))
     };
     let k = Kubelab::new();
-    // The name never resolves: only the loopback proxy can answer it.
-    let url = "http://kubelab-test.invalid/disk.qcow2";
+    // Nothing listens on port 9 (discard): only the proxy can answer. A loopback
+    // target keeps the test on loopback even if the proxy were ignored.
+    let url = "http://127.0.0.1:9/disk.qcow2";
     pull(&k, url, &digest, &[("HTTP_PROXY", &proxy.base())]).success();
     assert_eq!(proxy.requests()[0].target, url);
 

@@ -2,8 +2,6 @@
 //! home, and a small HTTP/1.1 server on 127.0.0.1 whose replies a test scripts
 //! (cut a body, stall, ignore `Range`, answer 500) and which counts what it served.
 
-#![allow(dead_code)] // each test module uses a different part
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Environment variables that would make a test depend on the machine it runs on.
 const SCRUBBED_ENV: &[&str] = &[
@@ -115,18 +113,6 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     files.sort();
     files
-}
-
-/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
 }
 
 /// `len` bytes of deterministic, incompressible-looking data (xorshift).
@@ -303,11 +289,11 @@ fn serve(stream: TcpStream, log: &Mutex<Log>, stop: &AtomicBool, handler: &Handl
         if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
             break;
         }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("range") {
-                let value = value.trim().trim_start_matches("bytes=");
-                range_start = value.split('-').next().and_then(|s| s.parse().ok());
-            }
+        if let Some((name, value)) = header.split_once(':')
+            && name.trim().eq_ignore_ascii_case("range")
+        {
+            let value = value.trim().trim_start_matches("bytes=");
+            range_start = value.split('-').next().and_then(|s| s.parse().ok());
         }
     }
     let request = Request { target, range_start };

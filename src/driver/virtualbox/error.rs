@@ -1,0 +1,117 @@
+//! `VBoxError`: how the VirtualBox backend fails, typed where the user can act
+//! (`reason.rs` maps each host problem to its advice).
+
+use std::path::PathBuf;
+
+use crate::process::ProcessError;
+
+/// Errors of the VirtualBox backend.
+#[derive(Debug, thiserror::Error)]
+pub enum VBoxError {
+    /// No `VBoxManage` on `PATH`, in `VBOX_MSI_INSTALL_PATH`/`VBOX_INSTALL_PATH` nor in
+    /// the default install folder.
+    #[error("VBoxManage not found (looked in: {searched})")]
+    NotFound {
+        /// Where kubelab looked.
+        searched: String,
+    },
+    /// `VBoxManage --version` printed a version kubelab does not support.
+    #[error("VirtualBox {found} is not supported (need 6.1 or 7.x)")]
+    UnsupportedVersion {
+        /// What `--version` printed.
+        found: String,
+    },
+    /// VT-x/AMD-V exists but is disabled in the firmware.
+    #[error("hardware virtualization is disabled ({code})")]
+    VtxDisabled {
+        /// VirtualBox's status code.
+        code: &'static str,
+        /// The failed command.
+        #[source]
+        source: ProcessError,
+    },
+    /// The CPU (or the VM kubelab runs in) offers no VT-x/AMD-V.
+    #[error("hardware virtualization is not available ({code})")]
+    VtxMissing {
+        /// VirtualBox's status code.
+        code: &'static str,
+        /// The failed command.
+        #[source]
+        source: ProcessError,
+    },
+    /// Another hypervisor (KVM) holds VT-x/AMD-V on this Linux host.
+    #[error("VT-x/AMD-V is used by another hypervisor ({code})")]
+    KvmHoldsVtx {
+        /// VirtualBox's status code.
+        code: &'static str,
+        /// The failed command.
+        #[source]
+        source: ProcessError,
+    },
+    /// Hyper-V (or VBS, WSL2) owns virtualization on Windows: VirtualBox fails or falls
+    /// back to its very slow NEM ("turtle") mode.
+    #[error("Hyper-V is active on this host: {evidence}")]
+    HyperV {
+        /// What showed it (a status code, a `VBox.log` line, a Windows setting).
+        evidence: String,
+    },
+    /// The host-only subnet is outside the ranges `/etc/vbox/networks.conf` allows.
+    #[error("VirtualBox does not allow host-only network {cidr} (allowed: {allowed}); add the line `{line}` to {}", path.display())]
+    HostOnlyRange {
+        /// The subnet asked for.
+        cidr: String,
+        /// The ranges allowed now.
+        allowed: String,
+        /// The line that would allow it.
+        line: String,
+        /// The configuration file.
+        path: PathBuf,
+    },
+    /// Creating a host-only adapter did not finish: on Windows it waits on a permission
+    /// prompt that may be hidden behind other windows.
+    #[error("creating a host-only adapter did not finish within {secs} s")]
+    HostOnlyPrompt {
+        /// How long kubelab waited.
+        secs: u64,
+    },
+    /// The VM does not exist.
+    #[error("VM {vm} does not exist")]
+    NoSuchVm {
+        /// The VM.
+        vm: String,
+    },
+    /// Another `VBoxManage` failure.
+    #[error("VBoxManage failed")]
+    Command {
+        /// The process error (command line, status, stderr).
+        #[source]
+        source: ProcessError,
+    },
+    /// `VBoxManage` printed something kubelab cannot read.
+    #[error("cannot parse the output of `VBoxManage {command}`: {output:?}")]
+    Parse {
+        /// The subcommand.
+        command: String,
+        /// What it printed.
+        output: String,
+    },
+    /// No free 127.0.0.1 port for the SSH forward.
+    #[error("cannot find a free port on 127.0.0.1")]
+    FreePort {
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The base image is not in a format VirtualBox attaches (VMDK, VDI, VHD).
+    #[error("VirtualBox cannot boot {} (needs a VMDK, VDI or VHD image)", path.display())]
+    DiskFormat {
+        /// The image.
+        path: PathBuf,
+    },
+    /// A graceful stop did not end before the deadline and power-off failed too.
+    #[error("VM {vm} did not stop")]
+    Stop {
+        /// The VM.
+        vm: String,
+    },
+}

@@ -1,0 +1,427 @@
+//! The `VBoxManage` wrapper: the only code that runs it. Finds the binary, checks its
+//! version, runs one subcommand per method (logged by `Tool`), parses the output with
+//! the pure functions of `parse.rs`, and turns VirtualBox's stderr status codes into
+//! typed [`VBoxError`]s here, where the text is captured. Syntax follows the VirtualBox
+//! manual, chapter "VBoxManage" (one section per subcommand, cited per method).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::VBoxError;
+use super::parse::{self, HostOnlyIf, HostOnlyNet, Medium, Version, VmInfo};
+use crate::process::{ProcessError, Tool};
+
+/// The oldest VirtualBox kubelab drives: 6.1 is the first release with `createmedium
+/// --diffparent` and `modifymedium --type multiattach` under these names together with
+/// the `--machinereadable` layout parsed here, and the oldest still in use (6.0 and
+/// older are long out of support).
+pub const MIN_VBOX_VERSION: Version = Version { major: 6, minor: 1, patch: 0 };
+/// The first major release kubelab has not been checked against.
+pub const UNSUPPORTED_MAJOR: u32 = 8;
+/// The default install folder on Windows (the MSI installer's).
+pub const WINDOWS_DEFAULT_DIR: &str = r"C:\Program Files\Oracle\VirtualBox";
+/// The environment variables VirtualBox's installers set to their install folder.
+pub const INSTALL_DIR_ENVS: [&str; 2] = ["VBOX_MSI_INSTALL_PATH", "VBOX_INSTALL_PATH"];
+
+/// Where `VBoxManage` is: `PATH` first, then the installers' variables, then (Windows)
+/// the default folder. `env` and `exists` are injected so every case is unit-tested.
+pub fn locate(
+    windows: bool,
+    env: impl Fn(&str) -> Option<OsString>,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, VBoxError> {
+    let exe = if windows { "VBoxManage.exe" } else { "VBoxManage" };
+    let separator = if windows { ';' } else { ':' };
+    let mut dirs: Vec<PathBuf> = env("PATH")
+        .map(|p| {
+            p.to_string_lossy()
+                .split(separator)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.extend(INSTALL_DIR_ENVS.iter().filter_map(|v| env(v)).map(PathBuf::from));
+    if windows {
+        dirs.push(PathBuf::from(WINDOWS_DEFAULT_DIR));
+    }
+    // Join with the host's separator for Windows-style folders too (`\` stays inside).
+    let candidate = |d: &PathBuf| {
+        let text = d.to_string_lossy();
+        if windows && !text.ends_with('\\') {
+            PathBuf::from(format!("{text}\\{exe}"))
+        } else {
+            d.join(exe)
+        }
+    };
+    dirs.iter().map(candidate).find(|p| exists(p)).ok_or_else(|| VBoxError::NotFound {
+        searched: if windows {
+            format!("PATH, %VBOX_MSI_INSTALL_PATH%, %VBOX_INSTALL_PATH%, {WINDOWS_DEFAULT_DIR}")
+        } else {
+            "PATH, $VBOX_MSI_INSTALL_PATH, $VBOX_INSTALL_PATH".to_owned()
+        },
+    })
+}
+
+/// Whether kubelab supports `version` (6.1 and 7.x).
+pub fn check_version(version: Version) -> Result<(), VBoxError> {
+    if version < MIN_VBOX_VERSION || version.major >= UNSUPPORTED_MAJOR {
+        return Err(VBoxError::UnsupportedVersion { found: version.to_string() });
+    }
+    Ok(())
+}
+
+/// What a VirtualBox status code in stderr means for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// VT-x/AMD-V off in the firmware.
+    VtxDisabled(&'static str),
+    /// No VT-x/AMD-V at all.
+    VtxMissing(&'static str),
+    /// KVM holds VT-x/AMD-V.
+    KvmHoldsVtx(&'static str),
+    /// Hyper-V owns virtualization (NEM could not start).
+    HyperV(&'static str),
+    /// The VM is not registered.
+    NoSuchVm,
+    /// `hostonlyif ipconfig` refused an address (networks.conf, VirtualBox >= 6.1.28).
+    AccessDenied,
+}
+
+/// Sorts VBoxManage stderr by the status codes users meet most (minikube's VirtualBox
+/// issues; samples in tests/fixtures/vboxmanage/).
+pub fn classify(stderr: &str) -> Option<Known> {
+    const TABLE: &[(&str, fn(&'static str) -> Known)] = &[
+        ("VERR_VMX_MSR_ALL_VMX_DISABLED", Known::VtxDisabled),
+        ("VERR_VMX_MSR_VMX_DISABLED", Known::VtxDisabled),
+        ("VERR_SVM_DISABLED", Known::VtxDisabled),
+        ("VERR_VMX_NO_VMX", Known::VtxMissing),
+        ("VERR_SVM_NO_SVM", Known::VtxMissing),
+        ("VERR_VMX_IN_VMX_ROOT_MODE", Known::KvmHoldsVtx),
+        ("VERR_SVM_IN_USE", Known::KvmHoldsVtx),
+        ("VERR_NEM_VM_CREATE_FAILED", Known::HyperV),
+        ("VERR_NEM_MISSING_KERNEL_API", Known::HyperV),
+        ("VERR_NEM_INIT_FAILED", Known::HyperV),
+    ];
+    if let Some((code, make)) = TABLE.iter().find(|(code, _)| stderr.contains(code)) {
+        return Some(make(code));
+    }
+    if stderr.contains("Could not find a registered machine") {
+        Some(Known::NoSuchVm)
+    } else if stderr.contains("E_ACCESSDENIED") {
+        Some(Known::AccessDenied)
+    } else {
+        None
+    }
+}
+
+/// One `VBoxManage`, its version checked.
+#[derive(Debug, Clone)]
+pub struct VBoxManage {
+    tool: Tool,
+    version: Version,
+}
+
+impl VBoxManage {
+    /// Finds `VBoxManage` (see [`locate`]) and checks its version.
+    pub fn open() -> Result<Self, VBoxError> {
+        let path = locate(cfg!(windows), |v| std::env::var_os(v), Path::is_file)?;
+        Self::at(path)
+    }
+
+    /// The `VBoxManage` at `path`, its version checked.
+    pub fn at(path: impl Into<OsString>) -> Result<Self, VBoxError> {
+        let tool = Tool::new(path);
+        let out = tool.run(["--version"]).map_err(|source| match source {
+            ProcessError::NotFound { program } => VBoxError::NotFound { searched: program },
+            source => VBoxError::Command { source },
+        })?;
+        let version = parse::parse_version(&out.stdout).ok_or_else(|| VBoxError::Parse {
+            command: "--version".into(),
+            output: out.stdout.clone(),
+        })?;
+        check_version(version)?;
+        Ok(Self { tool, version })
+    }
+
+    /// The version found.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Runs `VBoxManage ARGS`; known failures become their typed errors.
+    fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<String, VBoxError> {
+        self.run_within(args, None)
+    }
+
+    fn run_within<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        args: &[S],
+        timeout: Option<Duration>,
+    ) -> Result<String, VBoxError> {
+        match self.tool.run_within(args, timeout) {
+            Ok(out) => Ok(out.stdout),
+            Err(source) => Err(typed(source, args.first().map(|a| a.as_ref().to_string_lossy()))),
+        }
+    }
+
+    /// `showvminfo VM --machinereadable` (manual: "VBoxManage showvminfo"); `None` if
+    /// the VM is not registered.
+    pub fn show_vm_info(&self, vm: &str) -> Result<Option<VmInfo>, VBoxError> {
+        match self.run(&["showvminfo", vm, "--machinereadable"]) {
+            Ok(out) => VmInfo::parse(&out).map(Some).ok_or_else(|| VBoxError::Parse {
+                command: "showvminfo".into(),
+                output: out,
+            }),
+            Err(VBoxError::NoSuchVm { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `list vms` (manual: "VBoxManage list").
+    pub fn list_vms(&self) -> Result<Vec<String>, VBoxError> {
+        Ok(parse::parse_vm_list(&self.run(&["list", "vms"])?))
+    }
+
+    /// `list hostonlyifs`.
+    pub fn list_hostonlyifs(&self) -> Result<Vec<HostOnlyIf>, VBoxError> {
+        Ok(parse::parse_hostonlyifs(&self.run(&["list", "hostonlyifs"])?))
+    }
+
+    /// `list hostonlynets` (7.0+).
+    pub fn list_hostonlynets(&self) -> Result<Vec<HostOnlyNet>, VBoxError> {
+        Ok(parse::parse_hostonlynets(&self.run(&["list", "hostonlynets"])?))
+    }
+
+    /// `list hdds`.
+    pub fn list_hdds(&self) -> Result<Vec<Medium>, VBoxError> {
+        Ok(parse::parse_media(&self.run(&["list", "hdds"])?))
+    }
+
+    /// `hostonlyif create` (manual: "VBoxManage hostonlyif"); the new adapter's name.
+    /// On Windows it can wait on a hidden permission prompt, hence the timeout.
+    pub fn hostonlyif_create(&self, timeout: Duration) -> Result<String, VBoxError> {
+        let out = match self.run_within(&["hostonlyif", "create"], Some(timeout)) {
+            Err(VBoxError::Command { source: ProcessError::TimedOut { secs, .. } }) => {
+                return Err(VBoxError::HostOnlyPrompt { secs });
+            }
+            other => other?,
+        };
+        parse::parse_created_hostonlyif(&out)
+            .ok_or(VBoxError::Parse { command: "hostonlyif create".into(), output: out })
+    }
+
+    /// `createvm --name VM --basefolder DIR --groups GROUP --ostype Linux_64 --register`
+    /// (manual: "VBoxManage createvm").
+    pub fn create_vm(&self, vm: &str, basefolder: &Path, group: &str) -> Result<(), VBoxError> {
+        let dir = basefolder.as_os_str();
+        let args: [&std::ffi::OsStr; 10] = [
+            "createvm".as_ref(),
+            "--name".as_ref(),
+            vm.as_ref(),
+            "--basefolder".as_ref(),
+            dir,
+            "--groups".as_ref(),
+            group.as_ref(),
+            "--ostype".as_ref(),
+            "Linux_64".as_ref(),
+            "--register".as_ref(),
+        ];
+        self.run(&args).map(drop)
+    }
+
+    /// `modifyvm VM ARGS` (manual: "VBoxManage modifyvm"); see `vm::modify_vm_args`.
+    pub fn modify_vm(&self, vm: &str, args: &[String]) -> Result<(), VBoxError> {
+        self.run(&prefixed(&["modifyvm", vm], args)).map(drop)
+    }
+
+    /// `storagectl VM ARGS` (manual: "VBoxManage storagectl").
+    pub fn storagectl(&self, vm: &str, args: &[String]) -> Result<(), VBoxError> {
+        self.run(&prefixed(&["storagectl", vm], args)).map(drop)
+    }
+
+    /// `storageattach VM ARGS` (manual: "VBoxManage storageattach").
+    pub fn storage_attach(&self, vm: &str, args: &[String]) -> Result<(), VBoxError> {
+        self.run(&prefixed(&["storageattach", vm], args)).map(drop)
+    }
+
+    /// `createmedium disk ARGS` (manual: "VBoxManage createmedium").
+    pub fn create_medium(&self, args: &[String]) -> Result<(), VBoxError> {
+        self.run(&prefixed(&["createmedium", "disk"], args)).map(drop)
+    }
+
+    /// `modifymedium disk ARGS` (manual: "VBoxManage modifymedium").
+    pub fn modify_medium(&self, args: &[String]) -> Result<(), VBoxError> {
+        self.run(&prefixed(&["modifymedium", "disk"], args)).map(drop)
+    }
+
+    /// `showmediuminfo disk FILE`; `None` if VirtualBox cannot open it.
+    pub fn show_medium_info(&self, file: &str) -> Result<Option<Medium>, VBoxError> {
+        match self.run(&["showmediuminfo", "disk", file]) {
+            Ok(out) => Ok(parse::parse_media(&out).into_iter().next()),
+            Err(VBoxError::Command { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `closemedium disk|dvd FILE [--delete]` (manual: "VBoxManage closemedium").
+    pub fn close_medium(&self, kind: &str, file: &str, delete: bool) -> Result<(), VBoxError> {
+        let mut args = vec!["closemedium", kind, file];
+        if delete {
+            args.push("--delete");
+        }
+        self.run(&args).map(drop)
+    }
+
+    /// `startvm VM --type headless` (manual: "VBoxManage startvm").
+    pub fn start_vm(&self, vm: &str) -> Result<(), VBoxError> {
+        self.run(&["startvm", vm, "--type", "headless"]).map(drop)
+    }
+
+    /// `controlvm VM ACTION` (`acpipowerbutton`, `poweroff`, `resume`; manual:
+    /// "VBoxManage controlvm").
+    pub fn control_vm(&self, vm: &str, action: &str) -> Result<(), VBoxError> {
+        self.run(&["controlvm", vm, action]).map(drop)
+    }
+
+    /// `discardstate VM`: a saved VM becomes powered off.
+    pub fn discard_state(&self, vm: &str) -> Result<(), VBoxError> {
+        self.run(&["discardstate", vm]).map(drop)
+    }
+
+    /// `unregistervm VM --delete` (manual: "VBoxManage unregistervm"): the VM's files
+    /// and the disks only it uses.
+    pub fn unregister_vm(&self, vm: &str) -> Result<(), VBoxError> {
+        self.run(&["unregistervm", vm, "--delete"]).map(drop)
+    }
+
+    /// `hostonlyif ipconfig IF --ip IP --netmask MASK`.
+    pub fn hostonlyif_ipconfig(&self, name: &str, ip: &str, mask: &str) -> Result<(), VBoxError> {
+        self.run(&["hostonlyif", "ipconfig", name, "--ip", ip, "--netmask", mask]).map(drop)
+    }
+
+    /// `hostonlyif remove IF`.
+    pub fn hostonlyif_remove(&self, name: &str) -> Result<(), VBoxError> {
+        self.run(&["hostonlyif", "remove", name]).map(drop)
+    }
+
+    /// `hostonlynet add --name=N --netmask=M --lower-ip=L --upper-ip=U --enable`
+    /// (manual: "VBoxManage hostonlynet", 7.0+).
+    pub fn hostonlynet_add(&self, name: &str, mask: &str, lower: &str, upper: &str) -> Result<(), VBoxError> {
+        let args = [
+            "hostonlynet".to_owned(),
+            "add".to_owned(),
+            format!("--name={name}"),
+            format!("--netmask={mask}"),
+            format!("--lower-ip={lower}"),
+            format!("--upper-ip={upper}"),
+            "--enable".to_owned(),
+        ];
+        self.run(&args).map(drop)
+    }
+
+    /// `hostonlynet remove --name=N`.
+    pub fn hostonlynet_remove(&self, name: &str) -> Result<(), VBoxError> {
+        self.run(&["hostonlynet".to_owned(), "remove".to_owned(), format!("--name={name}")]).map(drop)
+    }
+
+    /// `getextradata global enumerate` (manual: "VBoxManage getextradata").
+    pub fn extradata(&self) -> Result<std::collections::BTreeMap<String, String>, VBoxError> {
+        Ok(parse::parse_extradata(&self.run(&["getextradata", "global", "enumerate"])?))
+    }
+
+    /// `setextradata global KEY [VALUE]`; no value deletes the key.
+    pub fn set_extradata(&self, key: &str, value: Option<&str>) -> Result<(), VBoxError> {
+        let mut args = vec!["setextradata", "global", key];
+        args.extend(value);
+        self.run(&args).map(drop)
+    }
+}
+
+/// `head` then `tail`, as one argument list.
+fn prefixed(head: &[&str], tail: &[String]) -> Vec<String> {
+    head.iter().map(|h| (*h).to_owned()).chain(tail.iter().cloned()).collect()
+}
+
+/// Maps a failed run to its typed error.
+fn typed(source: ProcessError, subcommand: Option<std::borrow::Cow<'_, str>>) -> VBoxError {
+    let known = match &source {
+        ProcessError::Failed { stderr, .. } => classify(stderr),
+        ProcessError::NotFound { program } => {
+            return VBoxError::NotFound { searched: program.clone() };
+        }
+        _ => None,
+    };
+    match known {
+        Some(Known::VtxDisabled(code)) => VBoxError::VtxDisabled { code, source },
+        Some(Known::VtxMissing(code)) => VBoxError::VtxMissing { code, source },
+        Some(Known::KvmHoldsVtx(code)) => VBoxError::KvmHoldsVtx { code, source },
+        Some(Known::HyperV(code)) => VBoxError::HyperV { evidence: code.to_owned() },
+        Some(Known::NoSuchVm) if subcommand.as_deref() == Some("showvminfo") => {
+            let vm = match &source {
+                ProcessError::Failed { args, .. } => args.get(1).cloned().unwrap_or_default(),
+                _ => String::new(),
+            };
+            VBoxError::NoSuchVm { vm }
+        }
+        _ => VBoxError::Command { source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/vboxmanage/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn locate_prefers_path_then_install_env_then_windows_default() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
+        };
+        let on_path = locate(false, env(&[("PATH", "/usr/bin:/opt/vb")]), |p| {
+            p == Path::new("/opt/vb/VBoxManage")
+        });
+        assert_eq!(on_path.unwrap(), PathBuf::from("/opt/vb/VBoxManage"));
+        let msi = env(&[("PATH", r"C:\Windows"), ("VBOX_MSI_INSTALL_PATH", r"D:\Oracle\VB\")]);
+        let found = locate(true, msi, |p| p == Path::new(r"D:\Oracle\VB\VBoxManage.exe"));
+        assert_eq!(found.unwrap(), PathBuf::from(r"D:\Oracle\VB\VBoxManage.exe"));
+        let default = locate(true, env(&[]), |p| {
+            p == Path::new(r"C:\Program Files\Oracle\VirtualBox\VBoxManage.exe")
+        });
+        assert!(default.is_ok());
+        let missing = locate(false, env(&[("PATH", "/usr/bin")]), |_| false).unwrap_err();
+        assert!(matches!(missing, VBoxError::NotFound { .. }));
+    }
+
+    #[test]
+    fn versions_6_1_and_7_are_supported() {
+        let v = |major, minor| Version { major, minor, patch: 0 };
+        assert!(check_version(v(6, 1)).is_ok());
+        assert!(check_version(v(7, 1)).is_ok());
+        assert!(check_version(v(6, 0)).is_err());
+        assert!(check_version(v(8, 0)).is_err());
+    }
+
+    /// Captured stderr of real failures (sources in tests/fixtures/vboxmanage/SOURCES.md).
+    #[test]
+    fn stderr_status_codes_are_classified() {
+        let cases = [
+            ("startvm-vmx-disabled.stderr", Known::VtxDisabled("VERR_VMX_MSR_ALL_VMX_DISABLED")),
+            ("startvm-svm-disabled.stderr", Known::VtxDisabled("VERR_SVM_DISABLED")),
+            ("startvm-no-vmx.stderr", Known::VtxMissing("VERR_VMX_NO_VMX")),
+            ("startvm-vmx-root-mode.stderr", Known::KvmHoldsVtx("VERR_VMX_IN_VMX_ROOT_MODE")),
+            ("startvm-nem-create-failed.stderr", Known::HyperV("VERR_NEM_VM_CREATE_FAILED")),
+            ("showvminfo-missing.stderr", Known::NoSuchVm),
+            ("hostonlyif-ipconfig-access-denied.stderr", Known::AccessDenied),
+        ];
+        for (file, expected) in cases {
+            assert_eq!(classify(&fixture(file)), Some(expected), "{file}");
+        }
+        assert_eq!(classify("VBoxManage: error: something else"), None);
+    }
+}
