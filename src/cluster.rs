@@ -148,6 +148,10 @@ pub struct ClusterState {
     pub accel: Accel,
     /// `none` or `kubeadm`.
     pub bootstrapper: String,
+    /// The Kubernetes version the bootstrapper installs (`vMAJOR.MINOR.PATCH`); none for
+    /// `--bootstrapper none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
     /// The boot image.
     pub image: ImageState,
     /// vCPUs per node.

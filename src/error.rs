@@ -36,6 +36,9 @@ pub enum Error {
     /// The profile's entries in the user's kubeconfig.
     #[error(transparent)]
     Kubeconfig(#[from] crate::kubeconfig::KubeconfigError),
+    /// Kubernetes on the nodes (kubeadm scripts, cluster secrets, readiness).
+    #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
     /// A node's directory under the profile could not be created or removed.
     #[error("cannot create or remove the node directory {}", path.display())]
     NodeDir {

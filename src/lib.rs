@@ -5,6 +5,8 @@
 //! says what it owns.
 #![warn(missing_docs)]
 
+/// Kubernetes on the nodes: the `Bootstrapper` trait, `none` and `kubeadm`.
+pub mod bootstrap;
 pub mod cli;
 pub mod cluster;
 /// The cloud-init NoCloud seed: rendered documents and the `cidata` ISO.

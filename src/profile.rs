@@ -163,6 +163,15 @@ impl Profile {
         lock::acquire(&self.dir.join("lock"), &what, wait).map_err(|e: LockError| e.into())
     }
 
+    /// Takes the lock of a profile that must already exist (`NotFound` otherwise, and
+    /// nothing is created).
+    pub fn lock_existing(&self, wait: bool) -> Result<FileLock, crate::Error> {
+        if !self.exists() {
+            return Err(ProfileError::NotFound { name: self.name.to_string() }.into());
+        }
+        self.lock(wait)
+    }
+
     /// Reads the state file; `NotFound` if the profile has none.
     pub fn load_state<T: DeserializeOwned>(&self) -> Result<T, ProfileError> {
         let path = self.state_path();

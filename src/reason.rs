@@ -6,6 +6,7 @@
 //! 20-39 `HOST_`, 40-49 `DRV_`, 50-59 `IMG_`, 60-69 `GUEST_`, 70-79 `K8S_`.
 
 use crate::Error;
+use crate::bootstrap::BootstrapError;
 use crate::cluster::ClusterError;
 use crate::cloudinit::CloudInitError;
 use crate::driver::DriverError;
@@ -208,6 +209,67 @@ pub const HOST_QEMU_IMG_MISSING: Reason = Reason {
     advice: "install qemu-img: `sudo apt-get install qemu-utils` (Debian, Ubuntu) or \
              `sudo dnf install qemu-img` (Fedora)",
 };
+/// VT-x/AMD-V is present but disabled in the firmware.
+pub const HOST_VTX_DISABLED: Reason = Reason {
+    id: "HOST_VTX_DISABLED",
+    exit_code: 25,
+    advice: "enable Intel VT-x or AMD-V (also called SVM or \"Virtualization Technology\") in \
+             the BIOS/UEFI setup, then power the machine off and on",
+};
+/// The CPU, or the VM kubelab runs in, offers no VT-x/AMD-V.
+pub const HOST_VTX_MISSING: Reason = Reason {
+    id: "HOST_VTX_MISSING",
+    exit_code: 26,
+    advice: "this CPU shows no VT-x/AMD-V: enable it in the BIOS, or, inside a VM, enable \
+             nested virtualization in the outer hypervisor; on Windows, Hyper-V can also hide \
+             it (see HOST_HYPERV_ENABLED)",
+};
+/// KVM holds VT-x/AMD-V, so VirtualBox cannot use it.
+pub const HOST_KVM_HOLDS_VTX: Reason = Reason {
+    id: "HOST_KVM_HOLDS_VTX",
+    exit_code: 27,
+    advice: "stop the KVM VMs (libvirt, kvm2 profiles: `kubelab down`), then unload KVM: \
+             `sudo modprobe -r kvm_intel kvm_amd`; or use --driver kvm2",
+};
+/// Hyper-V, VBS or WSL2 owns virtualization on Windows.
+pub const HOST_HYPERV_ENABLED: Reason = Reason {
+    id: "HOST_HYPERV_ENABLED",
+    exit_code: 28,
+    advice: "VirtualBox under Hyper-V runs in its very slow NEM (\"turtle\") mode or fails: \
+             in an administrator prompt run `dism.exe /Online /Disable-Feature:Microsoft-Hyper-V` \
+             or `bcdedit /set hypervisorlaunchtype off` (turn off Memory integrity and WSL2 \
+             too), then reboot; or use another driver",
+};
+/// `VBoxManage` was not found.
+pub const HOST_VBOX_NOT_FOUND: Reason = Reason {
+    id: "HOST_VBOX_NOT_FOUND",
+    exit_code: 29,
+    advice: "install VirtualBox 7 (https://www.virtualbox.org/wiki/Downloads), or put \
+             VBoxManage on PATH or its folder in VBOX_MSI_INSTALL_PATH",
+};
+/// The installed VirtualBox is too old or too new.
+pub const HOST_VBOX_VERSION: Reason = Reason {
+    id: "HOST_VBOX_VERSION",
+    exit_code: 30,
+    advice: "kubelab drives VirtualBox 6.1 and 7.x: upgrade VirtualBox (or use a kubelab \
+             release that knows the newer one)",
+};
+/// The host-only subnet is outside what `/etc/vbox/networks.conf` allows.
+pub const HOST_VBOX_HOSTONLY_RANGE: Reason = Reason {
+    id: "HOST_VBOX_HOSTONLY_RANGE",
+    exit_code: 31,
+    advice: "VirtualBox 6.1.28+ only gives host-only networks the ranges in \
+             /etc/vbox/networks.conf (default 192.168.56.0/21): add the line shown to that \
+             file (as root), or pick --network-cidr inside an allowed range",
+};
+/// Creating a host-only adapter hung: a Windows permission prompt is waiting.
+pub const HOST_VBOX_HOSTONLY_PROMPT: Reason = Reason {
+    id: "HOST_VBOX_HOSTONLY_PROMPT",
+    exit_code: 32,
+    advice: "Windows asks for permission to install VirtualBox's network adapter in a prompt \
+             that may be hidden behind other windows: accept it (or create the adapter once in \
+             VirtualBox Manager > Tools > Network), then run the command again",
+};
 /// A profile network cannot be started.
 pub const DRV_NET_INACTIVE: Reason = Reason {
     id: "DRV_NET_INACTIVE",
@@ -235,6 +297,44 @@ pub const DRV_VM_NOT_KUBELAB: Reason = Reason {
     exit_code: 43,
     advice: "a VM of this name exists that kubelab did not create for this profile and will \
              not touch; use another profile name, or rename or remove that VM yourself",
+};
+/// A kubeadm step failed on a node.
+pub const K8S_BOOTSTRAP_FAILED: Reason = Reason {
+    id: "K8S_BOOTSTRAP_FAILED",
+    exit_code: 70,
+    advice: "the error names the node and step, and ends with its stderr; the profile's \
+             kubelab.log has every line of every step; `kubelab up` again resumes (each step \
+             skips what is done)",
+};
+/// Nodes or kube-system pods were not ready before the deadline.
+pub const K8S_NOT_READY: Reason = Reason {
+    id: "K8S_NOT_READY",
+    exit_code: 71,
+    advice: "the error lists what is late; look closer with `kubelab ssh -- sudo kubectl \
+             --kubeconfig /etc/kubernetes/admin.conf describe node NODE` (or `get pods -A`), \
+             then `kubelab up` again, with a longer --wait-timeout on slow hosts",
+};
+/// The API server never answered.
+pub const K8S_API_UNREACHABLE: Reason = Reason {
+    id: "K8S_API_UNREACHABLE",
+    exit_code: 72,
+    advice: "kubeadm init ran but the API server does not answer on the control plane's \
+             host-only address: see the control plane's journal (`kubelab ssh -- sudo \
+             journalctl -u kubelet`) and the profile's kubelab.log",
+};
+/// The cluster CA or token kept in the profile is unusable.
+pub const K8S_SECRETS_CORRUPT: Reason = Reason {
+    id: "K8S_SECRETS_CORRUPT",
+    exit_code: 73,
+    advice: "the file named above under the profile's pki/ directory was changed or damaged; \
+             the cluster trusts only that CA: restore it, or `kubelab delete` the profile",
+};
+/// The profile runs no Kubernetes.
+pub const K8S_NOT_KUBERNETES: Reason = Reason {
+    id: "K8S_NOT_KUBERNETES",
+    exit_code: 74,
+    advice: "this profile was made with --bootstrapper none; make a Kubernetes cluster with \
+             `kubelab up -p NAME` (kubeadm is the default)",
 };
 /// The user's kubeconfig stayed locked (`<file>.lock`) for the whole wait.
 pub const K8S_KUBECONFIG_LOCKED: Reason = Reason {
@@ -282,6 +382,22 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
         Error::Key(KeyError::Parse { .. } | KeyError::Unusable { .. }) => {
             Some(&PROFILE_KEY_CORRUPT)
         }
+        Error::Bootstrap(e) => match e {
+            BootstrapError::Step { source, .. } => match **source {
+                SshError::CommandFailed { .. } => Some(&K8S_BOOTSTRAP_FAILED),
+                ref other => ssh_reason(other),
+            },
+            BootstrapError::NotReady { .. } => Some(&K8S_NOT_READY),
+            BootstrapError::ApiTimeout { .. } => Some(&K8S_API_UNREACHABLE),
+            BootstrapError::BadSecret { .. } | BootstrapError::ReadSecret { .. } => {
+                Some(&K8S_SECRETS_CORRUPT)
+            }
+            BootstrapError::NotKubernetes { .. } => Some(&K8S_NOT_KUBERNETES),
+            BootstrapError::Unknown { .. }
+            | BootstrapError::BadVersion { .. }
+            | BootstrapError::NoSubnet { .. } => Some(&PROFILE_BAD_OPTION),
+            _ => None,
+        },
         Error::Kubeconfig(KubeconfigError::Locked { .. }) => Some(&K8S_KUBECONFIG_LOCKED),
         Error::Kubeconfig(KubeconfigError::Parse { .. }) => Some(&K8S_KUBECONFIG_INVALID),
         _ => None,
@@ -336,6 +452,24 @@ fn driver_reason(err: &DriverError) -> Option<&'static Reason> {
         }
         E::MacConflict { .. } => Some(&DRV_MAC_CONFLICT),
         E::ForeignVm { .. } => Some(&DRV_VM_NOT_KUBELAB),
+        #[cfg(feature = "virtualbox")]
+        E::VirtualBox { source, .. } => vbox_reason(source),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "virtualbox")]
+fn vbox_reason(err: &crate::driver::virtualbox::VBoxError) -> Option<&'static Reason> {
+    use crate::driver::virtualbox::VBoxError as E;
+    match err {
+        E::VtxDisabled { .. } => Some(&HOST_VTX_DISABLED),
+        E::VtxMissing { .. } => Some(&HOST_VTX_MISSING),
+        E::KvmHoldsVtx { .. } => Some(&HOST_KVM_HOLDS_VTX),
+        E::HyperV { .. } => Some(&HOST_HYPERV_ENABLED),
+        E::NotFound { .. } => Some(&HOST_VBOX_NOT_FOUND),
+        E::UnsupportedVersion { .. } => Some(&HOST_VBOX_VERSION),
+        E::HostOnlyRange { .. } => Some(&HOST_VBOX_HOSTONLY_RANGE),
+        E::HostOnlyPrompt { .. } => Some(&HOST_VBOX_HOSTONLY_PROMPT),
         _ => None,
     }
 }
@@ -376,12 +510,25 @@ mod tests {
         &HOST_LIBVIRT_UNREACHABLE,
         &HOST_LIBVIRT_PERMISSION,
         &HOST_QEMU_IMG_MISSING,
+        &HOST_VTX_DISABLED,
+        &HOST_VTX_MISSING,
+        &HOST_KVM_HOLDS_VTX,
+        &HOST_HYPERV_ENABLED,
+        &HOST_VBOX_NOT_FOUND,
+        &HOST_VBOX_VERSION,
+        &HOST_VBOX_HOSTONLY_RANGE,
+        &HOST_VBOX_HOSTONLY_PROMPT,
         &DRV_NET_INACTIVE,
         &DRV_NET_CONFLICT,
         &DRV_MAC_CONFLICT,
         &DRV_VM_NOT_KUBELAB,
         &K8S_KUBECONFIG_LOCKED,
         &K8S_KUBECONFIG_INVALID,
+        &K8S_BOOTSTRAP_FAILED,
+        &K8S_NOT_READY,
+        &K8S_API_UNREACHABLE,
+        &K8S_SECRETS_CORRUPT,
+        &K8S_NOT_KUBERNETES,
     ];
 
     #[test]

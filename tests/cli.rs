@@ -5,3 +5,6 @@ mod util;
 
 #[path = "cli/image.rs"]
 mod image;
+
+#[path = "cli/cluster.rs"]
+mod cluster;

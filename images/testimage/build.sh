@@ -18,7 +18,12 @@ readonly MIRROR=http://deb.debian.org/debian
 readonly SECURITY_MIRROR=http://deb.debian.org/debian-security
 readonly DISK_SIZE=3G
 readonly PART_START_SECTOR=2048
-readonly CMDLINE="console=tty0 console=ttyS0,115200 tsc=reliable clocksource=tsc"
+# tsc: the HPET clock is slow under TCG. ipv6.disable: without it networkd
+# keeps a statically addressed link "configuring" ~12 s waiting for IPv6 router
+# advertisements that never come, and systemd-networkd-wait-online (hence
+# cloud-init and sshd) waits for it; cloud-init cannot turn RA off for a
+# static-only interface.
+readonly CMDLINE="console=tty0 console=ttyS0,115200 tsc=reliable clocksource=tsc ipv6.disable=1"
 readonly PACKAGES=(
     systemd systemd-sysv udev dbus
     openssh-server cloud-init cloud-guest-utils sudo

@@ -11,6 +11,8 @@
 #   lab_netns_down NAME PREFIX
 #                           remove the domains, networks and pools whose names
 #                           start with PREFIX, stop the daemons, delete NAME
+#   lab_remove_objects PREFIX
+#                           only the removal part of lab_netns_down
 #
 # Only one libvirtd can run on a machine (instances in different namespaces
 # share /etc/libvirt, /run/libvirt and the control socket), so lab_netns_up
@@ -80,13 +82,18 @@ lab_netns_up() {
     until lab_exec virsh -c "$LAB_URI" version >/dev/null 2>&1; do
         if [ "$SECONDS" -ge "$deadline" ]; then
             lab_log "libvirtd did not answer within ${LAB_START_TIMEOUT}s"
+            lab_teardown "$name"
             return 1
         fi
         sleep 0.2
     done
     LAB_READY_SECONDS=$((SECONDS - started))
     for pid in virtlogd libvirtd; do
-        [ -s "$LAB_STATE_DIR/$pid.pid" ] || { lab_log "$pid wrote no pid file"; return 1; }
+        if [ ! -s "$LAB_STATE_DIR/$pid.pid" ]; then
+            lab_log "$pid wrote no pid file"
+            lab_teardown "$name"
+            return 1
+        fi
     done
     lab_log "libvirtd $(cat "$LAB_STATE_DIR/libvirtd.pid") answers in namespace $name after ${LAB_READY_SECONDS}s"
 }
@@ -123,13 +130,20 @@ lab_remove_objects() {
 }
 
 lab_netns_down() {
-    local name=$1 prefix=$2 pidfile pid
+    local name=$1 prefix=$2
     [ -n "$prefix" ] || { lab_log "lab_netns_down needs a name prefix"; return 1; }
     LAB_NETNS=$name
     LAB_STATE_DIR=/run/kubelab-lab/$name
     if [ -s "$LAB_STATE_DIR/libvirtd.pid" ] && kill -0 "$(cat "$LAB_STATE_DIR/libvirtd.pid")" 2>/dev/null; then
         lab_remove_objects "$prefix"
     fi
+    lab_teardown "$name"
+}
+
+# lab_teardown NAME: stops the daemons by PID and deletes the namespace.
+lab_teardown() {
+    local name=$1 pidfile pid
+    LAB_STATE_DIR=/run/kubelab-lab/$name
     for pid in libvirtd virtlogd; do
         pidfile=$LAB_STATE_DIR/$pid.pid
         if [ -s "$pidfile" ]; then lab_stop_pid "$(cat "$pidfile")" "$pid"; fi
@@ -151,9 +165,12 @@ lab_netns_down() {
 # lab_cleanup_on_exit NAME PREFIX: tears the lab down when the script exits,
 # including after an error (set -e) or SIGINT/SIGTERM.
 lab_cleanup_on_exit() {
+    # A trap runs inside the redirections of the interrupted command (often
+    # 2>/dev/null): log to the stderr of this moment instead.
+    exec {LAB_STDERR_FD}>&2
     # Expanded now on purpose: the trap must remember these names.
     # shellcheck disable=SC2064
-    trap "lab_netns_down '$1' '$2'" EXIT
+    trap "exec 2>&$LAB_STDERR_FD; lab_netns_down '$1' '$2'" EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
 }

@@ -35,6 +35,8 @@ die() { log "FAIL: $*"; exit 1; }
 keys=""
 finish() {
     local rc=$?
+    # The trap may run inside a command's 2>/dev/null: restore stderr.
+    exec 2>&3
     lab_netns_down "$netns" "$prefix" || rc=1
     [ -n "$keys" ] && rm -rf "$keys"
     if [ -f "$console_log" ]; then
@@ -42,6 +44,7 @@ finish() {
         rm -f "$console_log"
         log "serial console log: /tmp/${vm}-console.log"
     fi
+    rm -f "/var/log/libvirt/qemu/${vm}.log"
     exit "$rc"
 }
 
@@ -59,9 +62,6 @@ ethernets:
     match:
       macaddress: "$mac"
     addresses: [$guest_ip/24]
-    # Without a router, waiting for IPv6 router advertisements holds
-    # systemd-networkd-wait-online (and so cloud-init) ~12 s.
-    accept-ra: false
 EOF
     cat >"$dir/user-data" <<EOF
 #cloud-config
@@ -175,6 +175,7 @@ main() {
     image_dir=$("$repo/images/testimage/ensure.sh")
     log "image: $image_dir ($variant)"
     lab_netns_up "$netns"
+    exec 3>&2
     trap finish EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM

@@ -5,6 +5,7 @@ mod completion;
 mod delete;
 mod down;
 mod image;
+mod kubeconfig;
 mod list;
 mod node;
 mod progress;
@@ -91,6 +92,8 @@ enum Command {
     Completion(completion::CompletionArgs),
     /// Image catalogue and cache: list, pull, rm.
     Image(image::ImageArgs),
+    /// Print or re-merge the cluster's kubeconfig.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Print kubelab's version.
     Version,
 }
@@ -155,6 +158,7 @@ fn run(cli: Cli) -> Result<ExitCode, crate::Error> {
         Command::List => list::exec(&ctx),
         Command::Completion(args) => completion::exec(args),
         Command::Image(args) => image::exec(&ctx, args),
+        Command::Kubeconfig(args) => kubeconfig::exec(&ctx, args),
         Command::Version => version::exec(&ctx),
     };
     done.map(|()| ExitCode::SUCCESS)

@@ -10,7 +10,7 @@ use super::{Ctx, OutputFormat};
 use crate::cluster;
 use crate::driver::DriverKind;
 use crate::net::Ipv4Cidr;
-use crate::ops::{provision::Timing, up};
+use crate::ops::{self, provision::Timing, up};
 
 /// Arguments of `kubelab up`.
 #[derive(Debug, Args)]
@@ -55,9 +55,32 @@ pub struct UpArgs {
     #[arg(long)]
     insecure_skip_verify: bool,
 
-    /// What to run on the VMs once they answer SSH: `none` stops there (plain VM lab).
-    #[arg(long, value_name = "NAME", default_value = "none", value_parser = ["none"])]
-    bootstrapper: String,
+    /// What to run on the VMs once they answer SSH: kubeadm (default) or none.
+    ///
+    /// `kubeadm` makes a Kubernetes cluster and merges its context into your kubeconfig;
+    /// `none` stops at VMs reachable over SSH (plain VM lab). Default: the saved
+    /// profile's, else kubeadm.
+    #[arg(long, value_name = "NAME", value_parser = ["none", "kubeadm"])]
+    bootstrapper: Option<String>,
+
+    /// Kubernetes version to install (vMAJOR.MINOR.PATCH).
+    ///
+    /// Default: the saved profile's, else v1.34.2. Images that ship kubeadm keep theirs.
+    #[arg(long, value_name = "VERSION")]
+    kubernetes_version: Option<String>,
+
+    /// Wait until every node is Ready and kube-system's pods run (`--wait-ready=false`
+    /// returns once kubeadm is done).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    wait_ready: bool,
+
+    /// Seconds to wait for the nodes to be Ready.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    wait_timeout: u64,
+
+    /// Merge the cluster's context into your kubeconfig without making it current.
+    #[arg(long)]
+    keep_context: bool,
 
     /// Subnet of the cluster's host-only network, e.g. 192.168.39.0/24.
     ///
@@ -102,6 +125,12 @@ pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
         require_kvm: args.require_kvm,
         ssh_timeout: Duration::from_secs(args.ssh_timeout),
         wait_lock: ctx.wait,
+        bootstrapper: args.bootstrapper.as_deref().map(str::parse).transpose()?,
+        kubernetes_version: args.kubernetes_version,
+        wait_ready: args.wait_ready.then(|| Duration::from_secs(args.wait_timeout)),
+        keep_context: args.keep_context,
+        // Without a home or $KUBECONFIG the context lives only in the profile.
+        kubeconfig: ops::kubeconfig::user_path().ok(),
     };
     let progress = CliProgress::new();
     let report = up::up(&ctx.home, &profile, &opts, &progress)?;
@@ -125,6 +154,12 @@ pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
     )?;
     for node in &state.nodes {
         write(&mut out, format!("  {:<24} {}", node.name, node.ip))?;
+    }
+    if let Some(path) = &report.kubeconfig {
+        write(
+            &mut out,
+            format!("kubectl context {:?} merged into {}", state.profile, path.display()),
+        )?;
     }
     if args.timings {
         print_timings(&mut out, &report.timings)?;

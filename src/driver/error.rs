@@ -150,6 +150,18 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// A VirtualBox operation failed; the typed cause says why (VT-x, Hyper-V...).
+    #[cfg(feature = "virtualbox")]
+    #[error("cannot {action} {object}")]
+    VirtualBox {
+        /// What kubelab was doing.
+        action: Action,
+        /// What it was doing it to (VM, network, medium).
+        object: String,
+        /// The VirtualBox error (boxed: it is large and rare).
+        #[source]
+        source: Box<super::virtualbox::VBoxError>,
+    },
     /// Another hypervisor operation failed.
     #[error("cannot {action} {object}")]
     Backend {

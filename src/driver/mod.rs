@@ -3,7 +3,7 @@
 //! naming rules that mark what kubelab created. Backends live in sub-directories;
 //! a backend knows nothing of Kubernetes.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
@@ -13,8 +13,12 @@ use crate::reason::Reason;
 
 mod error;
 pub mod host;
-#[cfg(feature = "libvirt")]
+// libvirt (the `virt` crate) is a Linux-only dependency: other targets leave it out.
+#[cfg(all(feature = "libvirt", target_os = "linux"))]
 pub mod libvirt;
+/// The VirtualBox backend (`VBoxManage`).
+#[cfg(feature = "virtualbox")]
+pub mod virtualbox;
 
 pub use error::{Action, Cause, DriverError};
 
@@ -26,24 +30,31 @@ pub const NAME_PREFIX: &str = "kubelab-";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverKind {
     /// libvirt with QEMU (KVM or TCG), through the `virt` crate.
-    #[cfg(feature = "libvirt")]
+    #[cfg(all(feature = "libvirt", target_os = "linux"))]
     Kvm2,
+    /// VirtualBox, through `VBoxManage`.
+    #[cfg(feature = "virtualbox")]
+    VirtualBox,
 }
 
 impl DriverKind {
     /// The driver's name as users type it (`--driver kvm2`).
     pub fn as_str(self) -> &'static str {
         match self {
-            #[cfg(feature = "libvirt")]
+            #[cfg(all(feature = "libvirt", target_os = "linux"))]
             Self::Kvm2 => "kvm2",
+            #[cfg(feature = "virtualbox")]
+            Self::VirtualBox => "virtualbox",
         }
     }
 
     /// Every backend compiled in, in the order `up` prefers them.
     pub fn all() -> &'static [DriverKind] {
         &[
-            #[cfg(feature = "libvirt")]
+            #[cfg(all(feature = "libvirt", target_os = "linux"))]
             Self::Kvm2,
+            #[cfg(feature = "virtualbox")]
+            Self::VirtualBox,
         ]
     }
 }
@@ -62,11 +73,13 @@ impl std::str::FromStr for DriverKind {
 }
 
 impl std::fmt::Display for DriverKind {
-    #[cfg_attr(not(feature = "libvirt"), allow(unused_variables))]
+    #[cfg_attr(not(all(feature = "libvirt", target_os = "linux")), allow(unused_variables))]
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
-            #[cfg(feature = "libvirt")]
+            #[cfg(all(feature = "libvirt", target_os = "linux"))]
             DriverKind::Kvm2 => f.write_str("kvm2"),
+            #[cfg(feature = "virtualbox")]
+            DriverKind::VirtualBox => f.write_str("virtualbox"),
         }
     }
 }
@@ -76,6 +89,8 @@ impl std::fmt::Display for DriverKind {
 pub enum DiskFormat {
     /// QEMU copy-on-write (libvirt).
     Qcow2,
+    /// VMware disk, which VirtualBox attaches directly (it also takes VDI and VHD).
+    Vmdk,
 }
 
 /// How QEMU runs guest code.
@@ -271,18 +286,23 @@ pub trait Driver: Send + Sync {
     /// The host-only address the hypervisor has seen the VM use (diagnostics; kubelab
     /// knows the static address already), `None` if unknown.
     fn ip(&self, name: &str) -> Result<Option<IpAddr>, DriverError>;
+    /// Where the VM's sshd is reached from this host: `host_only_ip:22` (libvirt), or a
+    /// 127.0.0.1 port forwarded to the guest's port 22 (VirtualBox's NAT NIC).
+    fn ssh_address(&self, name: &str, host_only_ip: Ipv4Addr) -> Result<SocketAddr, DriverError>;
 }
 
 /// Opens the backend `kind`. `libvirt_uri` is `--libvirt-uri` (see
 /// `libvirt::resolve_uri` for the fallbacks).
-#[cfg_attr(not(feature = "libvirt"), allow(unused_variables))]
+#[cfg_attr(not(all(feature = "libvirt", target_os = "linux")), allow(unused_variables))]
 pub fn open(kind: DriverKind, libvirt_uri: Option<&str>) -> Result<Box<dyn Driver>, DriverError> {
     match kind {
-        #[cfg(feature = "libvirt")]
+        #[cfg(all(feature = "libvirt", target_os = "linux"))]
         DriverKind::Kvm2 => {
             let uri = libvirt::resolve_uri(libvirt_uri);
             Ok(Box::new(libvirt::LibvirtDriver::connect(&uri)?))
         }
+        #[cfg(feature = "virtualbox")]
+        DriverKind::VirtualBox => Ok(Box::new(virtualbox::VirtualBoxDriver::open()?)),
     }
 }
 

@@ -8,6 +8,7 @@ use crate::cluster::{ClusterState, Role};
 use crate::driver::{self, Driver, DriverKind, StopMode, VmState};
 use crate::home::Home;
 use crate::journal::{Journal, Resource};
+use crate::kubeconfig;
 use crate::profile::{self, Profile, ProfileError};
 
 /// Opens the driver a saved cluster was made with.
@@ -19,7 +20,7 @@ pub fn open_driver(state: &ClusterState) -> Result<Box<dyn Driver>, Error> {
 /// `kubelab down`: stops every node gracefully (ACPI, then power off after the
 /// backend's deadline), in parallel. Disks and addresses are kept.
 pub fn down(profile: &Profile, wait_lock: bool) -> Result<Vec<String>, Error> {
-    let _lock = profile.lock(wait_lock)?;
+    let _lock = profile.lock_existing(wait_lock)?;
     let state: ClusterState = profile.load_state()?;
     let driver = open_driver(&state)?;
     let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
@@ -38,8 +39,8 @@ pub fn down(profile: &Profile, wait_lock: bool) -> Result<Vec<String>, Error> {
 }
 
 /// `kubelab delete`: removes every resource the profile's journal lists (newest first),
-/// the base image when no other profile of this home uses it, then the profile's
-/// directory. Deleting a profile that does not exist is not an error.
+/// the base image when no other profile of this home uses it, the profile's entries in
+/// the user's kubeconfig, then the profile's directory. Deleting a profile that does not exist is not an error.
 pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, Error> {
     if !profile.dir().exists() {
         return Ok(false);
@@ -70,6 +71,12 @@ pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, E
             driver.delete_image(&state.image.sha256)?;
         }
     }
+    if kubeconfig::standalone_path(profile.dir()).exists() {
+        // The profile's context leaves the user's kubeconfig; the one `up` switched away
+        // from becomes current again.
+        let name = profile.name().to_string();
+        kubeconfig::uninstall(&super::kubeconfig::user_path()?, profile.dir(), &name)?;
+    }
     drop(lock);
     std::fs::remove_dir_all(profile.dir())
         .map_err(|source| Error::RemoveProfile { path: profile.dir().to_owned(), source })?;
@@ -87,7 +94,8 @@ pub struct NodeStatus {
     pub state: &'static str,
     /// Its host-only address.
     pub ip: std::net::Ipv4Addr,
-    /// Its SSH port on that address.
+    /// Its SSH port (on the host-only address for kvm2, on 127.0.0.1 for VirtualBox's
+    /// port forward; 0 when the VM does not exist).
     pub ssh_port: u16,
 }
 
@@ -119,7 +127,11 @@ pub fn status(profile: &Profile) -> Result<Status, Error> {
             role: n.role,
             state: state_name(driver.state(&n.name)?),
             ip: n.ip,
-            ssh_port: 22,
+            ssh_port: match driver.ssh_address(&n.name, n.ip) {
+                Ok(addr) => addr.port(),
+                Err(driver::DriverError::NoSuchVm { .. }) => 0,
+                Err(e) => return Err(e.into()),
+            },
         });
     }
     Ok(Status {

@@ -2,6 +2,7 @@
 //! these and prints what it returns. No argument parsing and no printing here.
 
 pub mod image;
+pub mod kubeconfig;
 pub mod lifecycle;
 pub mod node;
 pub mod provision;

@@ -14,7 +14,11 @@ use crate::ops::up::new_node;
 use crate::profile::Profile;
 use crate::progress::Progress;
 
-/// `kubelab node add`: a new worker with the next free name, booted and reachable.
+/// How long `node add` waits for the new node to be Ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// `kubelab node add`: a new worker with the next free name, booted, reachable and, with
+/// the kubeadm bootstrapper, joined with a fresh token and Ready.
 pub fn add(
     home: &Home,
     profile: &Profile,
@@ -22,7 +26,7 @@ pub fn add(
     wait_lock: bool,
     progress: &dyn Progress,
 ) -> Result<(NodeState, Vec<Timing>), Error> {
-    let _lock = profile.lock(wait_lock)?;
+    let _lock = profile.lock_existing(wait_lock)?;
     let mut state: ClusterState = profile.load_state()?;
     let driver = open_driver(&state)?;
     // The image is cached already; this re-verifies it only if the file changed.
@@ -37,7 +41,7 @@ pub fn add(
     state.nodes.push(node.clone());
     profile.save_state(&state)?;
     let user_key = keys::user_key(profile.dir())?;
-    provision::write_known_hosts(profile, &state)?;
+    provision::write_known_hosts(&*driver, profile, &state)?;
     let journal = Journal::new(profile.dir());
     provision::ensure_networks(&*driver, &journal, &state)?;
     let ctx = provision::Ctx {
@@ -50,29 +54,36 @@ pub fn add(
         ssh_timeout,
         progress,
     };
-    let (created, timings) = provision::bring_up(&ctx, std::slice::from_ref(&node))?;
+    let (created, mut timings) = provision::bring_up(&ctx, std::slice::from_ref(&node))?;
     let node = created.into_iter().next().unwrap_or(node);
     if let Some(saved) = state.nodes.iter_mut().find(|n| n.name == node.name) {
         saved.instance_id.clone_from(&node.instance_id);
     }
     profile.save_state(&state)?;
+    let joined = provision::with_bootstrapper(&*driver, profile, &state, progress, |b, c| {
+        b.add_node(c, &node.name, Some(READY_TIMEOUT))
+    })?;
+    timings.extend(joined);
     Ok((node, timings))
 }
 
-/// `kubelab node delete NODE`: removes a worker's VM, disks, address reservation and files.
+/// `kubelab node delete NODE`: drains the worker and removes it from Kubernetes (kubeadm
+/// bootstrapper), then removes its VM, disks, address reservation and files.
 pub fn remove(profile: &Profile, node: &str, wait_lock: bool) -> Result<(), Error> {
-    let _lock = profile.lock(wait_lock)?;
+    let _lock = profile.lock_existing(wait_lock)?;
     let mut state: ClusterState = profile.load_state()?;
     let found = state.node(Some(node))?;
     if found.role == Role::ControlPlane {
         return Err(ClusterError::ControlPlane { node: node.to_owned() }.into());
     }
     let driver = open_driver(&state)?;
+    // Out of Kubernetes (drained) before the VM goes.
+    provision::with_bootstrapper(&*driver, profile, &state, &(), |b, c| b.remove_node(c, node))?;
     let journal = Journal::new(profile.dir());
     provision::remove_node(&*driver, &journal, profile, node)?;
     state.nodes.retain(|n| n.name != node);
     profile.save_state(&state)?;
     provision::ensure_networks(&*driver, &journal, &state)?;
-    provision::write_known_hosts(profile, &state)?;
+    provision::write_known_hosts(&*driver, profile, &state)?;
     Ok(())
 }

@@ -3,13 +3,13 @@
 //! node's own host key). Every resource is recorded in the journal before it is created.
 
 use std::fs;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::bootstrap::{self, BootstrapError, Bootstrapper};
 use crate::cloudinit::{self, SeedSpec};
 use crate::cluster::{ClusterState, NodeState, SSH_USER};
 use crate::driver::{self, DiskSpec, Driver, NetworkKind, NetworkSpec, Nic, VmSpec, VmState};
@@ -73,15 +73,28 @@ pub fn node_dir(profile: &Profile, node: &str) -> PathBuf {
     profile.dir().join("nodes").join(node)
 }
 
-/// Rewrites the profile's `known_hosts` for the user's own `ssh`, one line per node.
-pub fn write_known_hosts(profile: &Profile, state: &ClusterState) -> Result<PathBuf, Error> {
-    let keys = state
-        .nodes
+/// Rewrites the profile's `known_hosts` for the user's own `ssh`, one line per node at
+/// its SSH address ([`Driver::ssh_address`]); a node whose VM does not exist yet is left
+/// out until the next rewrite.
+pub fn write_known_hosts(
+    driver: &dyn Driver,
+    profile: &Profile,
+    state: &ClusterState,
+) -> Result<PathBuf, Error> {
+    let mut keys = Vec::new();
+    for n in &state.nodes {
+        let addr = match driver.ssh_address(&n.name, n.ip) {
+            Err(driver::DriverError::NoSuchVm { .. }) => continue,
+            addr => addr?,
+        };
+        keys.push((addr, keys::host_key(profile.dir(), &n.name)?));
+    }
+    let hosts: Vec<(String, u16, &KeyPair)> =
+        keys.iter().map(|(a, k)| (a.ip().to_string(), a.port(), k)).collect();
+    let hosts: Vec<KnownHost<'_>> = hosts
         .iter()
-        .map(|n| keys::host_key(profile.dir(), &n.name).map(|k| (n.ip.to_string(), k)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let hosts: Vec<KnownHost<'_>> =
-        keys.iter().map(|(ip, k)| KnownHost { host: ip, port: 22, key: k.public_key() }).collect();
+        .map(|(ip, port, k)| KnownHost { host: ip, port: *port, key: k.public_key() })
+        .collect();
     Ok(keys::write_known_hosts(profile.dir(), &hosts)?)
 }
 
@@ -170,7 +183,7 @@ fn node_up(
     }
     let start = Instant::now();
     report("waiting for SSH");
-    let target = ssh_target(ctx.profile, node)?;
+    let target = ssh_target(ctx.driver, ctx.profile, node)?;
     ssh::wait_until_reachable(&target, ctx.user_key, ctx.ssh_timeout, &mut |wait, _| {
         report(&format!("waiting for SSH: {wait}"));
     })?;
@@ -179,12 +192,17 @@ fn node_up(
     Ok(())
 }
 
-/// Where and how to reach `node` over SSH, trusting only its own host key.
-pub fn ssh_target(profile: &Profile, node: &NodeState) -> Result<Target, Error> {
+/// Where and how to reach `node` over SSH ([`Driver::ssh_address`]), trusting only its
+/// own host key.
+pub fn ssh_target(
+    driver: &dyn Driver,
+    profile: &Profile,
+    node: &NodeState,
+) -> Result<Target, Error> {
     let host_key = keys::host_key(profile.dir(), &node.name)?;
     Ok(Target {
         node: node.name.clone(),
-        addr: SocketAddr::new(node.ip.into(), 22),
+        addr: driver.ssh_address(&node.name, node.ip)?,
         user: SSH_USER.to_owned(),
         host_key: host_key.public_key().clone(),
     })
@@ -259,4 +277,39 @@ pub fn remove_node(
         }
         _ => Ok(()),
     }
+}
+
+/// Runs `run` with the profile's bootstrapper and the cluster as it sees it: every node
+/// whose VM exists, with the driver's SSH address for it.
+pub fn with_bootstrapper<T>(
+    driver: &dyn Driver,
+    profile: &Profile,
+    state: &ClusterState,
+    progress: &dyn Progress,
+    run: impl FnOnce(&dyn Bootstrapper, &bootstrap::Cluster<'_>) -> Result<T, BootstrapError>,
+) -> Result<T, Error> {
+    let bootstrapper = bootstrap::open(state.bootstrapper.parse()?);
+    let user_key = keys::user_key(profile.dir())?;
+    let mut nodes = Vec::new();
+    for n in &state.nodes {
+        let ssh = match ssh_target(driver, profile, n) {
+            Err(Error::Driver(driver::DriverError::NoSuchVm { .. })) => continue,
+            target => target?,
+        };
+        nodes.push(bootstrap::Node { name: n.name.clone(), role: n.role, ip: n.ip, ssh });
+    }
+    let version =
+        state.kubernetes_version.as_deref().unwrap_or(bootstrap::DEFAULT_KUBERNETES_VERSION);
+    let cluster = bootstrap::Cluster {
+        name: &state.profile,
+        dir: profile.dir(),
+        nodes: &nodes,
+        networks: &[state.host_only_cidr, state.nat_cidr],
+        kubernetes_version: version,
+        cpus: state.cpus,
+        memory_mib: state.memory_mib,
+        user_key: &user_key,
+        progress,
+    };
+    Ok(run(&*bootstrapper, &cluster)?)
 }

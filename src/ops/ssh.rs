@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::Error;
 use crate::cluster::{ClusterState, SSH_USER};
 use crate::keys;
+use crate::ops::lifecycle::open_driver;
 use crate::ops::provision;
 use crate::profile::Profile;
 use crate::ssh::{self, Output};
@@ -21,10 +22,17 @@ pub fn ssh_target(
 ) -> Result<Vec<OsString>, Error> {
     let state: ClusterState = profile.load_state()?;
     let node = state.node(node)?;
-    let known_hosts = provision::write_known_hosts(profile, &state)?;
+    let driver = open_driver(&state)?;
+    let known_hosts = provision::write_known_hosts(&*driver, profile, &state)?;
     let user_key = keys::user_key(profile.dir())?;
-    let mut argv =
-        keys::ssh_command_line(user_key.path(), &known_hosts, SSH_USER, &node.ip.to_string(), 22);
+    let addr = driver.ssh_address(&node.name, node.ip)?;
+    let mut argv = keys::ssh_command_line(
+        user_key.path(),
+        &known_hosts,
+        SSH_USER,
+        &addr.ip().to_string(),
+        addr.port(),
+    );
     if !command.is_empty() {
         argv.push("--".into());
         argv.extend(command.iter().map(OsString::from));
@@ -53,7 +61,7 @@ pub fn logs(profile: &Profile, node: Option<&str>) -> Result<Logs, Error> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(|e| format!("(no console log: {e})"));
     let cloud_init = (|| -> Result<String, Error> {
-        let target = provision::ssh_target(profile, node)?;
+        let target = provision::ssh_target(&*open_driver(&state)?, profile, node)?;
         let user_key = keys::user_key(profile.dir())?;
         let conn = ssh::connect(&target, &user_key, Duration::from_secs(10))?;
         let mut text = Vec::new();

@@ -3,17 +3,20 @@
 //! image, save the state (addresses chosen before boot), ensure the networks and bring
 //! every node up in parallel. An interrupted `up` is resumed by the next one.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::Error;
+use crate::bootstrap::{self, BootstrapperKind};
 use crate::cluster::{self, ClusterError, ClusterState, ImageState, NodeState, Role};
 use crate::driver::{self, AccelPolicy, Driver, DriverKind, HostWarning};
 use crate::home::Home;
 use crate::image::{self, ImageRequest, ImageSource, catalog::Digest};
 use crate::journal::Journal;
 use crate::keys;
+use crate::kubeconfig;
 use crate::net::{Ipv4Cidr, MacAddr};
 use crate::ops::provision::{self, Timing};
 use crate::profile::{Profile, ProfileError};
@@ -51,6 +54,16 @@ pub struct UpOptions {
     pub ssh_timeout: Duration,
     /// Wait for a busy profile instead of failing.
     pub wait_lock: bool,
+    /// `--bootstrapper`; `None` keeps the saved one (kubeadm for a new profile).
+    pub bootstrapper: Option<BootstrapperKind>,
+    /// `--kubernetes-version`; `None` keeps the saved one (the default for a new profile).
+    pub kubernetes_version: Option<String>,
+    /// How long to wait for every node to be Ready; `None` does not wait (`--wait=false`).
+    pub wait_ready: Option<Duration>,
+    /// `--keep-context`: merge the kubeconfig without making its context current.
+    pub keep_context: bool,
+    /// The kubeconfig to merge the cluster's context into (see `ops::kubeconfig`).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// What `up` did.
@@ -62,6 +75,8 @@ pub struct UpReport {
     pub created: Vec<String>,
     /// Per node and phase, how long it took.
     pub timings: Vec<Timing>,
+    /// The kubeconfig the cluster's context was merged into.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Runs `up` for `profile`.
@@ -136,6 +151,9 @@ fn validate(opts: &UpOptions) -> Result<ImageRequest, Error> {
     if let Some(cidr) = opts.network_cidr {
         cluster::check_range("--network-cidr prefix", cidr.prefix().into(), 16, 28)?;
     }
+    if let Some(version) = &opts.kubernetes_version {
+        bootstrap::check_version(version)?;
+    }
     let source = ImageSource::parse(opts.image.as_deref().unwrap_or(DEFAULT_IMAGE))?;
     let sha256 = opts
         .image_sha256
@@ -185,6 +203,16 @@ fn check_consistent(saved: &ClusterState, opts: &UpOptions) -> Result<(), Cluste
         opts.network_cidr.map(|c| c.to_string()),
     )?;
     differs(
+        "--bootstrapper",
+        saved.bootstrapper.clone(),
+        opts.bootstrapper.map(|b| b.as_str().to_owned()),
+    )?;
+    differs(
+        "--kubernetes-version",
+        saved.kubernetes_version.clone().unwrap_or_default(),
+        opts.kubernetes_version.clone(),
+    )?;
+    differs(
         "--libvirt-uri",
         saved.libvirt_uri.clone().unwrap_or_default(),
         opts.libvirt_uri.clone(),
@@ -221,13 +249,19 @@ fn new_state(
         }
     };
     let name = profile.name().to_string();
+    let bootstrapper = opts.bootstrapper.unwrap_or(BootstrapperKind::Kubeadm);
     let mut state = ClusterState {
         format: cluster::STATE_FORMAT,
         profile: name.clone(),
         driver: kind.as_str().to_owned(),
         libvirt_uri,
         accel,
-        bootstrapper: "none".into(),
+        bootstrapper: bootstrapper.as_str().to_owned(),
+        kubernetes_version: (bootstrapper != BootstrapperKind::None).then(|| {
+            opts.kubernetes_version
+                .clone()
+                .unwrap_or_else(|| bootstrap::DEFAULT_KUBERNETES_VERSION.to_owned())
+        }),
         image,
         cpus: opts.cpus.unwrap_or(cluster::DEFAULT_CPUS),
         memory_mib: opts.memory_mib.unwrap_or(cluster::DEFAULT_MEMORY_MIB),
@@ -270,7 +304,9 @@ fn converge(
     progress: &dyn Progress,
 ) -> Result<UpReport, Error> {
     let user_key = keys::user_key(profile.dir())?;
-    provision::write_known_hosts(profile, &state)?;
+    // The cluster's secrets (CA, token) exist before any node boots.
+    bootstrap::open(state.bootstrapper.parse()?).prepare(profile.dir())?;
+    provision::write_known_hosts(driver, profile, &state)?;
     let journal = Journal::new(profile.dir());
     provision::ensure_networks(driver, &journal, &state)?;
     let ctx = provision::Ctx {
@@ -284,15 +320,54 @@ fn converge(
         progress,
     };
     let nodes = state.nodes.clone();
-    let (created, timings) = provision::bring_up(&ctx, &nodes)?;
+    let (created, mut timings) = provision::bring_up(&ctx, &nodes)?;
     for fresh in &created {
         if let Some(node) = state.nodes.iter_mut().find(|n| n.name == fresh.name) {
             node.instance_id.clone_from(&fresh.instance_id);
         }
     }
     profile.save_state(&state)?;
+    let outcome = provision::with_bootstrapper(driver, profile, &state, progress, |b, c| {
+        b.bootstrap(c, opts.wait_ready)
+    })?;
+    timings.extend(outcome.timings);
+    timings.sort_by(|a, b| a.node.cmp(&b.node));
+    let kubeconfig = match outcome.admin_conf {
+        Some(admin_conf) => install_kubeconfig(profile, &state, &admin_conf, opts)?,
+        None => None,
+    };
     let created = created.into_iter().map(|n| n.name).collect();
-    Ok(UpReport { state, created, timings })
+    Ok(UpReport { state, created, timings, kubeconfig })
+}
+
+/// Points kubeadm's admin.conf at the control plane's host-only address, keeps a copy in
+/// the profile and merges it into `opts.kubeconfig` (current unless `--keep-context`).
+fn install_kubeconfig(
+    profile: &Profile,
+    state: &ClusterState,
+    admin_conf: &str,
+    opts: &UpOptions,
+) -> Result<Option<PathBuf>, Error> {
+    let server = kubeconfig::server_url(state.node(None)?.ip.into());
+    let name = &state.profile;
+    match &opts.kubeconfig {
+        Some(path) => {
+            kubeconfig::install(
+                path,
+                profile.dir(),
+                admin_conf,
+                name,
+                &server,
+                !opts.keep_context,
+            )?;
+            Ok(Some(path.clone()))
+        }
+        None => {
+            let entries = kubeconfig::entries_from_admin_conf(admin_conf, name, &server)?;
+            kubeconfig::write_standalone(profile.dir(), &entries)?;
+            Ok(None)
+        }
+    }
 }
 
 fn warn(progress: &dyn Progress, warnings: &[HostWarning]) {

@@ -3,7 +3,7 @@
 //! (`qemu+ssh://host/system`) works as well as a local one. libvirt errors are mapped
 //! to typed [`DriverError`]s here, where their codes are known.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
@@ -165,6 +165,11 @@ impl Driver for LibvirtDriver {
 
     fn ip(&self, name: &str) -> Result<Option<IpAddr>, DriverError> {
         domain::ip(&self.conn, name)
+    }
+
+    fn ssh_address(&self, _name: &str, host_only_ip: Ipv4Addr) -> Result<SocketAddr, DriverError> {
+        // The host reaches the guest's sshd directly on the host-only network.
+        Ok(SocketAddr::new(host_only_ip.into(), 22))
     }
 }
 

@@ -100,7 +100,10 @@ mod tests {
 
     #[test]
     fn nem_fallback_is_found_in_vbox_log() {
-        let path = format!("{}/tests/fixtures/vboxmanage/VBox-nem-fallback.log", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/vboxmanage/VBox-nem-fallback.log",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let log = std::fs::read_to_string(path).unwrap();
         assert!(nem_fallback(&log).unwrap().contains("Attempting fall back to NEM"));
         assert_eq!(nem_fallback("00:00:01.0 HM: HMR3Init: VT-x w/ nested paging\n"), None);

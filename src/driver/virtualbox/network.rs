@@ -11,9 +11,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::VBoxError;
-use super::parse::Version;
+use super::parse::{HostOnlyIf, Version};
 use super::vboxmanage::VBoxManage;
-use crate::driver::{DriverError, NetworkSpec};
+use crate::driver::{Action, DriverError, NetworkSpec};
 use crate::net::{self, Ipv4Cidr};
 
 /// Where VirtualBox (>= 6.1.28) on Linux, macOS and Solaris reads the host-only ranges
@@ -121,29 +121,44 @@ pub fn ensure(
         }
         return Ok(());
     }
-    let extra = vbox.extradata()?;
-    let found = vbox.list_hostonlyifs()?.into_iter().find(|i| i.ip == gateway && i.netmask == net.cidr.netmask());
-    let adapter = match found {
-        Some(adapter) => adapter.name,
+    let key = format!("{NETWORK_KEY}{}", net.name);
+    let recorded = vbox.extradata()?.remove(&key);
+    let adapters = vbox.list_hostonlyifs()?;
+    let configured = |i: &&HostOnlyIf| i.ip == gateway && i.netmask == net.cidr.netmask();
+    // An adapter with the subnet's gateway, else the one an interrupted run recorded.
+    let reusable = adapters
+        .iter()
+        .find(configured)
+        .map(|i| i.name.clone())
+        .or_else(|| recorded.clone().filter(|name| adapters.iter().any(|i| &i.name == name)));
+    let adapter = match reusable {
+        Some(name) => name,
         None => {
             let name = vbox.hostonlyif_create(create_timeout)?;
             vbox.set_extradata(&format!("{CREATED_KEY}{name}"), Some("1"))?;
-            vbox.hostonlyif_ipconfig(&name, &gateway.to_string(), &mask)?;
             name
         }
     };
-    if extra.get(&format!("{NETWORK_KEY}{}", net.name)) != Some(&adapter) {
-        vbox.set_extradata(&format!("{NETWORK_KEY}{}", net.name), Some(&adapter))?;
+    // Recorded before configuring, so `delete` finds an adapter whose set-up failed.
+    if recorded.as_ref() != Some(&adapter) {
+        vbox.set_extradata(&key, Some(&adapter))?;
+    }
+    if !adapters.iter().filter(configured).any(|i| i.name == adapter) {
+        vbox.hostonlyif_ipconfig(&adapter, &net.cidr)?;
     }
     Ok(())
 }
 
 /// The adapter or network name a VM's NIC 2 joins for kubelab network `network`.
-pub fn attachment(vbox: &VBoxManage, mode: HostOnlyMode, network: &str) -> Result<String, DriverError> {
+pub fn attachment(
+    vbox: &VBoxManage,
+    mode: HostOnlyMode,
+    network: &str,
+) -> Result<String, DriverError> {
     if mode == HostOnlyMode::Network {
         return Ok(network.to_owned());
     }
-    let extra = vbox.extradata().map_err(super::drv("list the host-only adapters of", "VirtualBox"))?;
+    let extra = vbox.extradata().map_err(super::drv(Action::InspectNetwork, network))?;
     extra.get(&format!("{NETWORK_KEY}{network}")).cloned().ok_or_else(|| {
         DriverError::NetworkConflict {
             name: network.to_owned(),
@@ -155,7 +170,10 @@ pub fn attachment(vbox: &VBoxManage, mode: HostOnlyMode, network: &str) -> Resul
 
 /// What deleting kubelab network `network` removes: its bookkeeping key, and the
 /// adapter when kubelab created it and no other kubelab network uses it.
-pub fn removal(extra: &BTreeMap<String, String>, network: &str) -> (Option<String>, Option<String>) {
+pub fn removal(
+    extra: &BTreeMap<String, String>,
+    network: &str,
+) -> (Option<String>, Option<String>) {
     let key = format!("{NETWORK_KEY}{network}");
     let Some(adapter) = extra.get(&key) else { return (None, None) };
     let shared = extra.iter().any(|(k, v)| k != &key && k.starts_with(NETWORK_KEY) && v == adapter);
@@ -204,7 +222,7 @@ mod tests {
         let err = check_allowed(&cidr("192.168.39.0/24"), &default).unwrap_err();
         let VBoxError::HostOnlyRange { line, .. } = &err else { panic!("{err:?}") };
         assert_eq!(line, "* 192.168.39.0/24");
-        assert!(!is_allowed(&cidr("192.168.56.0/20"), &default), "wider than the range");
+        assert!(!is_allowed(&cidr("192.168.48.0/20"), &default), "wider than the range");
     }
 
     #[test]

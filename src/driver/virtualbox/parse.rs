@@ -162,13 +162,17 @@ fn is_slot(key: &str) -> bool {
     let mut parts = key.rsplitn(3, '-');
     let device = parts.next().is_some_and(|p| p.parse::<u32>().is_ok());
     let port = parts.next().is_some_and(|p| p.parse::<u32>().is_ok());
-    device && port && parts.next().is_some_and(|c| !c.contains("ImageUUID") && !c.contains("IsEjected"))
+    device
+        && port
+        && parts.next().is_some_and(|c| !c.contains("ImageUUID") && !c.contains("IsEjected"))
 }
 
 /// `list vms` / `list runningvms`: `"name" {uuid}` per line -> the names.
 pub fn parse_vm_list(text: &str) -> Vec<String> {
     text.lines()
-        .filter_map(|l| l.strip_prefix('"').and_then(|r| r.rsplit_once("\" {")).map(|(n, _)| n.to_owned()))
+        .filter_map(|l| {
+            l.strip_prefix('"').and_then(|r| r.rsplit_once("\" {")).map(|(n, _)| n.to_owned())
+        })
         .collect()
 }
 
@@ -255,9 +259,11 @@ pub struct Medium {
     pub kind: String,
     /// Its parent's UUID, `base` for a base medium.
     pub parent: String,
+    /// Its virtual size (`Capacity: 3584 MBytes`).
+    pub capacity_mib: Option<u64>,
 }
 
-/// Parses `list hdds` (several records) or `showmediuminfo` (one).
+/// Parses `list hdds`/`list dvds` (several records) or `showmediuminfo` (one).
 pub fn parse_media(text: &str) -> Vec<Medium> {
     parse_records(text)
         .into_iter()
@@ -267,6 +273,10 @@ pub fn parse_media(text: &str) -> Vec<Medium> {
                 location: r.get("Location")?.clone(),
                 kind: r.get("Type").cloned().unwrap_or_default(),
                 parent: r.get("Parent UUID").cloned().unwrap_or_else(|| "base".into()),
+                capacity_mib: r
+                    .get("Capacity")
+                    .and_then(|c| c.strip_suffix(" MBytes"))
+                    .and_then(|c| c.parse().ok()),
             })
         })
         .collect()
@@ -362,6 +372,7 @@ mod tests {
         assert_eq!(media[0].kind, "multiattach");
         assert_eq!(media[0].parent, "base");
         assert_eq!(media[1].parent, media[0].uuid);
+        assert_eq!(media[0].capacity_mib, Some(3584));
         assert_eq!(
             parse_created_hostonlyif("0%...100%\nInterface 'vboxnet1' was successfully created\n"),
             Some("vboxnet1".to_owned())

@@ -6,10 +6,11 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::VBoxError;
 use super::parse::{self, HostOnlyIf, HostOnlyNet, Medium, Version, VmInfo};
+use crate::net::Ipv4Cidr;
 use crate::process::{ProcessError, Tool};
 
 /// The oldest VirtualBox kubelab drives: 6.1 is the first release with `createmedium
@@ -19,6 +20,9 @@ use crate::process::{ProcessError, Tool};
 pub const MIN_VBOX_VERSION: Version = Version { major: 6, minor: 1, patch: 0 };
 /// The first major release kubelab has not been checked against.
 pub const UNSUPPORTED_MAJOR: u32 = 8;
+/// How long a command refused because the VM's session is still being unlocked (just
+/// after a power-off) is retried.
+const SESSION_UNLOCK_WAIT: Duration = Duration::from_secs(10);
 /// The default install folder on Windows (the MSI installer's).
 pub const WINDOWS_DEFAULT_DIR: &str = r"C:\Program Files\Oracle\VirtualBox";
 /// The environment variables VirtualBox's installers set to their install folder.
@@ -46,14 +50,11 @@ pub fn locate(
     if windows {
         dirs.push(PathBuf::from(WINDOWS_DEFAULT_DIR));
     }
-    // Join with the host's separator for Windows-style folders too (`\` stays inside).
-    let candidate = |d: &PathBuf| {
-        let text = d.to_string_lossy();
-        if windows && !text.ends_with('\\') {
-            PathBuf::from(format!("{text}\\{exe}"))
-        } else {
-            d.join(exe)
-        }
+    // Windows folders are joined with `\`, also when these tests run on Linux.
+    let candidate = |d: &PathBuf| match d.to_string_lossy() {
+        text if windows && text.ends_with('\\') => PathBuf::from(format!("{text}{exe}")),
+        text if windows => PathBuf::from(format!("{text}\\{exe}")),
+        _ => d.join(exe),
     };
     dirs.iter().map(candidate).find(|p| exists(p)).ok_or_else(|| VBoxError::NotFound {
         searched: if windows {
@@ -87,12 +88,15 @@ pub enum Known {
     NoSuchVm,
     /// `hostonlyif ipconfig` refused an address (networks.conf, VirtualBox >= 6.1.28).
     AccessDenied,
+    /// The VM's session is still being unlocked (right after a power-off): retry.
+    SessionLocked,
 }
 
 /// Sorts VBoxManage stderr by the status codes users meet most (minikube's VirtualBox
 /// issues; samples in tests/fixtures/vboxmanage/).
 pub fn classify(stderr: &str) -> Option<Known> {
-    const TABLE: &[(&str, fn(&'static str) -> Known)] = &[
+    type Make = fn(&'static str) -> Known;
+    const TABLE: &[(&str, Make)] = &[
         ("VERR_VMX_MSR_ALL_VMX_DISABLED", Known::VtxDisabled),
         ("VERR_VMX_MSR_VMX_DISABLED", Known::VtxDisabled),
         ("VERR_SVM_DISABLED", Known::VtxDisabled),
@@ -111,6 +115,8 @@ pub fn classify(stderr: &str) -> Option<Known> {
         Some(Known::NoSuchVm)
     } else if stderr.contains("E_ACCESSDENIED") {
         Some(Known::AccessDenied)
+    } else if stderr.contains("already locked") {
+        Some(Known::SessionLocked)
     } else {
         None
     }
@@ -160,9 +166,20 @@ impl VBoxManage {
         args: &[S],
         timeout: Option<Duration>,
     ) -> Result<String, VBoxError> {
-        match self.tool.run_within(args, timeout) {
-            Ok(out) => Ok(out.stdout),
-            Err(source) => Err(typed(source, args.first().map(|a| a.as_ref().to_string_lossy()))),
+        let deadline = Instant::now() + SESSION_UNLOCK_WAIT;
+        loop {
+            match self.tool.run_within(args, timeout) {
+                Ok(out) => return Ok(out.stdout),
+                Err(ProcessError::Failed { stderr, .. })
+                    if classify(&stderr) == Some(Known::SessionLocked)
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(source) => {
+                    return Err(typed(source, args.first().map(|a| a.as_ref().to_string_lossy())));
+                }
+            }
         }
     }
 
@@ -170,10 +187,9 @@ impl VBoxManage {
     /// the VM is not registered.
     pub fn show_vm_info(&self, vm: &str) -> Result<Option<VmInfo>, VBoxError> {
         match self.run(&["showvminfo", vm, "--machinereadable"]) {
-            Ok(out) => VmInfo::parse(&out).map(Some).ok_or_else(|| VBoxError::Parse {
-                command: "showvminfo".into(),
-                output: out,
-            }),
+            Ok(out) => VmInfo::parse(&out)
+                .map(Some)
+                .ok_or_else(|| VBoxError::Parse { command: "showvminfo".into(), output: out }),
             Err(VBoxError::NoSuchVm { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -194,9 +210,9 @@ impl VBoxManage {
         Ok(parse::parse_hostonlynets(&self.run(&["list", "hostonlynets"])?))
     }
 
-    /// `list hdds`.
-    pub fn list_hdds(&self) -> Result<Vec<Medium>, VBoxError> {
-        Ok(parse::parse_media(&self.run(&["list", "hdds"])?))
+    /// `list hdds` or `list dvds` (`kind`).
+    pub fn list_media(&self, kind: &str) -> Result<Vec<Medium>, VBoxError> {
+        Ok(parse::parse_media(&self.run(&["list", kind])?))
     }
 
     /// `hostonlyif create` (manual: "VBoxManage hostonlyif"); the new adapter's name.
@@ -215,20 +231,9 @@ impl VBoxManage {
     /// `createvm --name VM --basefolder DIR --groups GROUP --ostype Linux_64 --register`
     /// (manual: "VBoxManage createvm").
     pub fn create_vm(&self, vm: &str, basefolder: &Path, group: &str) -> Result<(), VBoxError> {
-        let dir = basefolder.as_os_str();
-        let args: [&std::ffi::OsStr; 10] = [
-            "createvm".as_ref(),
-            "--name".as_ref(),
-            vm.as_ref(),
-            "--basefolder".as_ref(),
-            dir,
-            "--groups".as_ref(),
-            group.as_ref(),
-            "--ostype".as_ref(),
-            "Linux_64".as_ref(),
-            "--register".as_ref(),
-        ];
-        self.run(&args).map(drop)
+        let dir = basefolder.to_string_lossy();
+        let args = ["createvm", "--name", vm, "--basefolder", &dir, "--groups", group];
+        self.run(&[&args[..], &["--ostype", "Linux_64", "--register"]].concat()).map(drop)
     }
 
     /// `modifyvm VM ARGS` (manual: "VBoxManage modifyvm"); see `vm::modify_vm_args`.
@@ -296,9 +301,25 @@ impl VBoxManage {
         self.run(&["unregistervm", vm, "--delete"]).map(drop)
     }
 
-    /// `hostonlyif ipconfig IF --ip IP --netmask MASK`.
-    pub fn hostonlyif_ipconfig(&self, name: &str, ip: &str, mask: &str) -> Result<(), VBoxError> {
-        self.run(&["hostonlyif", "ipconfig", name, "--ip", ip, "--netmask", mask]).map(drop)
+    /// `hostonlyif ipconfig IF --ip GATEWAY --netmask MASK`: the host's address on
+    /// `cidr`. VirtualBox's own refusal (`E_ACCESSDENIED`, networks.conf) becomes
+    /// [`VBoxError::HostOnlyRange`].
+    pub fn hostonlyif_ipconfig(&self, name: &str, cidr: &Ipv4Cidr) -> Result<(), VBoxError> {
+        let ip = cidr.gateway().unwrap_or(cidr.network()).to_string();
+        let mask = cidr.netmask().to_string();
+        match self.run(&["hostonlyif", "ipconfig", name, "--ip", &ip, "--netmask", &mask]) {
+            Err(VBoxError::Command { source: ProcessError::Failed { stderr, .. } })
+                if classify(&stderr) == Some(Known::AccessDenied) =>
+            {
+                Err(VBoxError::HostOnlyRange {
+                    cidr: cidr.to_string(),
+                    allowed: "VirtualBox refused it (E_ACCESSDENIED)".into(),
+                    line: format!("* {cidr}"),
+                    path: super::network::NETWORKS_CONF.into(),
+                })
+            }
+            other => other.map(drop),
+        }
     }
 
     /// `hostonlyif remove IF`.
@@ -308,7 +329,13 @@ impl VBoxManage {
 
     /// `hostonlynet add --name=N --netmask=M --lower-ip=L --upper-ip=U --enable`
     /// (manual: "VBoxManage hostonlynet", 7.0+).
-    pub fn hostonlynet_add(&self, name: &str, mask: &str, lower: &str, upper: &str) -> Result<(), VBoxError> {
+    pub fn hostonlynet_add(
+        &self,
+        name: &str,
+        mask: &str,
+        lower: &str,
+        upper: &str,
+    ) -> Result<(), VBoxError> {
         let args = [
             "hostonlynet".to_owned(),
             "add".to_owned(),
@@ -323,7 +350,8 @@ impl VBoxManage {
 
     /// `hostonlynet remove --name=N`.
     pub fn hostonlynet_remove(&self, name: &str) -> Result<(), VBoxError> {
-        self.run(&["hostonlynet".to_owned(), "remove".to_owned(), format!("--name={name}")]).map(drop)
+        self.run(&["hostonlynet".to_owned(), "remove".to_owned(), format!("--name={name}")])
+            .map(drop)
     }
 
     /// `getextradata global enumerate` (manual: "VBoxManage getextradata").
@@ -422,6 +450,8 @@ mod tests {
         for (file, expected) in cases {
             assert_eq!(classify(&fixture(file)), Some(expected), "{file}");
         }
+        let locked = "VBoxManage: error: The machine 'lab' is already locked for a session (or being unlocked)";
+        assert_eq!(classify(locked), Some(Known::SessionLocked));
         assert_eq!(classify("VBoxManage: error: something else"), None);
     }
 }

@@ -1,0 +1,325 @@
+//! The `kubeadm` bootstrapper: the numbered, idempotent scripts under `scripts/node/`,
+//! embedded in the binary and run over SSH as root, their output in the profile's log.
+//!
+//! Every node runs `00-prereqs.sh` at once. The control plane then gets kubelab's CA and
+//! a generated config and runs `10-init.sh` (`kubeadm init`) and `20-cni.sh`; each worker,
+//! as soon as the host sees the API server answer, runs `30-join.sh` (`kubeadm join` with
+//! the token and CA hash the host made before any node booted): the joins run in
+//! parallel and need nothing from the control plane first. Then the host waits until
+//! every node is Ready and kube-system's pods run.
+
+mod config;
+mod session;
+mod wait;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use self::config::{InitParams, JoinParams};
+use self::session::{Script, Session};
+use super::log::LogFile;
+use super::pki::{self, Secrets};
+use super::{BootstrapError, Bootstrapper, BootstrapperKind, Cluster, Node, Outcome};
+use crate::fsutil;
+use crate::ops::provision::Timing;
+
+/// Swap off, kernel modules, sysctls, containerd, kubeadm/kubelet/kubectl.
+const PREREQS: Script =
+    Script::new("00-prereqs.sh", include_str!("../../../scripts/node/00-prereqs.sh"));
+/// Installs the CA and runs `kubeadm init`.
+const INIT: Script = Script::new("10-init.sh", include_str!("../../../scripts/node/10-init.sh"));
+/// Applies the CNI manifest.
+const CNI: Script = Script::new("20-cni.sh", include_str!("../../../scripts/node/20-cni.sh"));
+/// Creates a bootstrap token on the control plane (`node add`).
+const TOKEN: Script = Script::new("25-token.sh", include_str!("../../../scripts/node/25-token.sh"));
+/// Runs `kubeadm join`.
+const JOIN: Script = Script::new("30-join.sh", include_str!("../../../scripts/node/30-join.sh"));
+/// Drains a node and deletes it from the cluster (`node delete`).
+const LEAVE: Script = Script::new("40-leave.sh", include_str!("../../../scripts/node/40-leave.sh"));
+/// The CNI: flannel (see the manifest's header for why), its pod network and interface
+/// filled in by [`cni_manifest`].
+const FLANNEL: &str = include_str!("../../../scripts/node/cni/flannel.yaml");
+/// The host-only NIC's name in the guest, as kubelab's network-config names it
+/// (`cloud-init/network-config`, `set-name: eth1`).
+const HOST_ONLY_IFACE: &str = "eth1";
+/// How long the workers wait for the API server, and `node delete` for a drain.
+const API_TIMEOUT: Duration = Duration::from_secs(900);
+/// `kubectl drain --timeout`.
+const DRAIN_TIMEOUT: &str = "120s";
+
+/// `--bootstrapper kubeadm`.
+pub struct Kubeadm;
+
+impl Bootstrapper for Kubeadm {
+    fn kind(&self) -> BootstrapperKind {
+        BootstrapperKind::Kubeadm
+    }
+
+    fn prepare(&self, profile_dir: &Path) -> Result<(), BootstrapError> {
+        pki::ensure(profile_dir).map(drop)
+    }
+
+    fn bootstrap(
+        &self,
+        cluster: &Cluster<'_>,
+        wait: Option<Duration>,
+    ) -> Result<Outcome, BootstrapError> {
+        let secrets = pki::ensure(cluster.dir)?;
+        let log = LogFile::open(cluster.dir)?;
+        let (cp, workers) = cluster
+            .nodes
+            .split_first()
+            .ok_or_else(|| BootstrapError::NoControlPlane { profile: cluster.name.to_owned() })?;
+        let staged = Staged::write(cluster, &secrets, cp)?;
+        let timings = Mutex::new(Vec::new());
+        let failed = AtomicBool::new(false);
+        let (admin_conf, joined) = std::thread::scope(|scope| {
+            let (log, staged, timings, failed) = (&log, &staged, &timings, &failed);
+            let control_plane = scope.spawn(move || {
+                let result = init(cluster, log, staged, cp, timings);
+                failed.store(result.is_err(), Ordering::SeqCst);
+                result
+            });
+            let joins: Vec<_> = workers
+                .iter()
+                .map(|node| {
+                    let token = &secrets.token;
+                    scope.spawn(move || join(cluster, log, staged, node, token, timings, failed))
+                })
+                .collect();
+            let panicked =
+                |node: &Node| BootstrapError::ControlPlaneFailed { node: node.name.clone() };
+            let admin = control_plane.join().unwrap_or_else(|_| Err(panicked(cp)));
+            let joined: Vec<_> = joins
+                .into_iter()
+                .zip(workers)
+                .map(|(h, node)| h.join().unwrap_or_else(|_| Err(panicked(node))))
+                .collect();
+            (admin, joined)
+        });
+        let admin_conf = admin_conf?;
+        joined.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let mut timings = timings.into_inner().unwrap_or_default();
+        if let Some(timeout) = wait {
+            let start = Instant::now();
+            let session = Session::open(cluster, &log, cp)?;
+            let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+            wait::ready(&session, &names, timeout)?;
+            timings.push(timing(cp, "ready", start));
+        }
+        Ok(Outcome { admin_conf: Some(admin_conf), timings })
+    }
+
+    fn add_node(
+        &self,
+        cluster: &Cluster<'_>,
+        node: &str,
+        wait: Option<Duration>,
+    ) -> Result<Vec<Timing>, BootstrapError> {
+        let node = cluster
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .ok_or_else(|| BootstrapError::NoSuchNode { node: node.to_owned() })?;
+        let secrets = pki::ensure(cluster.dir)?;
+        let log = LogFile::open(cluster.dir)?;
+        let cp = cluster
+            .nodes
+            .first()
+            .ok_or_else(|| BootstrapError::NoControlPlane { profile: cluster.name.to_owned() })?;
+        let staged = Staged::write(cluster, &secrets, cp)?;
+        let timings = Mutex::new(Vec::new());
+        // A fresh token: the one of `kubeadm init` may have expired (24 h).
+        let token = pki::new_token();
+        Session::open(cluster, &log, cp)?.script("token", &TOKEN, &[&token])?;
+        join(cluster, &log, &staged, node, &token, &timings, &AtomicBool::new(false))?;
+        let mut timings = timings.into_inner().unwrap_or_default();
+        if let Some(timeout) = wait {
+            let start = Instant::now();
+            wait::ready(&Session::open(cluster, &log, cp)?, &[&node.name], timeout)?;
+            timings.push(timing(node, "ready", start));
+        }
+        Ok(timings)
+    }
+
+    fn remove_node(&self, cluster: &Cluster<'_>, node: &str) -> Result<(), BootstrapError> {
+        let log = LogFile::open(cluster.dir)?;
+        let cp = cluster
+            .nodes
+            .first()
+            .ok_or_else(|| BootstrapError::NoControlPlane { profile: cluster.name.to_owned() })?;
+        Session::open(cluster, &log, cp)?.script("drain", &LEAVE, &[node, DRAIN_TIMEOUT])
+    }
+}
+
+/// The files the scripts need, written under `<profile dir>/bootstrap/` (mode 0600) to be
+/// uploaded: the control plane's kubeadm config and the CNI manifest.
+struct Staged {
+    dir: PathBuf,
+    init_config: PathBuf,
+    cni: PathBuf,
+    ca_cert: PathBuf,
+    ca_key: PathBuf,
+    ca_cert_hash: String,
+    ca_cert_pem: String,
+}
+
+impl Staged {
+    fn write(cluster: &Cluster<'_>, secrets: &Secrets, cp: &Node) -> Result<Self, BootstrapError> {
+        let (pods, services) = config::choose_subnets(cluster.networks).ok_or_else(|| {
+            let taken = cluster.networks.iter().map(ToString::to_string).collect::<Vec<_>>();
+            BootstrapError::NoSubnet { taken: taken.join(", ") }
+        })?;
+        let dir = cluster.dir.join("bootstrap");
+        fsutil::create_private_dir(&dir)
+            .map_err(|source| BootstrapError::WriteSecret { path: dir.clone(), source })?;
+        let ignored = config::ignored_preflight(cluster.cpus, cluster.memory_mib);
+        let init = config::init_config(&InitParams {
+            cluster_name: cluster.name,
+            node_name: &cp.name,
+            ip: cp.ip,
+            kubernetes_version: cluster.kubernetes_version,
+            token: &secrets.token,
+            pod_subnet: pods,
+            service_subnet: services,
+            ignore_preflight: &ignored,
+        });
+        let pki = pki::dir(cluster.dir);
+        let staged = Self {
+            init_config: write(&dir, "kubeadm-init.yaml", &init)?,
+            cni: write(&dir, "cni.yaml", &cni_manifest(&pods.to_string()))?,
+            ca_cert: pki.join("ca.crt"),
+            ca_key: pki.join("ca.key"),
+            ca_cert_hash: secrets.ca_cert_hash.clone(),
+            ca_cert_pem: secrets.ca_cert_pem.clone(),
+            dir,
+        };
+        Ok(staged)
+    }
+
+    /// Writes the join config of `node` with `token`.
+    fn join_config(
+        &self,
+        cluster: &Cluster<'_>,
+        node: &Node,
+        token: &str,
+    ) -> Result<PathBuf, BootstrapError> {
+        let cp = cluster.nodes.first().map_or(node.ip, |cp| cp.ip);
+        let ignored = config::ignored_preflight(cluster.cpus, cluster.memory_mib);
+        let text = config::join_config(&JoinParams {
+            node_name: &node.name,
+            ip: node.ip,
+            control_plane_ip: cp,
+            token,
+            ca_cert_hash: &self.ca_cert_hash,
+            ignore_preflight: &ignored,
+        });
+        write(&self.dir, &format!("kubeadm-join-{}.yaml", node.name), &text)
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, BootstrapError> {
+    let path = dir.join(name);
+    fsutil::write_atomic(&path, text.as_bytes())
+        .map_err(|source| BootstrapError::WriteSecret { path: path.clone(), source })?;
+    Ok(path)
+}
+
+/// The flannel manifest with the cluster's pod network and the host-only interface.
+fn cni_manifest(pod_subnet: &str) -> String {
+    FLANNEL.replace("@POD_SUBNET@", pod_subnet).replace("@IFACE@", HOST_ONLY_IFACE)
+}
+
+/// The control plane: prereqs, CA and config, `kubeadm init`, CNI; returns admin.conf.
+fn init(
+    cluster: &Cluster<'_>,
+    log: &LogFile,
+    staged: &Staged,
+    cp: &Node,
+    timings: &Mutex<Vec<Timing>>,
+) -> Result<String, BootstrapError> {
+    let session = Session::open(cluster, log, cp)?;
+    let start = Instant::now();
+    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version])?;
+    record(timings, timing(cp, "prereqs", start));
+    let start = Instant::now();
+    session.stage(&[
+        (&staged.ca_cert, "ca.crt"),
+        (&staged.ca_key, "ca.key"),
+        (&staged.init_config, "kubeadm-init.yaml"),
+        (&staged.cni, "cni.yaml"),
+    ])?;
+    session.script("init", &INIT, &[session::STAGE])?;
+    session.script("cni", &CNI, &[session::STAGE])?;
+    let admin_conf = session.capture("admin.conf", "sudo cat /etc/kubernetes/admin.conf")?;
+    record(timings, timing(cp, "init", start));
+    Ok(admin_conf)
+}
+
+/// A worker: prereqs, then `kubeadm join` once the API server answers.
+fn join(
+    cluster: &Cluster<'_>,
+    log: &LogFile,
+    staged: &Staged,
+    node: &Node,
+    token: &str,
+    timings: &Mutex<Vec<Timing>>,
+    control_plane_failed: &AtomicBool,
+) -> Result<(), BootstrapError> {
+    let session = Session::open(cluster, log, node)?;
+    let start = Instant::now();
+    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version])?;
+    record(timings, timing(node, "prereqs", start));
+    let join_config = staged.join_config(cluster, node, token)?;
+    session.stage(&[(&join_config, "kubeadm-join.yaml")])?;
+    let cp = cluster.nodes.first().map_or(node.ip, |cp| cp.ip);
+    cluster.progress.node_phase(&node.name, "waiting for the API server");
+    wait::api(&staged.ca_cert_pem, cp, API_TIMEOUT, control_plane_failed).map_err(|e| match e {
+        BootstrapError::ControlPlaneFailed { .. } => {
+            BootstrapError::ControlPlaneFailed { node: node.name.clone() }
+        }
+        other => other,
+    })?;
+    let start = Instant::now();
+    session.script("join", &JOIN, &[session::STAGE])?;
+    record(timings, timing(node, "join", start));
+    Ok(())
+}
+
+fn timing(node: &Node, phase: &'static str, start: Instant) -> Timing {
+    Timing { node: node.name.clone(), phase, secs: start.elapsed().as_secs_f64() }
+}
+
+fn record(timings: &Mutex<Vec<Timing>>, timing: Timing) {
+    if let Ok(mut t) = timings.lock() {
+        t.push(timing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cni_manifest_uses_the_pod_subnet_and_host_only_nic() {
+        let manifest = cni_manifest("10.245.0.0/16");
+        assert!(!manifest.contains('@'), "a placeholder is left");
+        assert!(manifest.contains("\"Network\": \"10.245.0.0/16\""));
+        assert!(manifest.contains("--iface=eth1"));
+        for doc in manifest.split("\n---\n") {
+            let value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+            assert!(value["kind"].is_string(), "{doc}");
+        }
+    }
+
+    #[test]
+    fn scripts_are_strict_and_numbered() {
+        for script in [&PREREQS, &INIT, &CNI, &TOKEN, &JOIN, &LEAVE] {
+            assert!(script.body.starts_with("#!/usr/bin/env bash\n"), "{}", script.name);
+            assert!(script.body.contains("set -euo pipefail"), "{}", script.name);
+            assert!(script.name.as_bytes()[..2].iter().all(u8::is_ascii_digit));
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Turning reachable VMs into a Kubernetes cluster. A [`Bootstrapper`] knows Kubernetes
+//! and nothing of hypervisors: it gets the nodes as name, role and host-only address,
+//! and a way to open a host-key-pinned SSH connection to each, so every driver
+//! (libvirt, VirtualBox) reuses it unchanged.
+//!
+//! - `none`: nothing (plain VM labs);
+//! - `kubeadm` (the default): the numbered scripts under `scripts/node/`, run over SSH.
+//!
+//! `pki` makes the cluster's secrets on the host, `log` writes the profile's log file.
+
+mod kubeadm;
+pub mod log;
+pub mod pki;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::cluster::Role;
+use crate::keys::KeyPair;
+use crate::net::Ipv4Cidr;
+use crate::ops::provision::Timing;
+use crate::progress::Progress;
+use crate::ssh::{SshError, Target};
+
+/// The Kubernetes version a new cluster gets when `--kubernetes-version` is not given.
+pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.34.2";
+
+/// Errors bootstrapping Kubernetes, named after the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// `--bootstrapper` names none kubelab has.
+    #[error("unknown bootstrapper {name:?} (known: none, kubeadm)")]
+    Unknown {
+        /// The name given.
+        name: String,
+    },
+    /// `--kubernetes-version` is not `vMAJOR.MINOR.PATCH`.
+    #[error("invalid --kubernetes-version {text:?}: expected e.g. v1.34.2")]
+    BadVersion {
+        /// The text given.
+        text: String,
+    },
+    /// A secret file of the profile (CA, token) could not be read.
+    #[error("cannot read {}", path.display())]
+    ReadSecret {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A secret file of the profile could not be written.
+    #[error("cannot write {}", path.display())]
+    WriteSecret {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The profile's CA key is not a usable PEM key.
+    #[error("unusable cluster CA key {}", path.display())]
+    BadSecret {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// The cluster CA could not be generated.
+    #[error("cannot generate the cluster CA")]
+    GenerateCa(#[source] rcgen::Error),
+    /// The profile's log file could not be opened.
+    #[error("cannot open the log {}", path.display())]
+    OpenLog {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The profile's log file could not be written.
+    #[error("cannot write the log {}", path.display())]
+    WriteLog {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every candidate pod or service subnet overlaps the cluster's networks.
+    #[error("no pod and service subnets are free of the cluster's networks ({taken})")]
+    NoSubnet {
+        /// The cluster's networks.
+        taken: String,
+    },
+    /// The cluster has no control plane node.
+    #[error("profile {profile:?} has no control plane node")]
+    NoControlPlane {
+        /// The profile.
+        profile: String,
+    },
+    /// A step on a node failed (its script's output is in the profile's log).
+    #[error("{step} on {node} failed (log: {})", log.display())]
+    Step {
+        /// The node.
+        node: String,
+        /// The step: `prereqs`, `init`, `cni`, `join`, ...
+        step: &'static str,
+        /// The profile's log file.
+        log: PathBuf,
+        /// What failed.
+        #[source]
+        source: Box<SshError>,
+    },
+    /// A worker gave up because the control plane failed.
+    #[error("{node} did not join: the control plane failed")]
+    ControlPlaneFailed {
+        /// The worker.
+        node: String,
+    },
+    /// The HTTPS client for the API server could not be made (the CA is unusable).
+    #[error("cannot make an HTTPS client trusting the cluster CA")]
+    ApiClient(#[source] reqwest::Error),
+    /// The API server never answered before the deadline.
+    #[error("the API server at {url} did not answer within {waited_secs} s: {last_error}")]
+    ApiTimeout {
+        /// The URL polled.
+        url: String,
+        /// How long kubelab waited.
+        waited_secs: u64,
+        /// The last attempt's error.
+        last_error: String,
+    },
+    /// kubectl's output on the control plane could not be parsed.
+    #[error("cannot parse the output of `kubectl {what}` on {node}")]
+    ParseKubectl {
+        /// The control plane.
+        node: String,
+        /// What was asked.
+        what: &'static str,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Nodes or kube-system pods were not ready before the deadline.
+    #[error("not ready after {waited_secs} s: {late}")]
+    NotReady {
+        /// How long kubelab waited.
+        waited_secs: u64,
+        /// The late nodes and pods, with their state.
+        late: String,
+    },
+    /// The node is not one of the cluster's running nodes.
+    #[error("{node} is not a running node of the cluster")]
+    NoSuchNode {
+        /// The node.
+        node: String,
+    },
+    /// The profile runs no Kubernetes, so it has no kubeconfig.
+    #[error("profile {profile:?} runs no Kubernetes (bootstrapper {bootstrapper})")]
+    NotKubernetes {
+        /// The profile.
+        profile: String,
+        /// Its bootstrapper.
+        bootstrapper: String,
+    },
+}
+
+/// The bootstrappers kubelab has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapperKind {
+    /// Stop once the VMs answer SSH.
+    None,
+    /// `kubeadm init` and `kubeadm join`.
+    Kubeadm,
+}
+
+impl BootstrapperKind {
+    /// The name `--bootstrapper` takes and `profile.json` stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Kubeadm => "kubeadm",
+        }
+    }
+}
+
+impl fmt::Display for BootstrapperKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BootstrapperKind {
+    type Err = BootstrapError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "none" => Ok(Self::None),
+            "kubeadm" => Ok(Self::Kubeadm),
+            _ => Err(BootstrapError::Unknown { name: name.to_owned() }),
+        }
+    }
+}
+
+/// Checks `--kubernetes-version`: `vMAJOR.MINOR.PATCH`, as kubeadm's
+/// `kubernetesVersion` and the package repository's paths want it.
+pub fn check_version(text: &str) -> Result<(), BootstrapError> {
+    let parts: Vec<&str> = text.strip_prefix('v').unwrap_or_default().split('.').collect();
+    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() == 3 && parts.iter().all(numeric) {
+        Ok(())
+    } else {
+        Err(BootstrapError::BadVersion { text: text.to_owned() })
+    }
+}
+
+/// One node as a bootstrapper sees it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The node's (and Kubernetes node's) name.
+    pub name: String,
+    /// Control plane or worker.
+    pub role: Role,
+    /// Its host-only address: what the cluster's components talk over.
+    pub ip: Ipv4Addr,
+    /// How to reach its sshd (the driver's address for it) and its pinned host key.
+    pub ssh: Target,
+}
+
+/// The cluster a bootstrapper works on.
+pub struct Cluster<'a> {
+    /// The cluster's (and profile's) name.
+    pub name: &'a str,
+    /// The profile directory: secrets, generated files and the log live here.
+    pub dir: &'a Path,
+    /// Every node, control plane first.
+    pub nodes: &'a [Node],
+    /// The cluster's host-only and NAT subnets, which pods and services must avoid.
+    pub networks: &'a [Ipv4Cidr],
+    /// `vMAJOR.MINOR.PATCH`.
+    pub kubernetes_version: &'a str,
+    /// vCPUs per node.
+    pub cpus: u32,
+    /// Memory per node.
+    pub memory_mib: u64,
+    /// The profile's key, which every node's SSH user accepts.
+    pub user_key: &'a KeyPair,
+    /// Where to report.
+    pub progress: &'a dyn Progress,
+}
+
+/// What [`Bootstrapper::bootstrap`] did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The control plane's admin kubeconfig, if the cluster runs Kubernetes.
+    pub admin_conf: Option<String>,
+    /// Per node and phase (`prereqs`, `init`, `join`, `ready`), how long it took.
+    pub timings: Vec<Timing>,
+}
+
+/// Brings Kubernetes to nodes that answer SSH.
+pub trait Bootstrapper {
+    /// Which one this is.
+    fn kind(&self) -> BootstrapperKind;
+
+    /// Makes what must exist on the host before any node boots (the cluster's secrets).
+    fn prepare(&self, profile_dir: &Path) -> Result<(), BootstrapError>;
+
+    /// Makes the nodes a cluster; a node that is part of it already is left as it is.
+    /// With `wait`, returns only once every node is Ready and kube-system's pods run.
+    fn bootstrap(
+        &self,
+        cluster: &Cluster<'_>,
+        wait: Option<Duration>,
+    ) -> Result<Outcome, BootstrapError>;
+
+    /// Joins `node`, a new worker listed in `cluster.nodes`, with a fresh token.
+    fn add_node(
+        &self,
+        cluster: &Cluster<'_>,
+        node: &str,
+        wait: Option<Duration>,
+    ) -> Result<Vec<Timing>, BootstrapError>;
+
+    /// Removes the worker `node` from the cluster (drained first) before its VM goes.
+    fn remove_node(&self, cluster: &Cluster<'_>, node: &str) -> Result<(), BootstrapError>;
+}
+
+/// The bootstrapper of `kind`.
+pub fn open(kind: BootstrapperKind) -> Box<dyn Bootstrapper> {
+    match kind {
+        BootstrapperKind::None => Box::new(NoBootstrap),
+        BootstrapperKind::Kubeadm => Box::new(kubeadm::Kubeadm),
+    }
+}
+
+/// `--bootstrapper none`: the VMs are the lab.
+struct NoBootstrap;
+
+impl Bootstrapper for NoBootstrap {
+    fn kind(&self) -> BootstrapperKind {
+        BootstrapperKind::None
+    }
+
+    fn prepare(&self, _profile_dir: &Path) -> Result<(), BootstrapError> {
+        Ok(())
+    }
+
+    fn bootstrap(&self, _: &Cluster<'_>, _: Option<Duration>) -> Result<Outcome, BootstrapError> {
+        Ok(Outcome::default())
+    }
+
+    fn add_node(
+        &self,
+        _: &Cluster<'_>,
+        _: &str,
+        _: Option<Duration>,
+    ) -> Result<Vec<Timing>, BootstrapError> {
+        Ok(Vec::new())
+    }
+
+    fn remove_node(&self, _: &Cluster<'_>, _: &str) -> Result<(), BootstrapError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in [BootstrapperKind::None, BootstrapperKind::Kubeadm] {
+            assert_eq!(kind.as_str().parse::<BootstrapperKind>().unwrap(), kind);
+            assert_eq!(open(kind).kind(), kind);
+        }
+        assert!("kubespray".parse::<BootstrapperKind>().is_err());
+    }
+
+    #[test]
+    fn versions() {
+        assert!(check_version("v1.34.2").is_ok());
+        for bad in ["1.34.2", "v1.34", "v1.34.x", "latest", "v1..2", ""] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The VirtualBox backend, through `VBoxManage` (see `vboxmanage.rs`, the only code that
+//! runs it). Each node is a VM registered under its node directory in the profile, in
+//! the group `/kubelab-<profile>`; NIC 1 is NAT with an SSH forward on a free
+//! 127.0.0.1 port (kept in the VM's own settings, read back by [`Driver::ssh_address`]),
+//! NIC 2 joins the profile's host-only network; the base image is a multi-attach medium
+//! under a per-node differencing disk. Pure Rust, no system libraries.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{AccelPolicy, Action, DiskFormat, DiskSpec, Driver, DriverError, DriverKind};
+use super::{HostReport, HostWarning, NetworkKind, NetworkSpec, StopMode, VmSpec, VmState};
+use crate::net::Ipv4Cidr;
+use crate::reason;
+
+mod error;
+pub mod host;
+pub mod network;
+pub mod parse;
+pub mod vboxmanage;
+pub mod vm;
+
+pub use error::VBoxError;
+use network::HostOnlyMode;
+use vboxmanage::VBoxManage;
+
+/// How long a graceful stop waits for the guest's ACPI shutdown before powering off.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `hostonlyif create` may take before kubelab suspects a hidden Windows
+/// permission prompt (creating an adapter takes seconds otherwise).
+pub const DEFAULT_HOSTONLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The VirtualBox backend.
+#[derive(Debug)]
+pub struct VirtualBoxDriver {
+    vbox: VBoxManage,
+    mode: HostOnlyMode,
+    stop_timeout: Duration,
+    hostonly_timeout: Duration,
+    /// Serializes preparing a shared base image and choosing forward ports.
+    shared: Mutex<Vec<u16>>,
+}
+
+impl VirtualBoxDriver {
+    /// Finds `VBoxManage` and checks its version.
+    pub fn open() -> Result<Self, DriverError> {
+        Ok(Self::new(VBoxManage::open().map_err(drv(Action::ReadCapabilities, "VirtualBox"))?))
+    }
+
+    /// The backend over `vbox`.
+    pub fn new(vbox: VBoxManage) -> Self {
+        Self {
+            mode: network::mode(vbox.version(), cfg!(target_os = "macos")),
+            vbox,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            hostonly_timeout: DEFAULT_HOSTONLY_TIMEOUT,
+            shared: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sets how long `hostonlyif create` may take.
+    pub fn with_hostonly_timeout(mut self, timeout: Duration) -> Self {
+        self.hostonly_timeout = timeout;
+        self
+    }
+
+    fn info(&self, name: &str) -> Result<Option<parse::VmInfo>, DriverError> {
+        self.vbox.show_vm_info(name).map_err(drv(Action::InspectVm, name))
+    }
+
+    /// A free 127.0.0.1 port no other node of this run was given.
+    fn free_port(&self) -> Result<u16, VBoxError> {
+        let mut given = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .map_err(|source| VBoxError::FreePort { source })?;
+            let port =
+                listener.local_addr().map_err(|source| VBoxError::FreePort { source })?.port();
+            if !given.contains(&port) {
+                given.push(port);
+                return Ok(port);
+            }
+        }
+    }
+
+    /// Marks the base image multi-attach (once; it registers it too).
+    fn prepare_base(&self, base: &Path) -> Result<(), VBoxError> {
+        let _guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let file = base.to_string_lossy();
+        let info = self.vbox.show_medium_info(&file)?;
+        if info.is_none_or(|m| m.kind != "multiattach") {
+            self.vbox.modify_medium(&[file.into_owned(), "--type".into(), "multiattach".into()])?;
+        }
+        Ok(())
+    }
+
+    fn define(&self, spec: &VmSpec, node_dir: &Path) -> Result<(), DriverError> {
+        let name = spec.name.as_str();
+        let vb = drv(Action::DefineVm, name);
+        let attachment = network::attachment(&self.vbox, self.mode, &spec.host_only.network)?;
+        let port = self.free_port().map_err(&vb)?;
+        let boot_iso = matches!(spec.disk, DiskSpec::IsoWithDataDisk { .. });
+        let nic2 = network::nic2_args(self.mode, &attachment);
+        self.vbox.modify_vm(name, &vm::modify_vm_args(spec, port, nic2, boot_iso)).map_err(&vb)?;
+        self.vbox.storagectl(name, &vm::add_controller_args()).map_err(&vb)?;
+        let disk = node_dir.join(vm::DISK_FILE);
+        let vol = drv(Action::CreateVolume, name);
+        match &spec.disk {
+            DiskSpec::Overlay { base_image, size_gib, .. } => {
+                if !vm::attachable(base_image) {
+                    return Err(vb(VBoxError::DiskFormat { path: base_image.clone() }));
+                }
+                self.prepare_base(base_image).map_err(&vol)?;
+                self.vbox
+                    .create_medium(&vm::create_medium_args(&disk, Some(base_image), 0))
+                    .map_err(&vol)?;
+                let file = disk.to_string_lossy();
+                let size_mib = size_gib * 1024;
+                let current =
+                    self.vbox.show_medium_info(&file).map_err(&vol)?.and_then(|m| m.capacity_mib);
+                if current.is_some_and(|c| c < size_mib) {
+                    let resize = [file.into_owned(), "--resize".into(), size_mib.to_string()];
+                    self.vbox.modify_medium(&resize).map_err(&vol)?;
+                }
+            }
+            DiskSpec::IsoWithDataDisk { iso, size_gib, .. } => {
+                self.vbox
+                    .create_medium(&vm::create_medium_args(&disk, None, size_gib * 1024))
+                    .map_err(&vol)?;
+                self.vbox
+                    .storage_attach(name, &vm::attach_args(vm::ISO_PORT, "dvddrive", iso))
+                    .map_err(&vb)?;
+            }
+        }
+        self.vbox
+            .storage_attach(name, &vm::attach_args(vm::DISK_PORT, "hdd", &disk))
+            .map_err(&vb)?;
+        let seed = vm::attach_args(vm::SEED_PORT, "dvddrive", &spec.seed_iso);
+        self.vbox.storage_attach(name, &seed).map_err(&vb)
+    }
+
+    /// Fails with `HOST_HYPERV_ENABLED` (after powering the VM off) when `VBox.log` shows
+    /// the NEM fallback.
+    fn check_nem(&self, name: &str, info: Option<parse::VmInfo>) -> Result<(), DriverError> {
+        let Some(folder) = info.and_then(|i| i.log_folder) else { return Ok(()) };
+        let log = std::fs::read_to_string(Path::new(&folder).join("VBox.log")).unwrap_or_default();
+        if let Some(line) = host::nem_fallback(&log) {
+            let _ = self.vbox.control_vm(name, "poweroff");
+            return Err(drv(Action::StartVm, name)(VBoxError::HyperV { evidence: line }));
+        }
+        Ok(())
+    }
+}
+
+impl Driver for VirtualBoxDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::VirtualBox
+    }
+
+    fn check_host(&self, _policy: AccelPolicy) -> Result<HostReport, DriverError> {
+        let mut warnings = Vec::new();
+        #[cfg(windows)]
+        if let Some(evidence) = host::hyperv_evidence(&host::probe_windows()) {
+            warnings.push(HostWarning { reason: &reason::HOST_HYPERV_ENABLED, message: evidence });
+        }
+        if network::host_ranges()?.is_some_and(|ranges| ranges.is_empty()) {
+            warnings.push(HostWarning {
+                reason: &reason::HOST_VBOX_HOSTONLY_RANGE,
+                message: format!("{} allows no IPv4 host-only range", network::NETWORKS_CONF),
+            });
+        }
+        // VirtualBox always runs guests with VT-x/AMD-V (no software fallback since 6.1).
+        Ok(HostReport { accel: super::Accel::Kvm, warnings })
+    }
+
+    fn disk_format(&self) -> DiskFormat {
+        DiskFormat::Vmdk
+    }
+
+    fn used_subnets(&self) -> Result<Vec<Ipv4Cidr>, DriverError> {
+        let vb = drv(Action::ListNetworks, "VirtualBox");
+        let mut used: Vec<Ipv4Cidr> = match self.mode {
+            HostOnlyMode::Adapter => self
+                .vbox
+                .list_hostonlyifs()
+                .map_err(&vb)?
+                .iter()
+                .filter_map(|i| prefix(i.ip, i.netmask))
+                .collect(),
+            HostOnlyMode::Network => self
+                .vbox
+                .list_hostonlynets()
+                .map_err(&vb)?
+                .iter()
+                .filter_map(|n| prefix(n.lower_ip, n.netmask))
+                .collect(),
+        };
+        if let Some(ranges) = network::host_ranges()? {
+            used.extend(network::refused_candidates(&ranges));
+        }
+        Ok(used)
+    }
+
+    fn ensure_network(&self, net: &NetworkSpec) -> Result<(), DriverError> {
+        if net.kind == NetworkKind::Nat {
+            return Ok(()); // Each VM's NIC 1 has its own NAT engine.
+        }
+        let ranges = network::host_ranges()?;
+        network::ensure(&self.vbox, self.mode, net, ranges.as_deref(), self.hostonly_timeout)
+            .map_err(drv(Action::DefineNetwork, &net.name))
+    }
+
+    fn delete_network(&self, name: &str) -> Result<(), DriverError> {
+        network::delete(&self.vbox, self.mode, name).map_err(drv(Action::DeleteNetwork, name))
+    }
+
+    fn create(&self, spec: &VmSpec) -> Result<(), DriverError> {
+        if let Some(info) = self.info(&spec.name)? {
+            return match vm::owner(&info.groups) {
+                Some(p) if p == spec.profile => Ok(()),
+                owner => Err(DriverError::ForeignVm {
+                    name: spec.name.clone(),
+                    owner: owner.map(str::to_owned),
+                }),
+            };
+        }
+        let node_dir = spec.seed_iso.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+        self.vbox
+            .create_vm(&spec.name, &node_dir, &vm::group(&spec.profile))
+            .map_err(drv(Action::DefineVm, &spec.name))?;
+        // A half-made VM would look "stopped" to the next `up`: remove it on failure.
+        self.define(spec, &node_dir).inspect_err(|_| drop(self.delete(&spec.name)))
+    }
+
+    fn start(&self, name: &str) -> Result<(), DriverError> {
+        let info =
+            self.info(name)?.ok_or_else(|| DriverError::NoSuchVm { name: name.to_owned() })?;
+        let vb = drv(Action::StartVm, name);
+        match vm::map_state(name, &info.state)? {
+            VmState::Running | VmState::Starting => return Ok(()),
+            VmState::Paused if info.state == "paused" => {
+                return self.vbox.control_vm(name, "resume").map_err(vb);
+            }
+            _ => self.vbox.start_vm(name).map_err(vb)?,
+        }
+        self.check_nem(name, self.info(name)?)
+    }
+
+    fn stop(&self, name: &str, mode: StopMode) -> Result<(), DriverError> {
+        let Some(info) = self.info(name)? else { return Ok(()) };
+        let vb = drv(Action::StopVm, name);
+        match (vm::map_state(name, &info.state)?, mode) {
+            (VmState::Stopped | VmState::Crashed, _) => Ok(()),
+            _ if info.state == "saved" => self.vbox.discard_state(name).map_err(vb),
+            (VmState::Running, StopMode::Graceful) => {
+                self.vbox.control_vm(name, "acpipowerbutton").map_err(&vb)?;
+                let deadline = Instant::now() + self.stop_timeout;
+                while Instant::now() < deadline {
+                    match self.info(name)? {
+                        None => return Ok(()),
+                        Some(i)
+                            if matches!(
+                                vm::map_state(name, &i.state)?,
+                                VmState::Stopped | VmState::Crashed
+                            ) =>
+                        {
+                            return Ok(());
+                        }
+                        Some(_) => std::thread::sleep(Duration::from_millis(500)),
+                    }
+                }
+                self.vbox.control_vm(name, "poweroff").map_err(vb)
+            }
+            _ => self.vbox.control_vm(name, "poweroff").map_err(vb),
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<(), DriverError> {
+        let Some(info) = self.info(name)? else { return Ok(()) };
+        if vm::owner(&info.groups).is_none() {
+            return Err(DriverError::ForeignVm { name: name.to_owned(), owner: None });
+        }
+        self.stop(name, StopMode::Force)?;
+        let vb = drv(Action::DeleteVm, name);
+        let slot = |port: u32| info.media.get(&format!("{}-{port}-0", vm::CONTROLLER));
+        // Detach everything first, so `unregistervm --delete` cannot touch shared media.
+        let remove = ["--name".to_owned(), vm::CONTROLLER.to_owned(), "--remove".to_owned()];
+        self.vbox.storagectl(name, &remove).or_else(ignore_missing_controller).map_err(&vb)?;
+        self.vbox.unregister_vm(name).map_err(&vb)?;
+        if let Some(disk) = slot(vm::DISK_PORT) {
+            self.vbox.close_medium("disk", disk, true).map_err(drv(Action::DeleteVolume, disk))?;
+        }
+        if let Some(seed) = slot(vm::SEED_PORT) {
+            // The seed file belongs to the node directory; only unregister it.
+            self.vbox.close_medium("dvd", seed, false).map_err(drv(Action::DeleteVolume, seed))?;
+        }
+        Ok(())
+    }
+
+    fn delete_image(&self, image_id: &str) -> Result<(), DriverError> {
+        for kind in ["hdds", "dvds"] {
+            let media = self.vbox.list_media(kind).map_err(drv(Action::DeleteVolume, image_id))?;
+            for m in media
+                .iter()
+                .filter(|m| Path::new(&m.location).file_stem().is_some_and(|s| s == image_id))
+            {
+                // The file is the image cache's; VirtualBox only forgets it.
+                let medium = if kind == "hdds" { "disk" } else { "dvd" };
+                self.vbox
+                    .close_medium(medium, &m.location, false)
+                    .map_err(drv(Action::DeleteVolume, image_id))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&self, name: &str) -> Result<VmState, DriverError> {
+        match self.info(name)? {
+            None => Ok(VmState::Missing),
+            Some(info) => vm::map_state(name, &info.state),
+        }
+    }
+
+    fn ip(&self, _name: &str) -> Result<Option<IpAddr>, DriverError> {
+        // VirtualBox reports guest addresses only through the Guest Additions, which
+        // kubelab's images do not have.
+        Ok(None)
+    }
+
+    fn ssh_address(&self, name: &str, _host_only_ip: Ipv4Addr) -> Result<SocketAddr, DriverError> {
+        let info =
+            self.info(name)?.ok_or_else(|| DriverError::NoSuchVm { name: name.to_owned() })?;
+        let port = info.ssh_port().ok_or_else(|| DriverError::NoSuchVm {
+            name: format!("{name} (no SSH port forward)"),
+        })?;
+        Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port))
+    }
+}
+
+/// The subnet of an address and netmask.
+fn prefix(ip: Ipv4Addr, mask: Ipv4Addr) -> Option<Ipv4Cidr> {
+    let bits = u8::try_from(u32::from(mask).count_ones()).ok()?;
+    Ipv4Cidr::containing(ip, bits).ok()
+}
+
+/// A VM created without its controller has nothing to detach.
+fn ignore_missing_controller(err: VBoxError) -> Result<(), VBoxError> {
+    match &err {
+        VBoxError::Command { source: crate::process::ProcessError::Failed { stderr, .. } }
+            if stderr.contains("Could not find a storage controller")
+                || stderr.contains("No storage controller") =>
+        {
+            Ok(())
+        }
+        _ => Err(err),
+    }
+}
+
+/// Maps a [`VBoxError`] of `action` on `object` to [`DriverError::VirtualBox`].
+pub(crate) fn drv(action: Action, object: &str) -> impl Fn(VBoxError) -> DriverError + '_ {
+    move |source| DriverError::VirtualBox {
+        action,
+        object: object.to_owned(),
+        source: Box::new(source),
+    }
+}

@@ -1,0 +1,126 @@
+//! `up`, `status`, `ip`, `ssh`, `delete`, `list` and the global options, on what needs
+//! no VM: validation before anything is created, saved-profile checks, error format and
+//! exit codes. Real VMs are exercised by `scripts/dev/e2e.sh`.
+
+use kubelab::reason;
+
+use crate::util::{Kubelab, files_in};
+
+/// A saved two-node kvm2 profile `lab`, as `up` writes it (no VM behind it).
+fn saved_profile(k: &Kubelab) {
+    let dir = k.home().join("profiles/lab");
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = serde_json::json!({
+        "format": 1, "profile": "lab", "driver": "kvm2", "accel": "tcg",
+        "bootstrapper": "none",
+        "image": {"source": "ubuntu-24.04", "sha256": "ab".repeat(32), "format": "qcow2"},
+        "cpus": 2, "memory_mib": 2048, "disk_gib": 20,
+        "host_only_cidr": "192.168.39.0/24", "nat_cidr": "192.168.50.0/24",
+        "nodes": [
+            {"name": "lab", "role": "control-plane", "ip": "192.168.39.10",
+             "nat_mac": "52:54:00:00:00:01", "host_only_mac": "52:54:00:00:00:02",
+             "instance_id": "lab-1"},
+            {"name": "lab-m02", "role": "worker", "ip": "192.168.39.11",
+             "nat_mac": "52:54:00:00:00:03", "host_only_mac": "52:54:00:00:00:04",
+             "instance_id": "lab-m02-1"}
+        ]
+    });
+    std::fs::write(dir.join("profile.json"), state.to_string()).unwrap();
+}
+
+#[test]
+fn bad_options_are_refused_before_anything_is_created() {
+    let k = Kubelab::new();
+    for (args, code, text) in [
+        (vec!["up", "--memory", "2x"], reason::PROFILE_BAD_OPTION.exit_code, "unknown unit"),
+        (vec!["up", "--disk", "0"], reason::PROFILE_BAD_OPTION.exit_code, "--disk"),
+        (vec!["up", "--nodes", "0"], reason::PROFILE_BAD_OPTION.exit_code, "between 1 and 99"),
+        (vec!["up", "--image", "no such image"], reason::IMG_BAD_SOURCE.exit_code, "not a catalogue"),
+        (
+            vec!["up", "--image", "x.qcow2", "--image-sha256", "12ab"],
+            reason::IMG_BAD_SOURCE.exit_code,
+            "sha256",
+        ),
+        (vec!["-p", "Bad_Name", "up"], reason::PROFILE_NAME_INVALID.exit_code, "lowercase"),
+    ] {
+        let run = k.run(&args).failure(code);
+        assert!(run.stderr.contains(text), "{args:?}: {run}");
+        assert!(run.stderr.starts_with("error: "), "{run}");
+        assert!(run.stderr.contains("hint ("), "{run}");
+    }
+    let run = k.run(["up", "--network-cidr", "10.0.0.0/33"]);
+    assert_eq!(run.code, Some(2), "clap rejects an invalid CIDR: {run}");
+    assert!(files_in(&k.home().join("profiles")).is_empty(), "nothing may be created");
+}
+
+#[test]
+fn flags_contradicting_the_saved_profile_are_refused() {
+    let k = Kubelab::new();
+    saved_profile(&k);
+    let code = reason::PROFILE_FLAG_CONFLICT.exit_code;
+    let run = k.run(["-p", "lab", "up", "--nodes", "3"]).failure(code);
+    assert!(run.stderr.contains("was created with --nodes 2, not 3"), "{run}");
+    let run = k.run(["-p", "lab", "up", "--memory", "4g"]).failure(code);
+    assert!(run.stderr.contains("--memory (MiB) 2048, not 4096"), "{run}");
+    let run = k.run(["-p", "lab", "up", "--image", "debian-12"]).failure(code);
+    assert!(run.stderr.contains("node add"), "the hint says what to do: {run}");
+}
+
+#[test]
+fn ip_and_ssh_command_come_from_the_saved_profile() {
+    let k = Kubelab::new();
+    saved_profile(&k);
+    assert_eq!(k.run(["-p", "lab", "ip"]).success().stdout, "192.168.39.10\n");
+    assert_eq!(k.run(["-p", "lab", "ip", "lab-m02"]).success().stdout, "192.168.39.11\n");
+    let run = k.run(["-p", "lab", "ip", "lab-m09"]).failure(reason::PROFILE_UNKNOWN_NODE.exit_code);
+    assert!(run.stderr.contains("nodes: lab, lab-m02"), "{run}");
+
+    let line = k.run(["-p", "lab", "ssh", "lab-m02", "--print-command"]).success().stdout;
+    let profile = k.home().join("profiles/lab");
+    assert!(line.starts_with("ssh -i "), "{line}");
+    assert!(line.contains(&format!("UserKnownHostsFile={}", profile.join("known_hosts").display())));
+    assert!(line.contains("StrictHostKeyChecking=yes"), "{line}");
+    assert!(line.trim_end().ends_with("-p 22 kubelab@192.168.39.11"), "{line}");
+    // The key files and known_hosts exist now, and known_hosts pins both nodes.
+    let known = std::fs::read_to_string(profile.join("known_hosts")).unwrap();
+    assert_eq!(known.lines().count(), 2, "{known}");
+    assert!(known.starts_with("192.168.39.10 ssh-ed25519 "), "{known}");
+}
+
+#[test]
+fn missing_profile_errors_and_delete_is_idempotent() {
+    let k = Kubelab::new();
+    let code = reason::PROFILE_NOT_FOUND.exit_code;
+    for cmd in [vec!["status"], vec!["ip"], vec!["down"], vec!["ssh", "--print-command"]] {
+        let run = k.run(&cmd).failure(code);
+        assert!(run.stderr.contains("profile \"kubelab\" does not exist"), "{cmd:?}: {run}");
+    }
+    let run = k.run(["delete"]).success();
+    assert!(run.stdout.contains("does not exist"), "{run}");
+    assert_eq!(k.run(["delete", "--all"]).success().stdout, "");
+}
+
+#[test]
+fn list_shows_profiles_as_text_and_json() {
+    let k = Kubelab::new();
+    assert!(k.run(["list"]).success().stdout.contains("no profiles"));
+    saved_profile(&k);
+    let text = k.run(["list"]).success().stdout;
+    assert!(text.starts_with("lab ") && text.contains("kvm2"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&k.run(["list", "-o", "json"]).success().stdout).unwrap();
+    assert_eq!(json[0]["name"], "lab");
+    assert_eq!(json[0]["state"]["nodes"][1]["name"], "lab-m02");
+}
+
+#[test]
+fn version_and_completion() {
+    let k = Kubelab::new();
+    let run = k.run(["version"]).success();
+    assert_eq!(run.stdout, format!("kubelab {}\n", env!("CARGO_PKG_VERSION")));
+    let json: serde_json::Value =
+        serde_json::from_str(&k.run(["version", "-o", "json"]).success().stdout).unwrap();
+    assert!(json["drivers"].as_array().unwrap().iter().any(|d| d == "kvm2"), "{json}");
+    let script = k.run(["completion", "bash"]).success().stdout;
+    assert!(script.contains("kubelab") && script.contains("image"), "bash completion");
+}

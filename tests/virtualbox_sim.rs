@@ -1,0 +1,373 @@
+//! The VirtualBox backend end to end against the VBoxManage simulator
+//! (`tests/vboxsim/VBoxManage`, a test double put first on PATH): the real `kubelab`
+//! binary runs `up`, `status`, `down`, `up` and `delete` on a two-node profile, and
+//! the tests assert the simulator's command transcript and that nothing is left (VMs,
+//! media, host-only adapters, extra data, "guest" sshd processes). Each of the host
+//! failures users meet most with VirtualBox has its own test.
+//!
+//! A started simulated VM is a real sshd on 127.0.0.1 (the NAT port forward) with the
+//! node's host key from its seed ISO; kubelab logs in as user `kubelab`, which these
+//! tests create on the machine when it is missing (they run as root, as CI does).
+#![cfg(feature = "virtualbox")]
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+#[allow(dead_code)] // the HTTP helpers are for other tests
+mod util;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kubelab::driver::virtualbox::VirtualBoxDriver;
+use kubelab::driver::virtualbox::vboxmanage::VBoxManage;
+use kubelab::driver::{self, Driver, NetworkKind, NetworkSpec};
+use serde_json::Value;
+use util::{Kubelab, Run};
+
+/// The simulator's directory, put first on PATH.
+fn sim_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vboxsim")
+}
+
+/// A kubelab home, a simulator state directory and a fake VMDK base image.
+struct Lab {
+    kubelab: Kubelab,
+    dir: tempfile::TempDir,
+    fail: Option<&'static str>,
+}
+
+impl Lab {
+    fn new() -> Self {
+        ensure_kubelab_user();
+        let dir = tempfile::tempdir().unwrap();
+        // The guests' sshd reads authorized_keys as user kubelab.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.path().join("base.vmdk"), b"# Disk DescriptorFile (simulated)\n").unwrap();
+        Self { kubelab: Kubelab::new(), dir, fail: None }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("vbox")
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let path = format!("{}:{}", sim_dir().display(), std::env::var("PATH").unwrap_or_default());
+        let mut cmd = self.kubelab.cmd(["-p", "lab"].iter().chain(args));
+        cmd.env("PATH", path).env("VBOXSIM_STATE", self.state_dir()).env_remove("VBOXSIM_FAIL");
+        if let Some(fail) = self.fail {
+            cmd.env("VBOXSIM_FAIL", fail);
+        }
+        Run::from(cmd.output().expect("run kubelab"))
+    }
+
+    fn up(&self, extra: &[&str]) -> Run {
+        let image = self.dir.path().join("base.vmdk");
+        let mut args =
+            vec!["up", "--driver", "virtualbox", "--nodes", "2", "--bootstrapper", "none"];
+        args.extend(["--image", image.to_str().unwrap(), "--ssh-timeout", "60"]);
+        args.extend(extra);
+        self.run(&args)
+    }
+
+    fn state(&self) -> Value {
+        let text = fs::read_to_string(self.state_dir().join("state.json")).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// The transcript lines since `from`, as `(subcommand words, vm)`.
+    fn transcript(&self) -> Vec<String> {
+        fs::read_to_string(self.state_dir().join("transcript.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The transcript lines naming VM `vm` (its own commands), shortened to their verbs.
+    fn vm_commands(&self, vm: &str) -> Vec<String> {
+        self.transcript()
+            .iter()
+            .filter(|l| l.split(' ').nth(1) == Some(vm) || l.contains(&format!("--name {vm} ")))
+            .map(|l| {
+                let words: Vec<&str> = l.split(' ').collect();
+                match words[0] {
+                    "controlvm" => format!("controlvm {}", words[2]),
+                    "startvm" => format!("startvm {}", words[3]),
+                    "createvm" => "createvm".to_owned(),
+                    "storagectl" => format!("storagectl {}", words[4]),
+                    "storageattach" => format!("storageattach {}", words[5]),
+                    verb => verb.to_owned(),
+                }
+            })
+            .collect()
+    }
+
+    /// Every sshd the simulator started is gone (or a zombie awaiting its reaper).
+    fn assert_no_guest_running(&self) {
+        let pids = fs::read_to_string(self.state_dir().join("pids.log")).unwrap_or_default();
+        for pid in pids.lines() {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            assert!(status.is_empty() || status.contains("State:\tZ"), "sshd {pid} still runs");
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Stop the simulated guests of a failed test, by the PIDs the simulator recorded.
+        let pids = fs::read_to_string(self.state_dir().join("pids.log")).unwrap_or_default();
+        for pid in pids.lines() {
+            let _ = Command::new("kill").arg(pid).stderr(std::process::Stdio::null()).status();
+        }
+    }
+}
+
+/// Creates user `kubelab` (the nodes' login) if this machine lacks it; `*` as password
+/// hash is "no password" without the `!` that sshd reads as a locked account.
+fn ensure_kubelab_user() {
+    if Command::new("id").arg("kubelab").output().is_ok_and(|o| o.status.success()) {
+        return;
+    }
+    let status = Command::new("useradd")
+        .args(["-m", "-s", "/bin/bash", "-p", "*", "kubelab"])
+        .status()
+        .expect("run useradd (these tests run as root)");
+    assert!(status.success() || Command::new("id").arg("kubelab").status().unwrap().success());
+}
+
+fn obj_len(value: &Value, key: &str) -> usize {
+    value.get(key).and_then(Value::as_object).map_or(0, serde_json::Map::len)
+}
+
+#[test]
+fn up_status_down_up_delete_two_nodes() {
+    let lab = Lab::new();
+    let run = lab.up(&[]).success();
+    assert!(run.stdout.contains("lab-m02"), "{run}");
+
+    let state = lab.state();
+    let vms = state["vms"].as_object().unwrap();
+    assert_eq!(vms.keys().collect::<Vec<_>>(), ["lab", "lab-m02"]);
+    let mut ports = BTreeMap::new();
+    for (name, vm) in vms {
+        assert_eq!(vm["state"], "running", "{name}");
+        assert_eq!(vm["group"], "/kubelab-lab");
+        let rule = vm["forwards"][0].as_str().unwrap();
+        assert!(rule.starts_with("ssh,tcp,127.0.0.1,") && rule.ends_with(",,22"), "{rule}");
+        ports.insert(name.clone(), rule.split(',').nth(3).unwrap().to_owned());
+        assert_eq!(
+            vm["storage"]["0"],
+            format!("{}/profiles/lab/nodes/{name}/disk.vdi", lab.kubelab.home().display())
+        );
+        assert_eq!(vm["settings"]["--nic2"], "hostonly");
+        assert_eq!(vm["settings"]["--hostonlyadapter2"], "vboxnet0");
+    }
+    assert_eq!(state["hostonlyifs"]["vboxnet0"]["ip"], "192.168.56.1");
+    let base = state["media"].as_object().unwrap().values().filter(|m| m["type"] == "multiattach");
+    assert_eq!(base.count(), 1, "one multi-attach base: {state}");
+
+    // known_hosts, state, create; start, NEM check in VBox.log, SSH address.
+    let expected = [
+        "showvminfo",
+        "showvminfo",
+        "showvminfo",
+        "createvm",
+        "modifyvm",
+        "storagectl --add",
+        "storageattach 0",
+        "storageattach 2",
+        "showvminfo",
+        "startvm headless",
+        "showvminfo",
+        "showvminfo",
+    ];
+    for vm in ["lab", "lab-m02"] {
+        assert_eq!(lab.vm_commands(vm), expected, "{vm}");
+    }
+    let media: Vec<String> =
+        lab.transcript().into_iter().filter(|l| l.contains("medium ")).collect();
+    assert_eq!(media.iter().filter(|l| l.contains("--type multiattach")).count(), 1, "{media:?}");
+    assert_eq!(media.iter().filter(|l| l.contains("--diffparent")).count(), 2, "{media:?}");
+    let network: Vec<String> =
+        lab.transcript().into_iter().filter(|l| l.starts_with("hostonlyif")).collect();
+    assert_eq!(network.len(), 2, "{network:?}");
+    assert_eq!(
+        network[1],
+        "hostonlyif ipconfig vboxnet0 --ip 192.168.56.1 --netmask 255.255.255.0"
+    );
+
+    let status = lab.run(&["-o", "json", "status"]).success();
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    for node in status["nodes"].as_array().unwrap() {
+        let name = node["name"].as_str().unwrap();
+        assert_eq!(node["state"], "running");
+        assert_eq!(node["ssh_port"].to_string(), ports[name], "{name}");
+    }
+
+    lab.run(&["down"]).success();
+    for vm in lab.state()["vms"].as_object().unwrap().values() {
+        assert_eq!(vm["state"], "poweroff");
+    }
+    assert!(lab.vm_commands("lab").contains(&"controlvm acpipowerbutton".to_owned()));
+    lab.assert_no_guest_running();
+
+    let before = lab.transcript().len();
+    lab.up(&[]).success();
+    let again = &lab.transcript()[before..];
+    assert!(!again.iter().any(|l| l.starts_with("createvm")), "{again:?}");
+    assert_eq!(again.iter().filter(|l| l.starts_with("startvm")).count(), 2, "{again:?}");
+
+    lab.run(&["delete"]).success();
+    let state = lab.state();
+    for key in ["vms", "media", "hostonlyifs", "hostonlynets", "extradata"] {
+        assert_eq!(obj_len(&state, key), 0, "{key} left: {state}");
+    }
+    assert!(!lab.kubelab.home().join("profiles/lab").exists());
+    lab.assert_no_guest_running();
+    let closes: Vec<String> =
+        lab.transcript().into_iter().filter(|l| l.starts_with("closemedium")).collect();
+    assert!(closes.iter().all(|l| !l.contains(".vmdk --delete")), "base never deleted: {closes:?}");
+}
+
+/// Runs `up` with the simulator failing as told; returns the failed run.
+fn up_failing(fail: &'static str, extra: &[&str], code: u8) -> (Lab, Run) {
+    let mut lab = Lab::new();
+    lab.fail = Some(fail);
+    let run = lab.up(extra).failure(code);
+    (lab, run)
+}
+
+#[test]
+fn vtx_disabled_in_bios() {
+    for fail in ["startvm:VERR_VMX_MSR_ALL_VMX_DISABLED", "startvm:VERR_SVM_DISABLED"] {
+        let (_lab, run) = up_failing(fail, &[], 25);
+        assert!(run.stderr.contains("hint (HOST_VTX_DISABLED): enable Intel VT-x"), "{run}");
+        assert!(run.stderr.contains("disabled in the BIOS"), "VirtualBox's text is kept: {run}");
+    }
+}
+
+#[test]
+fn vtx_missing() {
+    let (_lab, run) = up_failing("startvm:VERR_VMX_NO_VMX", &[], 26);
+    assert!(run.stderr.contains("hint (HOST_VTX_MISSING)"), "{run}");
+}
+
+#[test]
+fn kvm_holds_vtx_on_linux() {
+    let (_lab, run) = up_failing("startvm:VERR_VMX_IN_VMX_ROOT_MODE", &[], 27);
+    assert!(run.stderr.contains("hint (HOST_KVM_HOLDS_VTX)"), "{run}");
+    assert!(run.stderr.contains("modprobe -r kvm_intel"), "{run}");
+}
+
+#[test]
+fn hyperv_nem_turtle_fallback_and_nem_failure() {
+    let (lab, run) = up_failing("startvm:NEM", &[], 28);
+    assert!(run.stderr.contains("Attempting fall back to NEM"), "{run}");
+    assert!(run.stderr.contains("bcdedit /set hypervisorlaunchtype off"), "{run}");
+    assert!(lab.transcript().iter().any(|l| l.ends_with(" poweroff")), "slow VM is stopped");
+    lab.assert_no_guest_running();
+    let (_lab, run) = up_failing("startvm:VERR_NEM_VM_CREATE_FAILED", &[], 28);
+    assert!(run.stderr.contains("dism.exe /Online /Disable-Feature:Microsoft-Hyper-V"), "{run}");
+}
+
+#[test]
+fn hostonly_range_refused_before_anything_is_created() {
+    let (lab, run) = up_failing("", &["--network-cidr", "10.213.7.0/24"], 31);
+    assert!(
+        run.stderr.contains("add the line `* 10.213.7.0/24` to /etc/vbox/networks.conf"),
+        "{run}"
+    );
+    let created = ["hostonlyif create", "createvm", "createmedium", "setextradata"];
+    assert!(
+        !lab.transcript().iter().any(|l| created.iter().any(|c| l.starts_with(c))),
+        "{:?}",
+        lab.transcript()
+    );
+}
+
+/// A `VBoxManage` script running the simulator with `VBOXSIM_FAIL=fail`, for tests of
+/// the library (`Tool` passes no per-call environment).
+fn wrapper(lab: &Lab, fail: &str) -> PathBuf {
+    let wrapper = lab.dir.path().join("VBoxManage");
+    let script = format!(
+        "#!/bin/sh\nVBOXSIM_STATE={} VBOXSIM_FAIL={fail} exec {}/VBoxManage \"$@\"\n",
+        lab.state_dir().display(),
+        sim_dir().display()
+    );
+    fs::write(&wrapper, script).unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+fn host_only_spec(cidr: &str) -> NetworkSpec {
+    let (name, _) = driver::network_names("lab");
+    NetworkSpec {
+        bridge: driver::bridge_name(&name),
+        name,
+        profile: "lab".into(),
+        kind: NetworkKind::HostOnly,
+        cidr: cidr.parse().unwrap(),
+        hosts: Vec::new(),
+    }
+}
+
+fn reason_id(err: driver::DriverError) -> &'static str {
+    let err = kubelab::Error::from(err);
+    kubelab::reason::reason(&err).unwrap_or_else(|| panic!("no reason for {err:?}")).id
+}
+
+/// Where kubelab does not check networks.conf itself (Windows has none, or the file
+/// changed), VirtualBox's own refusal of the address gets the same advice.
+#[test]
+fn hostonly_range_refused_by_virtualbox_itself() {
+    let lab = Lab::new();
+    let vbox = VBoxManage::at(wrapper(&lab, "")).unwrap();
+    let adapter = vbox.hostonlyif_create(Duration::from_secs(30)).unwrap();
+    let err = vbox.hostonlyif_ipconfig(&adapter, &"10.213.7.0/24".parse().unwrap()).unwrap_err();
+    let kubelab::driver::virtualbox::VBoxError::HostOnlyRange { line, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(line, "* 10.213.7.0/24");
+}
+
+#[test]
+fn hostonly_adapter_creation_waiting_on_a_hidden_prompt() {
+    let lab = Lab::new();
+    let vbox = VBoxManage::at(wrapper(&lab, "hostonlyif-create:HANG")).unwrap();
+    let driver = VirtualBoxDriver::new(vbox).with_hostonly_timeout(Duration::from_secs(2));
+    let err = driver.ensure_network(&host_only_spec("192.168.58.0/24")).unwrap_err();
+    assert_eq!(reason_id(err), "HOST_VBOX_HOSTONLY_PROMPT");
+    let reason = &kubelab::reason::HOST_VBOX_HOSTONLY_PROMPT;
+    assert!(reason.advice.contains("hidden behind other windows"));
+    assert!(obj_len(&lab.state(), "hostonlyifs") == 0, "nothing half-created");
+}
+
+/// kubelab removes only the adapters it created, when the last network using them goes;
+/// an adapter the user made for the subnet is used and left alone.
+#[test]
+fn hostonly_adapters_are_found_or_created_and_removed_by_their_last_user() {
+    let lab = Lab::new();
+    let vbox = VBoxManage::at(wrapper(&lab, "")).unwrap();
+    let users = vbox.hostonlyif_create(Duration::from_secs(30)).unwrap();
+    vbox.hostonlyif_ipconfig(&users, &"192.168.60.0/24".parse().unwrap()).unwrap();
+    let driver = VirtualBoxDriver::new(vbox);
+    let mut found = host_only_spec("192.168.60.0/24");
+    found.name = "kubelab-found".into();
+    driver.ensure_network(&found).unwrap();
+    let created = host_only_spec("192.168.61.0/24");
+    driver.ensure_network(&created).unwrap();
+    driver.ensure_network(&created).unwrap(); // idempotent
+    let ifs = lab.state()["hostonlyifs"].clone();
+    assert_eq!(ifs.as_object().unwrap().len(), 2, "{ifs}");
+    assert_eq!(ifs["vboxnet1"]["ip"], "192.168.61.1");
+
+    driver.delete_network(&created.name).unwrap();
+    driver.delete_network(&found.name).unwrap();
+    driver.delete_network(&found.name).unwrap(); // already gone
+    let state = lab.state();
+    assert_eq!(state["hostonlyifs"].as_object().unwrap().keys().collect::<Vec<_>>(), [&users]);
+    assert_eq!(obj_len(&state, "extradata"), 0, "{state}");
+}
