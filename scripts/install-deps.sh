@@ -10,7 +10,7 @@ set -euo pipefail
 first=(qemu-system-x86)
 run=(qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev dnsmasq-base pkg-config
      libssl-dev gcc curl ca-certificates)
-test=(openssh-server openssh-client xorriso genisoimage debootstrap iproute2 python3
+test=(openssh-server openssh-client xorriso genisoimage debootstrap iproute2 python3 fdisk
       squashfs-tools syslinux-common isolinux extlinux e2fsprogs dosfstools)
 
 want=("${run[@]}")

@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::Accel;
-use crate::image::catalog::Format;
+use crate::image::catalog::{Algorithm, Digest, Format};
+use crate::image::{ImageError, ImageRequest, ImageSource};
 use crate::net::{Ipv4Cidr, MacAddr};
 
 /// Version of the state file's layout.
@@ -130,6 +131,19 @@ pub struct ImageState {
     pub sha256: String,
     /// Its format (`iso` boots beside a blank data disk).
     pub format: Format,
+}
+
+impl ImageState {
+    /// The request that finds this exact image again (in the cache, or where it came
+    /// from), pinned to its digest.
+    pub fn request(&self) -> Result<ImageRequest, ImageError> {
+        Ok(ImageRequest {
+            source: ImageSource::parse(&self.source)?,
+            format: Some(self.format),
+            sha256: Some(Digest::parse(Algorithm::Sha256, &self.sha256)?),
+            insecure_skip_verify: false,
+        })
+    }
 }
 
 /// The saved state of a profile's cluster.

@@ -37,6 +37,8 @@ struct Lab {
     kubelab: Kubelab,
     dir: tempfile::TempDir,
     fail: Option<&'static str>,
+    /// Extra environment for `kubelab` (and so the simulator).
+    env: Vec<(&'static str, String)>,
 }
 
 impl Lab {
@@ -46,7 +48,7 @@ impl Lab {
         // The guests' sshd reads authorized_keys as user kubelab.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(dir.path().join("base.vmdk"), b"# Disk DescriptorFile (simulated)\n").unwrap();
-        Self { kubelab: Kubelab::new(), dir, fail: None }
+        Self { kubelab: Kubelab::new(), dir, fail: None, env: Vec::new() }
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -60,14 +62,19 @@ impl Lab {
         if let Some(fail) = self.fail {
             cmd.env("VBOXSIM_FAIL", fail);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         Run::from(cmd.output().expect("run kubelab"))
     }
 
+    /// `up` of two nodes; the image is the fake VMDK unless `extra` has `--image`.
     fn up(&self, extra: &[&str]) -> Run {
         let image = self.dir.path().join("base.vmdk");
         let mut args =
             vec!["up", "--driver", "virtualbox", "--nodes", "2", "--bootstrapper", "none"];
-        args.extend(["--image", image.to_str().unwrap(), "--ssh-timeout", "60"]);
+        args.extend(["--ssh-timeout", "60"]);
+        if !extra.contains(&"--image") {
+            args.extend(["--image", image.to_str().unwrap()]);
+        }
         args.extend(extra);
         self.run(&args)
     }
@@ -169,23 +176,24 @@ fn up_status_down_up_delete_two_nodes() {
     let base = state["media"].as_object().unwrap().values().filter(|m| m["type"] == "multiattach");
     assert_eq!(base.count(), 1, "one multi-attach base: {state}");
 
-    // known_hosts, state, create; start, NEM check in VBox.log, SSH address.
-    let expected = [
-        "showvminfo",
-        "showvminfo",
-        "showvminfo",
+    // Around these, `showvminfo` calls read the state, the NEM check and SSH address.
+    let changes = [
         "createvm",
         "modifyvm",
         "storagectl --add",
         "storageattach 0",
         "storageattach 2",
-        "showvminfo",
         "startvm headless",
-        "showvminfo",
-        "showvminfo",
     ];
     for vm in ["lab", "lab-m02"] {
-        assert_eq!(lab.vm_commands(vm), expected, "{vm}");
+        let commands = lab.vm_commands(vm);
+        let (reads, acts): (Vec<&String>, Vec<&String>) =
+            commands.iter().partition(|c| c.as_str() == "showvminfo");
+        assert_eq!(acts, changes, "{vm}: {commands:?}");
+        assert_eq!(commands[0], "showvminfo", "state is read before creating");
+        let start = commands.iter().position(|c| c == "startvm headless").unwrap();
+        assert_eq!(commands[start + 1], "showvminfo", "VBox.log is checked after starting");
+        assert!(reads.len() >= 3);
     }
     let media: Vec<String> =
         lab.transcript().into_iter().filter(|l| l.contains("medium ")).collect();
@@ -370,4 +378,27 @@ fn hostonly_adapters_are_found_or_created_and_removed_by_their_last_user() {
     let state = lab.state();
     assert_eq!(state["hostonlyifs"].as_object().unwrap().keys().collect::<Vec<_>>(), [&users]);
     assert_eq!(obj_len(&state, "extradata"), 0, "{state}");
+}
+
+/// A qcow2 base image cannot be attached: refused before any VM is created.
+#[test]
+fn qcow2_image_is_refused_before_a_vm_is_created() {
+    let lab = Lab::new();
+    let image = lab.dir.path().join("base.qcow2");
+    fs::write(&image, b"QFI\xfb simulated").unwrap();
+    let run = lab.up(&["--image", image.to_str().unwrap()]).failure(1);
+    assert!(run.stderr.contains("needs a VMDK, VDI or VHD image"), "{run}");
+    assert!(!lab.transcript().iter().any(|l| l.starts_with("createvm")), "{:?}", lab.transcript());
+}
+
+#[test]
+fn vboxmanage_missing_or_of_an_unsupported_version() {
+    let mut lab = Lab::new();
+    lab.env = vec![("PATH", "/usr/bin:/bin".into())];
+    let run = lab.up(&[]).failure(29);
+    assert!(run.stderr.contains("hint (HOST_VBOX_NOT_FOUND): install VirtualBox"), "{run}");
+    lab.env = vec![("VBOXSIM_VERSION", "6.0.24r139119".into())];
+    let run = lab.up(&[]).failure(30);
+    assert!(run.stderr.contains("VirtualBox 6.0.24 is not supported"), "{run}");
+    assert_eq!(lab.transcript(), ["--version"], "nothing but the version check ran");
 }

@@ -12,6 +12,7 @@ use crate::net::{self, Ipv4Cidr, MacAddr};
 use crate::reason::Reason;
 
 mod error;
+#[cfg(all(feature = "libvirt", target_os = "linux"))]
 pub mod host;
 // libvirt (the `virt` crate) is a Linux-only dependency: other targets leave it out.
 #[cfg(all(feature = "libvirt", target_os = "linux"))]

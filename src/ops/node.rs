@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::Error;
 use crate::cluster::{ClusterError, ClusterState, NodeState, Role};
 use crate::home::Home;
-use crate::image::{self, ImageRequest, ImageSource, catalog::Digest};
+use crate::image;
 use crate::journal::Journal;
 use crate::keys;
 use crate::ops::lifecycle::open_driver;
@@ -30,13 +30,7 @@ pub fn add(
     let mut state: ClusterState = profile.load_state()?;
     let driver = open_driver(&state)?;
     // The image is cached already; this re-verifies it only if the file changed.
-    let request = ImageRequest {
-        source: ImageSource::parse(&state.image.source)?,
-        format: Some(state.image.format),
-        sha256: Some(Digest::parse(image::catalog::Algorithm::Sha256, &state.image.sha256)?),
-        insecure_skip_verify: false,
-    };
-    let image = image::ensure(home, &request, progress)?;
+    let image = image::ensure(home, &state.image.request()?, progress)?;
     let node = new_node(&state, state.free_index())?;
     state.nodes.push(node.clone());
     profile.save_state(&state)?;

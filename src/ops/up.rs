@@ -11,9 +11,10 @@ use serde::Serialize;
 use crate::Error;
 use crate::bootstrap::{self, BootstrapperKind};
 use crate::cluster::{self, ClusterError, ClusterState, ImageState, NodeState, Role};
-use crate::driver::{self, AccelPolicy, Driver, DriverKind, HostWarning};
+use crate::driver::{self, DiskFormat, AccelPolicy, Driver, DriverKind, HostWarning};
 use crate::home::Home;
-use crate::image::{self, ImageRequest, ImageSource, catalog::Digest};
+use crate::image::catalog::{Digest, Format, Kind};
+use crate::image::{self, ImageRequest, ImageSource};
 use crate::journal::Journal;
 use crate::keys;
 use crate::kubeconfig;
@@ -92,6 +93,11 @@ pub fn up(
     if let Some(saved) = &saved {
         check_consistent(saved, opts)?;
     }
+    // An existing cluster keeps booting the image it was created with.
+    let request = match &saved {
+        Some(saved) if opts.image.is_none() => saved.image.request()?,
+        _ => request,
+    };
     let kind = match opts.driver.or_else(|| DriverKind::all().first().copied()) {
         Some(kind) => kind,
         None => {
@@ -106,6 +112,7 @@ pub fn up(
     let driver = driver::open(kind, uri.as_deref())?;
     let policy = if opts.require_kvm { AccelPolicy::RequireKvm } else { AccelPolicy::Auto };
     let host = driver.check_host(policy)?;
+    let request = in_driver_format(request, driver.disk_format())?;
     warn(progress, &host.warnings);
 
     let _lock = profile.lock(opts.wait_lock)?;
@@ -166,6 +173,20 @@ fn validate(opts: &UpOptions) -> Result<ImageRequest, Error> {
         sha256,
         insecure_skip_verify: opts.insecure_skip_verify,
     })
+}
+
+/// A catalogue disk image is pulled in the format the driver boots (qcow2 for kvm2,
+/// VMDK for VirtualBox); URLs and paths keep the format their name says.
+fn in_driver_format(request: ImageRequest, disk: DiskFormat) -> Result<ImageRequest, Error> {
+    let ImageSource::Catalog(name) = &request.source else { return Ok(request) };
+    if request.format.is_some() || image::catalog::find(name)?.kind != Kind::Disk {
+        return Ok(request);
+    }
+    let format = match disk {
+        DiskFormat::Qcow2 => Format::Qcow2,
+        DiskFormat::Vmdk => Format::Vmdk,
+    };
+    Ok(ImageRequest { format: Some(format), ..request })
 }
 
 fn load_saved(profile: &Profile) -> Result<Option<ClusterState>, Error> {

@@ -35,9 +35,10 @@ pub fn domain_xml(vm: &VmSpec, pool: &str) -> String {
         vm.memory_mib, vm.cpus
     );
     x.push_str(&disk(pool, &storage::disk_volume(&vm.name), "disk", "qcow2", "vda", "virtio"));
-    // A SATA cdrom: q35 has no IDE, and cloud-init finds the seed by its label.
-    let mut cdroms = vec![storage::seed_volume(&vm.name)];
-    cdroms.extend(volume);
+    // SATA cdroms: q35 has no IDE, and cloud-init finds the seed by its label. A boot
+    // ISO comes first: the firmware's `<boot dev='cdrom'/>` tries only the first drive.
+    let mut cdroms: Vec<String> = volume.into_iter().collect();
+    cdroms.push(storage::seed_volume(&vm.name));
     for (i, cdrom) in cdroms.iter().enumerate() {
         let dev = format!("sd{}", char::from(b'a' + i as u8));
         x.push_str(&disk(pool, cdrom, "cdrom", "raw", &dev, "sata"));

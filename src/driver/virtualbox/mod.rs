@@ -109,9 +109,6 @@ impl VirtualBoxDriver {
         let vol = drv(Action::CreateVolume, name);
         match &spec.disk {
             DiskSpec::Overlay { base_image, size_gib, .. } => {
-                if !vm::attachable(base_image) {
-                    return Err(vb(VBoxError::DiskFormat { path: base_image.clone() }));
-                }
                 self.prepare_base(base_image).map_err(&vol)?;
                 self.vbox
                     .create_medium(&vm::create_medium_args(&disk, Some(base_image), 0))
@@ -226,12 +223,22 @@ impl Driver for VirtualBoxDriver {
                 }),
             };
         }
+        if let DiskSpec::Overlay { base_image, .. } = &spec.disk
+            && !vm::attachable(base_image)
+        {
+            let source = VBoxError::DiskFormat { path: base_image.clone() };
+            return Err(drv(Action::DefineVm, &spec.name)(source));
+        }
         let node_dir = spec.seed_iso.parent().map_or_else(PathBuf::new, Path::to_path_buf);
         self.vbox
             .create_vm(&spec.name, &node_dir, &vm::group(&spec.profile))
             .map_err(drv(Action::DefineVm, &spec.name))?;
-        // A half-made VM would look "stopped" to the next `up`: remove it on failure.
-        self.define(spec, &node_dir).inspect_err(|_| drop(self.delete(&spec.name)))
+        // A half-made VM would look "stopped" to the next `up`: remove it and its disk.
+        self.define(spec, &node_dir).inspect_err(|_| {
+            let _ = self.delete(&spec.name);
+            let disk = node_dir.join(vm::DISK_FILE);
+            let _ = self.vbox.close_medium("disk", &disk.to_string_lossy(), true);
+        })
     }
 
     fn start(&self, name: &str) -> Result<(), DriverError> {
