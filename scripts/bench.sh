@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# Benchmarks. Usage: scripts/bench.sh download [SIZE_MIB]
+# Benchmarks. Usage: scripts/bench.sh download [SIZE_MIB] | up
 #
 # download: serves a SIZE_MIB (default 1024) file of random bytes from a loopback HTTP
 # server (python3 -m http.server on 127.0.0.1), then times, best of RUNS (default 3):
 #   kubelab image pull URL --sha256 HEX     (download + verify + store in the cache)
 #   curl -o FILE URL && sha256sum FILE      (the same work done sequentially)
 # and prints both throughputs in MiB/s and the ratio kubelab/curl (target: >= 0.9).
+#
+# up (root; run it under `flock /run/kubelab-lab.lock`, one libvirtd per machine): inside a
+# network namespace with its own libvirtd (scripts/dev/netns-libvirt.sh), the test image
+# served over loopback HTTP, QEMU TCG, for 1 and 2 nodes (1 vCPU, 1 GiB each):
+#   kubelab up --bootstrapper none   wall time until every node answers SSH
+#   the floor                        the same networks, overlays, seeds and domain XML
+#                                    (dumped from kubelab's), prepared beforehand; then
+#                                    `virsh define` + `virsh start` of every node in
+#                                    parallel, timed to each node's first SSH login
+#   kubelab delete                   wall time
+# A first `up` + `delete` warms the image cache, the pool's base volume and libvirtd's
+# QEMU capability cache, so both sides start from the same warm state. Prints a table
+# with the ratio kubelab/floor (target <= 1.1) and the delete time (target < 2 s).
+#
 # CARGO_FLAGS (e.g. --no-default-features) is passed to `cargo build --release`.
 set -euo pipefail
 
@@ -15,6 +29,17 @@ work="$root/target/bench"
 die() { echo "bench: $*" >&2; exit 1; }
 
 now() { date +%s.%N; }
+
+# secs_between T0 T1: T1 - T0 in seconds.
+secs_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+# build_kubelab: the release binary, built with CARGO_FLAGS; sets `kubelab`.
+build_kubelab() {
+    local -a flags
+    read -ra flags <<<"${CARGO_FLAGS:-}"
+    (cd "$root" && cargo build --release "${flags[@]}" >&2)
+    kubelab="$root/target/release/kubelab"
+}
 
 # mib_per_s BYTES SECONDS
 mib_per_s() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1048576 / s }'; }
@@ -26,10 +51,7 @@ cmd_download() {
     local size_mib=${1:-1024} runs=${RUNS:-3}
     command -v curl >/dev/null || die "curl is missing"
     command -v python3 >/dev/null || die "python3 is missing"
-    local -a flags
-    read -ra flags <<<"${CARGO_FLAGS:-}"
-    (cd "$root" && cargo build --release "${flags[@]}" >&2)
-    local kubelab="$root/target/release/kubelab"
+    build_kubelab
 
     mkdir -p "$work/www"
     local file="$work/www/bench.img"
@@ -60,7 +82,7 @@ cmd_download() {
         KUBELAB_HOME="$work/home" "$kubelab" image pull "$url" --sha256 "$digest" >/dev/null 2>&1 \
             || die "kubelab pull failed"
         t1=$(now)
-        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+        secs=$(secs_between "$t0" "$t1")
         best_k=$(awk -v x="$best_k" -v y="$(mib_per_s "$bytes" "$secs")" 'BEGIN { print (y > x) ? y : x }')
 
         t0=$(now)
@@ -69,7 +91,7 @@ cmd_download() {
         got=$(sha256sum "$work/curl.img" | cut -d' ' -f1)
         t1=$(now)
         [[ $got == "$digest" ]] || die "curl download does not match"
-        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+        secs=$(secs_between "$t0" "$t1")
         best_c=$(awk -v x="$best_c" -v y="$(mib_per_s "$bytes" "$secs")" 'BEGIN { print (y > x) ? y : x }')
         echo "run $i: kubelab best ${best_k} MiB/s, curl+sha256sum best ${best_c} MiB/s" >&2
     done
@@ -81,7 +103,170 @@ cmd_download() {
     echo "ratio kubelab/curl:  $(awk -v k="$best_k" -v c="$best_c" 'BEGIN { printf "%.2f", k / c }')"
 }
 
+# --- up -------------------------------------------------------------------------------
+
+BENCH_NS="kubelab-bench"
+BENCH_PORT=8097
+# Every profile of the bench starts with this; its networks with "kubelab-$BENCH_PREFIX".
+BENCH_PREFIX=bench
+BENCH_POOL=/var/lib/libvirt/images/kubelab
+
+# kl ARGS...: kubelab inside the namespace, with the bench's home.
+kl() { lab_exec env KUBELAB_HOME="$work/home" "$kubelab" "$@"; }
+
+bench_cleanup() {
+    if [[ -n ${LAB_HTTP_PID:-} ]]; then kill "$LAB_HTTP_PID" 2>/dev/null || true; fi
+    lab_remove_objects "kubelab-$BENCH_PREFIX"
+    lab_remove_objects kubelab
+    lab_netns_down "$BENCH_NS" "$BENCH_PREFIX"
+}
+
+# bench_kubelab_up PROFILE NODES: runs `kubelab up`, prints its wall time.
+bench_kubelab_up() {
+    local profile=$1 nodes=$2 t0 t1
+    t0=$(now)
+    kl -p "$profile" up --driver kvm2 --bootstrapper none --cpus 1 --memory 1g --disk 4g \
+        --nodes "$nodes" --image "$image_url" --image-sha256 "$image_sha" --timings \
+        >"$work/$profile-up.txt" 2>&1 || { cat "$work/$profile-up.txt" >&2; die "kubelab up failed"; }
+    t1=$(now)
+    secs_between "$t0" "$t1"
+}
+
+# bench_kubelab_delete PROFILE: runs `kubelab delete`, prints its wall time.
+bench_kubelab_delete() {
+    local t0 t1
+    t0=$(now)
+    kl -p "$1" delete >"$work/$1-delete.txt" 2>&1 || { cat "$work/$1-delete.txt" >&2; die "kubelab delete failed"; }
+    t1=$(now)
+    secs_between "$t0" "$t1"
+}
+
+# bench_capture PROFILE DIR: saves what the floor needs of the running cluster: each
+# node's domain XML, seed ISO, disk size and address, the networks' XML, the user key and
+# known_hosts. Writes DIR/nodes (name ip, one a line).
+bench_capture() {
+    local profile=$1 dir=$2 node ip net pdir="$work/home/profiles/$1"
+    mkdir -p "$dir"
+    cp "$pdir/id_ed25519" "$pdir/known_hosts" "$dir/"
+    kl -p "$profile" status -o json | python3 -c \
+        'import json,sys; [print(n["name"], n["ip"]) for n in json.load(sys.stdin)["nodes"]]' >"$dir/nodes"
+    while read -r -u 3 node ip; do
+        lab_virsh dumpxml --inactive "$node" | grep -v '<uuid>' >"$dir/$node.xml"
+        cp "$BENCH_POOL/node-$node-seed.iso" "$dir/$node-seed.iso"
+        lab_virsh vol-info --bytes --pool kubelab "node-$node.qcow2" |
+            awk '/^Capacity:/ {print $2}' >"$dir/$node.capacity"
+    done 3<"$dir/nodes"
+    for net in $(lab_names net-list "kubelab-$profile"); do
+        lab_virsh net-dumpxml --inactive "$net" | grep -v '<uuid>' >"$dir/net-$net.xml"
+    done
+}
+
+# bench_floor_prepare DIR: recreates, untimed, the networks, overlays and seeds of DIR.
+bench_floor_prepare() {
+    local dir=$1 node ip f base log
+    base=$(lab_virsh vol-list kubelab | awk '$1 ~ /^base-/ {print $2; exit}')
+    [[ -n $base ]] || die "no base volume in the pool"
+    for f in "$dir"/net-*.xml; do
+        lab_virsh net-define "$f" >/dev/null
+        lab_virsh net-start "$(basename "$f" .xml | cut -c5-)" >/dev/null
+    done
+    while read -r -u 3 node ip; do
+        lab_virsh vol-create-as kubelab "node-$node.qcow2" "$(cat "$dir/$node.capacity")" \
+            --format qcow2 --backing-vol "$base" --backing-vol-format qcow2 >/dev/null
+        lab_virsh vol-create-as kubelab "node-$node-seed.iso" "$(stat -c %s "$dir/$node-seed.iso")" \
+            --format raw >/dev/null
+        lab_virsh vol-upload --pool kubelab "node-$node-seed.iso" "$dir/$node-seed.iso"
+        # The serial log's directory went with the profile.
+        log=$(grep -o "<log file='[^']*'" "$dir/$node.xml" | cut -d"'" -f2 || true)
+        if [[ -n $log ]]; then mkdir -p "$(dirname "$log")"; fi
+    done 3<"$dir/nodes"
+}
+
+# bench_floor_node DIR NODE IP: define, start, then poll SSH every 0.2 s until a login
+# succeeds (at most 15 minutes); prints the time it succeeded.
+bench_floor_node() {
+    local dir=$1 node=$2 ip=$3 deadline=$((SECONDS + 900))
+    lab_virsh define "$dir/$node.xml" >/dev/null
+    lab_virsh start "$node" >/dev/null
+    until lab_exec ssh -n -q -i "$dir/id_ed25519" -o BatchMode=yes -o ConnectTimeout=2 \
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$dir/known_hosts" \
+        "kubelab@$ip" true 2>/dev/null; do
+        [[ $SECONDS -lt $deadline ]] || die "$node: no SSH login within 15 minutes"
+        sleep 0.2
+    done
+    now
+}
+
+# bench_floor DIR: boots DIR's nodes by hand in parallel; prints the wall time until the
+# last one answered SSH, then removes them.
+bench_floor() {
+    local dir=$1 node ip t0 end last=0 pids=()
+    bench_floor_prepare "$dir"
+    t0=$(now)
+    while read -r -u 3 node ip; do
+        bench_floor_node "$dir" "$node" "$ip" >"$dir/$node.ready" &
+        pids+=($!)
+    done 3<"$dir/nodes"
+    for pid in "${pids[@]}"; do wait "$pid" || die "the floor's node did not answer SSH in time"; done
+    while read -r -u 3 node ip; do
+        end=$(cat "$dir/$node.ready")
+        last=$(awk -v x="$last" -v y="$end" 'BEGIN { print (y > x) ? y : x }')
+    done 3<"$dir/nodes"
+    secs_between "$t0" "$last"
+    while read -r -u 3 node ip; do
+        lab_virsh destroy "$node" >/dev/null
+        lab_virsh undefine "$node" >/dev/null
+        lab_virsh vol-delete --pool kubelab "node-$node.qcow2" >/dev/null
+        lab_virsh vol-delete --pool kubelab "node-$node-seed.iso" >/dev/null
+    done 3<"$dir/nodes"
+    lab_remove_objects "kubelab-$(basename "$dir")"
+}
+
+cmd_up() {
+    [[ $(id -u) -eq 0 ]] || die "up needs root (network namespace, libvirtd)"
+    build_kubelab
+    # shellcheck source=SCRIPTDIR/dev/netns-libvirt.sh
+    . "$root/scripts/dev/netns-libvirt.sh"
+    # shellcheck source=SCRIPTDIR/dev/serve-image.sh
+    . "$root/scripts/dev/serve-image.sh"
+    local image_dir
+    image_dir=$("$root/images/testimage/ensure.sh")
+    image_sha=$(lab_image_sha "$image_dir" disk.qcow2)
+    image_url="http://127.0.0.1:$BENCH_PORT/disk.qcow2"
+
+    rm -rf "${work:?}/home" "${work:?}/$BENCH_PREFIX"*
+    mkdir -p "$work"
+    lab_netns_up "$BENCH_NS"
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    lab_serve_image "$image_dir" "$BENCH_PORT" "$work/http.log"
+
+    echo "warm-up: kubelab up + delete (cache, base volume, libvirtd's capabilities)" >&2
+    local warm
+    warm=$(bench_kubelab_up "${BENCH_PREFIX}0" 1)
+    bench_kubelab_delete "${BENCH_PREFIX}0" >/dev/null
+    echo "warm-up up took ${warm} s" >&2
+
+    local n up del floor rows=()
+    for n in 1 2; do
+        echo "$n node(s): kubelab up" >&2
+        up=$(bench_kubelab_up "$BENCH_PREFIX$n" "$n")
+        bench_capture "$BENCH_PREFIX$n" "$work/$BENCH_PREFIX$n"
+        del=$(bench_kubelab_delete "$BENCH_PREFIX$n")
+        echo "$n node(s): kubelab up ${up} s, delete ${del} s; the floor" >&2
+        floor=$(bench_floor "$work/$BENCH_PREFIX$n")
+        echo "$n node(s): floor ${floor} s" >&2
+        rows+=("$(awk -v n="$n" -v k="$up" -v f="$floor" -v d="$del" 'BEGIN {
+            printf "%-6s %10.1f %8.1f %6.2f %9.1f %8.1f", n, k, f, k / f, k - f, d }')")
+        sed -n '/^timings:/,$p' "$work/$BENCH_PREFIX$n-up.txt" >&2
+    done
+    echo "nodes  kubelab_up    floor  ratio  overhead   delete   (seconds; targets: ratio <= 1.1, delete < 2)"
+    printf '%s\n' "${rows[@]}"
+}
+
 case ${1:-} in
 download) shift; cmd_download "$@" ;;
-*) die "usage: $0 download [SIZE_MIB]" ;;
+up) shift; cmd_up "$@" ;;
+*) die "usage: $0 download [SIZE_MIB] | up" ;;
 esac

@@ -8,14 +8,14 @@
 mod sshd;
 
 use std::fs;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kubelab::keys::{self, KeyPair, KnownHost};
 use kubelab::ssh::{self, Connection, ExitStatus, Output, SshError, Stream, WaitState};
 
-use sshd::{Sshd, TIMEOUT, chain, free_addr, kill, signal, target};
+use sshd::{Sshd, TIMEOUT, chain, kill, signal, target};
 
 /// Runs `command`, returning its lines as ("out"|"err", line) and the log text.
 fn run(
@@ -289,8 +289,11 @@ fn closed_port_times_out_as_port_closed() {
     let host = keys::host_key(dir.path(), "node").unwrap();
     let user = keys::user_key(dir.path()).unwrap();
     let start = Instant::now();
+    // Port 1 (tcpmux) is privileged and unused: unlike a port found free a moment ago,
+    // no other test's listener can take it meanwhile.
+    let closed: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let err = ssh::wait_until_reachable(
-        &target(free_addr(), &host),
+        &target(closed, &host),
         &user,
         Duration::from_millis(1500),
         &mut |state, _: &SshError| assert_eq!(state, WaitState::PortClosed),

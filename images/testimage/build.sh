@@ -7,6 +7,9 @@
 # Both boot to systemd-networkd + cloud-init (NoCloud seed cdrom, label cidata)
 # + sshd, without SSH host keys: the seed must provide them (cloud-init ssh_keys)
 # or cloud-init generates them.
+# For kubelab's kubeadm bootstrapper the image carries TEST-ONLY stand-ins for kubeadm,
+# kubectl, the kubelet, containerd and the Kubernetes API (files/k8s-standin/; see
+# standin.py): the real server binaries cannot be installed where the tests run.
 #
 # Usage: build.sh [OUT_DIR]   (root; OUT_DIR must be empty or missing)
 # Env:   KUBELAB_TEST_IMAGE_NO_ISO=1 skips the live ISO.
@@ -29,6 +32,9 @@ readonly PACKAGES=(
     openssh-server cloud-init cloud-guest-utils sudo
     iproute2 iputils-ping
     initramfs-tools zstd linux-image-amd64
+    # The Kubernetes stand-ins sign certificates with openssl; kubelab's prereqs
+    # script loads kernel modules with modprobe.
+    openssl kmod
 )
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -124,6 +130,21 @@ configure() {
     fi
     echo localhost >"$root/etc/hostname"
     printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+}
+
+# TEST-ONLY Kubernetes stand-ins (files/k8s-standin/): installed where the real tools
+# would be, so kubelab's scripts/node/00-prereqs.sh finds them and skips the install.
+install_k8s_standins() {
+    local root=$work/root src=$files/k8s-standin tool unit
+    log "installing the Kubernetes stand-ins"
+    install -d -m 0755 "$root/usr/local/lib/kubelab-standin"
+    install -m 0644 "$src/standin.py" "$root/usr/local/lib/kubelab-standin/standin.py"
+    for tool in kubeadm kubectl kubelet containerd; do
+        install -m 0755 "$src/$tool" "$root/usr/local/bin/$tool"
+    done
+    for unit in containerd.service kubelet.service kubelab-apiserver-standin.service; do
+        install -m 0644 "$src/$unit" "$root/etc/systemd/system/$unit"
+    done
 }
 
 trim_kernel() {
@@ -234,6 +255,7 @@ main() {
     mkdir -p "$work/root"
     bootstrap
     configure
+    install_k8s_standins
     kver=$(trim_kernel)
     cp "$work/root/boot/vmlinuz-$kver" "$out/vmlinuz"
     cp "$work/root/boot/initrd.img-$kver" "$out/initrd.img"

@@ -151,6 +151,81 @@ kl -p e2e-kill up
 [ "$(kl -p e2e-kill ssh -- hostname)" = e2e-kill ] || fail "ssh after the resumed up"
 pass "an up killed mid-boot is resumed"
 
+# ---- kubeadm bootstrapper (issue 5) ------------------------------------------------
+# The test image's kubeadm, kubectl, kubelet and API server are TEST-ONLY stand-ins
+# (images/testimage/files/k8s-standin/); the host side (CA, token, CA hash, configs,
+# scripts over SSH, kubeconfig merge) is kubelab's real code, read by a real kubectl.
+log "kubeadm: up --nodes 3, merged context, parallel joins, node add/delete, delete"
+kcfg=$work/kubeconfig
+cat >"$kcfg" <<'YAML'
+apiVersion: v1
+kind: Config
+clusters:
+- name: other
+  cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}
+users:
+- name: other
+  user: {token: other-token}
+contexts:
+- name: other
+  context: {cluster: other, user: other}
+current-context: other
+YAML
+chmod 0600 "$kcfg"
+klk() { lab_exec env KUBELAB_HOME="$KUBELAB_HOME" KUBECONFIG="$kcfg" "$kubelab" "$@"; }
+kctl() { lab_exec env KUBECONFIG="$kcfg" kubectl "$@"; }
+kctl config view --raw -o json >"$work/kubeconfig-before.json"
+k8s_flags=(--driver kvm2 --bootstrapper kubeadm --cpus 1 --memory 1g --disk 4g)
+klk -p e2e-k8s up "${k8s_flags[@]}" --nodes 3 --image "$base/disk.qcow2" \
+    --image-sha256 "$qcow2_sha" --timings | tee "$work/up-k8s.txt"
+for phase in prereqs init join ready; do
+    grep -Eq "^  e2e-k8s[a-z0-9-]* +$phase " "$work/up-k8s.txt" || fail "--timings lacks $phase"
+done
+pass "up --nodes 3 --bootstrapper kubeadm (timings cover prereqs, init, join, ready)"
+
+[ "$(kctl config current-context)" = e2e-k8s ] || fail "current context: $(kctl config current-context)"
+kctl config get-contexts -o name | sort | tr '\n' ' ' | grep -qx 'e2e-k8s other ' \
+    || fail "contexts: $(kctl config get-contexts -o name)"
+ready=$(kctl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}')
+[ "$ready" = "e2e-k8s=True e2e-k8s-m02=True e2e-k8s-m03=True " ] || fail "nodes: $ready"
+pass "kubectl: context e2e-k8s current beside 'other'; 3 nodes Ready over the host-only address"
+
+python3 - "$KUBELAB_HOME/profiles/e2e-k8s/kubelab.log" <<'PY'
+import re, sys
+from datetime import datetime
+spans = {}  # node -> [start of 30-join.sh, its exit]
+for line in open(sys.argv[1]):
+    m = re.match(r"(\S+Z) \[(e2e-k8s-m0[23])\] (\$ 30-join.sh|exit: )", line)
+    if not m:
+        continue
+    ts = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%fZ")
+    span = spans.get(m.group(2))
+    if m.group(3).startswith("$"):
+        spans.setdefault(m.group(2), [ts])
+    elif span is not None and len(span) == 1:
+        span.append(ts)
+(a0, a1), (b0, b1) = spans["e2e-k8s-m02"], spans["e2e-k8s-m03"]
+assert a0 < b1 and b0 < a1, f"joins did not overlap: m02 {a0}..{a1}, m03 {b0}..{b1}"
+print(f"joins: m02 {a0.time()}..{a1.time()}, m03 {b0.time()}..{b1.time()}")
+PY
+pass "the joins of e2e-k8s-m02 and e2e-k8s-m03 ran in parallel (log timestamps)"
+
+klk -p e2e-k8s node add --timings | tee "$work/node-add-k8s.txt"
+grep -q "added e2e-k8s-m04" "$work/node-add-k8s.txt" || fail "node add did not add e2e-k8s-m04"
+[ "$(kctl get node e2e-k8s-m04 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ] \
+    || fail "e2e-k8s-m04 is not Ready"
+klk -p e2e-k8s node delete e2e-k8s-m04
+if kctl get node e2e-k8s-m04 >/dev/null 2>&1; then fail "e2e-k8s-m04 still in the cluster"; fi
+grep -q "node/e2e-k8s-m04 drained" "$KUBELAB_HOME/profiles/e2e-k8s/kubelab.log" || fail "no drain"
+pass "node add joins a Ready worker; node delete drains it and removes it from the cluster"
+
+klk -p e2e-k8s delete
+kctl config view --raw -o json >"$work/kubeconfig-after.json"
+cmp -s "$work/kubeconfig-before.json" "$work/kubeconfig-after.json" \
+    || fail "kubeconfig differs after delete: $(diff "$work/kubeconfig-before.json" "$work/kubeconfig-after.json")"
+pass "delete removed exactly the profile's entries and made 'other' current again"
+# ---- end of the kubeadm section ------------------------------------------------------
+
 log "delete --all leaves nothing of kubelab's and keeps the rest"
 kl delete --all
 [ -z "$(lab_virsh list --all --name | grep '^e2e' | grep -v '^e2e-foreign$' || true)" ] \

@@ -125,6 +125,12 @@ pub enum BootstrapError {
     /// The HTTPS client for the API server could not be made (the CA is unusable).
     #[error("cannot make an HTTPS client trusting the cluster CA")]
     ApiClient(#[source] reqwest::Error),
+    /// A node's thread panicked (a bug in kubelab).
+    #[error("the kubelab thread bootstrapping {node} panicked; please report this bug")]
+    Panicked {
+        /// The node.
+        node: String,
+    },
     /// The API server never answered before the deadline.
     #[error("the API server at {url} did not answer within {waited_secs} s: {last_error}")]
     ApiTimeout {

@@ -65,7 +65,8 @@ pub struct UpArgs {
 
     /// Kubernetes version to install (vMAJOR.MINOR.PATCH).
     ///
-    /// Default: the saved profile's, else v1.34.2. Images that ship kubeadm keep theirs.
+    /// Default: the saved profile's, else v1.34.2. An image that ships kubeadm, kubelet and
+    /// kubectl keeps its own (with a warning in the log if they differ).
     #[arg(long, value_name = "VERSION")]
     kubernetes_version: Option<String>,
 

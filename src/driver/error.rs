@@ -196,6 +196,8 @@ pub enum Action {
     CreateVolume,
     /// Uploading a file into a volume.
     UploadVolume,
+    /// Reading a volume back to check an earlier upload completed.
+    VerifyVolume,
     /// Deleting a volume.
     DeleteVolume,
     /// Listing VMs.
@@ -224,6 +226,7 @@ impl fmt::Display for Action {
             Action::PreparePool => "prepare storage pool",
             Action::CreateVolume => "create volume",
             Action::UploadVolume => "upload volume",
+            Action::VerifyVolume => "verify volume",
             Action::DeleteVolume => "delete volume",
             Action::ListVms => "list the VMs of",
             Action::InspectVm => "inspect VM",

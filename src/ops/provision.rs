@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bootstrap::{self, BootstrapError, Bootstrapper};
+use crate::bootstrap::{self, BootstrapError, Bootstrapper, BootstrapperKind};
 use crate::cloudinit::{self, SeedSpec};
 use crate::cluster::{ClusterState, NodeState, SSH_USER};
 use crate::driver::{self, DiskSpec, Driver, NetworkKind, NetworkSpec, Nic, VmSpec, VmState};
@@ -288,10 +288,13 @@ pub fn with_bootstrapper<T>(
     progress: &dyn Progress,
     run: impl FnOnce(&dyn Bootstrapper, &bootstrap::Cluster<'_>) -> Result<T, BootstrapError>,
 ) -> Result<T, Error> {
-    let bootstrapper = bootstrap::open(state.bootstrapper.parse()?);
+    let kind: BootstrapperKind = state.bootstrapper.parse()?;
+    let bootstrapper = bootstrap::open(kind);
     let user_key = keys::user_key(profile.dir())?;
     let mut nodes = Vec::new();
-    for n in &state.nodes {
+    // `none` talks to no node: asking the driver for their addresses could only fail.
+    let talks = kind != BootstrapperKind::None;
+    for n in state.nodes.iter().filter(|_| talks) {
         let ssh = match ssh_target(driver, profile, n) {
             Err(Error::Driver(driver::DriverError::NoSuchVm { .. })) => continue,
             target => target?,

@@ -23,10 +23,13 @@ pub use exec::{ExitStatus, Output, Stream};
 
 use crate::keys::{self, KeyPair};
 
-/// Backoff between connection attempts while waiting: starts here, doubles...
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-/// ...up to this.
-const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Pause after a refused or unreachable connect while waiting: such an attempt costs
+/// the booting guest nothing, and polling often keeps the lag between sshd starting and
+/// kubelab noticing short (it adds to every `up`).
+const PORT_POLL: Duration = Duration::from_millis(250);
+/// Backoff after an attempt that reached sshd (which costs the guest a key exchange):
+/// starts at `PORT_POLL`, doubles up to this.
+const MAX_RETRY: Duration = Duration::from_secs(1);
 /// The longest single attempt while waiting (so a stuck attempt cannot eat the
 /// deadline), and the timeout of the connection it returns.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -294,8 +297,9 @@ fn check_host_key(session: &Session, target: &Target) -> Result<(), SshError> {
     })
 }
 
-/// Tries to [`connect`] until it succeeds or `timeout` has passed, backing off from
-/// 0.5 s to 5 s between attempts and telling `progress` how far each failed attempt got.
+/// Tries to [`connect`] until it succeeds or `timeout` has passed, every 0.25 s while the
+/// port is closed, backing off to 1 s once sshd answers, and telling `progress` how far
+/// each failed attempt got.
 /// A wrong host key is returned at once, never retried.
 pub fn wait_until_reachable(
     target: &Target,
@@ -304,7 +308,7 @@ pub fn wait_until_reachable(
     progress: &mut dyn FnMut(WaitState, &SshError),
 ) -> Result<Connection, SshError> {
     let start = Instant::now();
-    let mut backoff = FIRST_RETRY;
+    let mut backoff = PORT_POLL;
     loop {
         let attempt = timeout.saturating_sub(start.elapsed()).clamp(MIN_ATTEMPT, ATTEMPT_TIMEOUT);
         let error = match connect(target, user_key, attempt) {
@@ -331,8 +335,11 @@ pub fn wait_until_reachable(
                 last_error: Box::new(error),
             });
         }
-        std::thread::sleep(backoff.min(remaining - MIN_ATTEMPT));
-        backoff = (backoff * 2).min(MAX_RETRY);
+        let pause = if state == WaitState::PortClosed { PORT_POLL } else { backoff };
+        std::thread::sleep(pause.min(remaining - MIN_ATTEMPT));
+        if state != WaitState::PortClosed {
+            backoff = (backoff * 2).min(MAX_RETRY);
+        }
     }
 }
 

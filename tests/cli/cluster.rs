@@ -9,9 +9,11 @@ use crate::util::{Kubelab, files_in};
 /// A saved two-node kvm2 profile `lab`, as `up` writes it (no VM behind it).
 fn saved_profile(k: &Kubelab) {
     let dir = k.home().join("profiles/lab");
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("profile dir");
     let state = serde_json::json!({
         "format": 1, "profile": "lab", "driver": "kvm2", "accel": "tcg",
+        // libvirt's in-memory test driver: `ssh` asks the driver for the address.
+        "libvirt_uri": "test:///default",
         "bootstrapper": "none",
         "image": {"source": "ubuntu-24.04", "sha256": "ab".repeat(32), "format": "qcow2"},
         "cpus": 2, "memory_mib": 2048, "disk_gib": 20,
@@ -25,7 +27,7 @@ fn saved_profile(k: &Kubelab) {
              "instance_id": "lab-m02-1"}
         ]
     });
-    std::fs::write(dir.join("profile.json"), state.to_string()).unwrap();
+    std::fs::write(dir.join("profile.json"), state.to_string()).expect("profile.json");
 }
 
 #[test]

@@ -143,7 +143,7 @@ pub fn signal(pid: u32, signal: &str) {
 }
 
 /// A 127.0.0.1 address nothing listens on (the kernel picked the port just now).
-pub fn free_addr() -> SocketAddr {
+fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 

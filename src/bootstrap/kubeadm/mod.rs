@@ -89,8 +89,7 @@ impl Bootstrapper for Kubeadm {
                     scope.spawn(move || join(cluster, log, staged, node, token, timings, failed))
                 })
                 .collect();
-            let panicked =
-                |node: &Node| BootstrapError::ControlPlaneFailed { node: node.name.clone() };
+            let panicked = |node: &Node| BootstrapError::Panicked { node: node.name.clone() };
             let admin = control_plane.join().unwrap_or_else(|_| Err(panicked(cp)));
             let joined: Vec<_> = joins
                 .into_iter()

@@ -87,10 +87,7 @@ pub fn create(
     let shared_vol = {
         // A poisoned lock only means another upload failed; its volume was removed.
         let _guard = uploads.lock().unwrap_or_else(|p| p.into_inner());
-        match storage::find_volume(&pool, &shared)? {
-            Some(vol) => vol,
-            None => storage::upload(conn, &pool, &shared, src)?,
-        }
+        storage::ensure_uploaded(conn, &pool, &shared, src)?
     };
     if storage::find_volume(&pool, &disk)?.is_none() {
         storage::create_disk(&pool, &disk, size_gib, is_base.then_some(&shared_vol))?;

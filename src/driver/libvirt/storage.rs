@@ -2,13 +2,16 @@
 //! base images and ISOs are uploaded once (`base-<id>.qcow2`, `iso-<id>.iso`) and shared;
 //! each node has a qcow2 overlay or blank data disk (`node-<name>.qcow2`) and its seed
 //! (`node-<name>-seed.iso`). The prefixes keep the two kinds from ever sharing a name.
+//! A shared volume is checked before reuse, since an interrupted upload leaves it behind
+//! half-written (see [`ensure_uploaded`]).
 //! Syntax: <https://libvirt.org/formatstorage.html>.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use virt::connect::Connect;
+use virt::error::{Error as VirtError, ErrorNumber};
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
@@ -22,6 +25,9 @@ pub const POOL: &str = "kubelab";
 /// Upload chunk size.
 const CHUNK: usize = 1 << 20;
 const GIB: u64 = 1 << 30;
+/// The block size of the completeness check: the local file's last block holding data
+/// is read back from the volume.
+const MARK: u64 = 64 << 10;
 
 /// The node's boot disk (overlay or blank data disk).
 pub fn disk_volume(node: &str) -> String {
@@ -108,6 +114,91 @@ pub fn find_volume(pool: &StoragePool, name: &str) -> Result<Option<StorageVol>,
         Err(e) if is_missing(&e) => Ok(None),
         Err(e) => Err(lv(Action::CreateVolume, name)(e)),
     }
+}
+
+/// The volume `name` holding the local file `src`: reused when an earlier upload
+/// completed, else (missing, or left half-written by an interrupted run) uploaded afresh.
+///
+/// libvirt cannot rename a volume, and a half-written one already has its full size
+/// (libvirt sizes the file up front), so completeness is read from the content: an
+/// upload writes in order, so when the file's last bytes that are not zero are in the
+/// volume, everything before them is too (and what follows is zeros either way). One
+/// small read-back per reuse, no copy.
+pub fn ensure_uploaded(
+    conn: &Connect,
+    pool: &StoragePool,
+    name: &str,
+    src: &Path,
+) -> Result<StorageVol, DriverError> {
+    let Some(vol) = find_volume(pool, name)? else { return upload(conn, pool, name, src) };
+    let read_err = |source| DriverError::ReadFile { path: src.to_owned(), source };
+    let mark = File::open(src).and_then(|mut f| last_data(&mut f)).map_err(read_err)?;
+    match holds_all(mark, |offset, len| read_volume(conn, &vol, offset, len)) {
+        Ok(true) => return Ok(vol),
+        Ok(false) => {
+            tracing::info!(volume = name, "incomplete (interrupted upload): uploading again")
+        }
+        // A backend that cannot read volumes back (libvirt's test driver) cannot tell.
+        Err(e) if e.code().is_known_and(|c| c == ErrorNumber::NoSupport) => return Ok(vol),
+        Err(e) => return Err(lv(Action::VerifyVolume, name)(e)),
+    }
+    vol.delete(0).map_err(lv(Action::DeleteVolume, name))?;
+    upload(conn, pool, name, src)
+}
+
+/// The last bytes of `file` that are not all zeros: the offset of their [`MARK`]-aligned
+/// block and its bytes up to the last non-zero one; `None` for a file of zeros.
+fn last_data(file: &mut (impl Read + Seek)) -> io::Result<Option<(u64, Vec<u8>)>> {
+    let mut end = file.seek(SeekFrom::End(0))?;
+    while end > 0 {
+        let start = (end - 1) / MARK * MARK;
+        file.seek(SeekFrom::Start(start))?;
+        let mut block = vec![0; usize::try_from(end - start).unwrap_or(0)];
+        file.read_exact(&mut block)?;
+        if let Some(last) = block.iter().rposition(|&b| b != 0) {
+            block.truncate(last + 1);
+            return Ok(Some((start, block)));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// Whether a volume holds all of a file whose [`last_data`] is `mark`, reading the
+/// volume's bytes at an offset with `read_at`.
+fn holds_all<E>(
+    mark: Option<(u64, Vec<u8>)>,
+    read_at: impl FnOnce(u64, usize) -> Result<Vec<u8>, E>,
+) -> Result<bool, E> {
+    match mark {
+        Some((offset, bytes)) => Ok(read_at(offset, bytes.len())? == bytes),
+        None => Ok(true),
+    }
+}
+
+/// Up to `len` bytes of the volume from `offset` (fewer if it ends first).
+fn read_volume(
+    conn: &Connect,
+    vol: &StorageVol,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<u8>, VirtError> {
+    let stream = Stream::new(conn, 0)?;
+    vol.download(&stream, offset, len as u64, 0)?;
+    let mut out = Vec::with_capacity(len);
+    let mut buf = vec![0u8; len.clamp(1, CHUNK)];
+    loop {
+        match stream.recv(&mut buf) {
+            Ok(n) if n > 0 => out.extend_from_slice(&buf[..n.unsigned_abs()]),
+            Ok(_) => break,
+            Err(e) => {
+                let _ = stream.abort();
+                return Err(e);
+            }
+        }
+    }
+    stream.finish()?;
+    Ok(out)
 }
 
 /// Creates volume `name` from the local file `src` (raw bytes, uploaded over a libvirt
@@ -212,6 +303,56 @@ mod tests {
             Some(("/pool/base-ab12.qcow2", "qcow2")),
         );
         assert_golden("volume-overlay.xml", &xml);
+    }
+
+    /// A volume an upload of `file` left after writing its first `written` bytes.
+    fn partial(file: &[u8], written: usize) -> Vec<u8> {
+        let mut vol = file[..written].to_vec();
+        vol.resize(file.len(), 0);
+        vol
+    }
+
+    fn check(file: &[u8], vol: &[u8]) -> bool {
+        let mark = last_data(&mut io::Cursor::new(file)).unwrap();
+        holds_all(mark, |offset, len| -> Result<_, ()> {
+            let start = usize::try_from(offset).unwrap().min(vol.len());
+            Ok(vol[start..(start + len).min(vol.len())].to_vec())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn last_data_skips_trailing_zero_blocks() {
+        let mark = usize::try_from(MARK).unwrap();
+        assert_eq!(last_data(&mut io::Cursor::new(Vec::new())).unwrap(), None);
+        assert_eq!(last_data(&mut io::Cursor::new(vec![0u8; 3 * mark])).unwrap(), None);
+        let mut file = vec![0u8; 3 * mark + 10];
+        file[mark + 5] = 7;
+        file[mark + 9] = 9;
+        let (offset, bytes) = last_data(&mut io::Cursor::new(&file)).unwrap().unwrap();
+        assert_eq!(offset, MARK);
+        assert_eq!(bytes.len(), 10);
+        assert_eq!(bytes[9], 9);
+    }
+
+    #[test]
+    fn only_a_complete_upload_is_reused() {
+        let mark = usize::try_from(MARK).unwrap();
+        // Data, then zero padding over more than a block, as at the end of an ISO.
+        let mut file: Vec<u8> = (0..5 * mark).map(|i| (i % 251) as u8 | 1).collect();
+        file.resize(7 * mark + 100, 0);
+        assert!(check(&file, &file));
+        for written in [0, 1, mark, 5 * mark - 1] {
+            assert!(!check(&file, &partial(&file, written)), "{written} bytes written");
+        }
+        // Once the last non-zero byte is written, the rest is zeros in both.
+        assert!(check(&file, &partial(&file, 5 * mark)));
+        // A volume cut short (or of another file) is not reused either.
+        assert!(!check(&file, &file[..4 * mark]));
+        let mut other = file.clone();
+        other[5 * mark - 1] ^= 0xff;
+        assert!(!check(&file, &other));
+        assert!(check(&vec![0u8; mark], &[]), "a file of zeros needs no bytes");
     }
 
     #[test]

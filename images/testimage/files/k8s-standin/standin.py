@@ -1,0 +1,308 @@
+"""TEST-ONLY stand-in for the Kubernetes control plane in kubelab's test image.
+
+The Kubernetes server binaries cannot be installed where kubelab's tests run (no
+internet, QEMU without KVM), so the test image carries small stand-ins for kubeadm,
+kubectl, the kubelet and containerd that follow the observable contract kubelab relies on
+(kubeadm reference: https://kubernetes.io/docs/reference/setup-tools/kubeadm/):
+
+- `kubeadm init --config` refuses a missing CA or a bad v1beta4 config, signs an API
+  server certificate and admin.conf with the given CA for the advertise address, and
+  starts this module's API server on :6443 (TLS, /healthz, /readyz, a minimal
+  /api/v1/nodes and kube-system pods);
+- `kubeadm join --config` fetches the CA from the control plane's `cluster-info`
+  ConfigMap, checks it with the token (a signature keyed by the token, like kubeadm's JWS)
+  and against the CA hash pin, and registers the node;
+- nodes are Ready once a CNI DaemonSet has been applied.
+
+It never runs in a real cluster. KUBELAB_STANDIN_ROOT prefixes every path (tests on a
+host).
+"""
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import re
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.environ.get("KUBELAB_STANDIN_ROOT", "")
+VERSION = "v1.34.2"
+K8S = ROOT + "/etc/kubernetes"
+PKI = K8S + "/pki"
+STATE_DIR = ROOT + "/var/lib/kubelab-standin"
+STATE = STATE_DIR + "/state.json"
+PORT = int(os.environ.get("KUBELAB_STANDIN_PORT", "6443"))
+TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
+LOCK = threading.Lock()
+
+
+def die(msg, code=1):
+    print("error: " + msg, file=sys.stderr)
+    sys.exit(code)
+
+
+def openssl(*args, stdin=None):
+    out = subprocess.run(["openssl", *args], input=stdin, capture_output=True)
+    if out.returncode != 0:
+        die("openssl %s: %s" % (args[0], out.stderr.decode(errors="replace").strip()))
+    return out.stdout
+
+
+def spki_hash(cert_pem):
+    """sha256:<hex> of the certificate's DER SubjectPublicKeyInfo (kubeadm's pin)."""
+    pub = openssl("x509", "-pubkey", "-noout", stdin=cert_pem)
+    der = openssl("pkey", "-pubin", "-outform", "der", stdin=pub)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def sign_cert(ca_crt, ca_key, out_crt, out_key, subject, sans=None, client=False):
+    """A key and a certificate for `subject`, signed by the CA."""
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out_key)
+    os.chmod(out_key, 0o600)
+    csr = openssl("req", "-new", "-key", out_key, "-subj", subject)
+    with tempfile.NamedTemporaryFile("w", suffix=".ext", delete=False) as ext:
+        ext.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n")
+        ext.write("extendedKeyUsage=%s\n" % ("clientAuth" if client else "serverAuth"))
+        if sans:
+            ext.write("subjectAltName=%s\n" % ",".join(sans))
+    try:
+        openssl("x509", "-req", "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-days", "365",
+                "-extfile", ext.name, "-out", out_crt, stdin=csr)
+    finally:
+        os.unlink(ext.name)
+
+
+def b64(data):
+    import base64
+    return base64.b64encode(data).decode()
+
+
+def load_state():
+    try:
+        with open(STATE) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def save_state(state):
+    os.makedirs(STATE_DIR, exist_ok=True)
+    tmp = STATE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(tmp, STATE)
+
+
+def token_valid(state, token):
+    return any(hmac.compare_digest(t, token or "") for t in state.get("tokens", []))
+
+
+def cluster_info_kubeconfig(state):
+    ca = open(PKI + "/ca.crt", "rb").read()
+    return ("apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n"
+            "    certificate-authority-data: %s\n    server: https://%s:%d\n"
+            "contexts: null\ncurrent-context: \"\"\nusers: null\n"
+            % (b64(ca), state["advertise"], PORT))
+
+
+def jws(kubeconfig, token):
+    """The signature of cluster-info for one token: HMAC-SHA256 keyed by the token's
+    secret (kubeadm signs a detached JWS with it; the stand-in keeps the idea)."""
+    m = TOKEN_RE.match(token)
+    return hmac.new(m.group(2).encode(), kubeconfig.encode(), hashlib.sha256).hexdigest()
+
+
+def node_object(name, node, cni):
+    ready = "True" if cni else "False"
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(
+            {"node-role.kubernetes.io/control-plane": ""} if node.get("control_plane") else {})}},
+        "spec": {"unschedulable": node.get("unschedulable", False)},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": node["ip"]},
+                          {"type": "Hostname", "address": name}],
+            "conditions": [{"type": "Ready", "status": ready,
+                            "reason": "KubeletReady" if cni else "KubeletNotReady",
+                            "message": "kubelet is posting ready status" if cni else
+                            "container runtime network not ready: cni plugin not initialized"}],
+            "nodeInfo": {"kubeletVersion": VERSION},
+        },
+    }
+
+
+def pods(state):
+    cni = state.get("cni", False)
+    def pod(name, running=True, node=None):
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "kube-system"},
+                "spec": {"nodeName": node or ""},
+                "status": {"phase": "Running" if running else "Pending",
+                           "containerStatuses": [{"name": name.split("-")[0], "ready": running}]}}
+    cp = state["cluster_name_node"]
+    items = [pod("%s-%s" % (c, cp), node=cp) for c in
+             ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")]
+    items += [pod("coredns-standin-%d" % i, running=cni) for i in (1, 2)]
+    items += [pod("kube-proxy-%s" % n, node=n) for n in sorted(state["nodes"])]
+    return items
+
+
+class Api(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("api: %s %s\n" % (self.address_string(), fmt % args))
+
+    def send(self, code, body, ctype="application/json"):
+        data = body if isinstance(body, bytes) else (
+            json.dumps(body).encode() if not isinstance(body, str) else body.encode())
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def status(self, code, reason, message):
+        self.send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                         "message": message, "reason": reason, "code": code})
+
+    def admin(self):
+        cert = self.connection.getpeercert()
+        if not cert:
+            self.status(401, "Unauthorized", "Unauthorized")
+            return False
+        return True
+
+    def bearer(self):
+        auth = self.headers.get("Authorization", "")
+        return auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+
+    def body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"null")
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        with LOCK:
+            state = load_state()
+        if path in ("/healthz", "/readyz", "/livez"):
+            return self.send(200, "ok", "text/plain")
+        if path == "/version":
+            return self.send(200, {"major": "1", "minor": "34", "gitVersion": VERSION,
+                                   "platform": "linux/amd64"})
+        if path == "/api/v1/namespaces/kube-public/configmaps/cluster-info":
+            kubeconfig = cluster_info_kubeconfig(state)
+            data = {"kubeconfig": kubeconfig}
+            for token in state.get("tokens", []):
+                data["jws-kubeconfig-" + token.split(".")[0]] = jws(kubeconfig, token)
+            return self.send(200, {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
+                                   "metadata": {"name": "cluster-info", "namespace": "kube-public"}})
+        if not self.admin():
+            return None
+        if path == "/api":
+            return self.send(200, {"kind": "APIVersions", "versions": ["v1"],
+                                   "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
+                                   "serverAddress": "%s:%d" % (state["advertise"], PORT)}]})
+        if path == "/apis":
+            return self.send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        if path == "/api/v1":
+            res = lambda name, kind, ns: {"name": name, "singularName": kind.lower(), "namespaced": ns,
+                                          "kind": kind, "verbs": ["get", "list", "delete", "patch"]}
+            return self.send(200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                res("nodes", "Node", False), res("pods", "Pod", True)]})
+        cni = state.get("cni", False)
+        if path == "/api/v1/nodes":
+            items = [node_object(n, v, cni) for n, v in sorted(state["nodes"].items())]
+            return self.send(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": items})
+        if path.startswith("/api/v1/nodes/"):
+            name = path.rsplit("/", 1)[1]
+            if name not in state["nodes"]:
+                return self.status(404, "NotFound", 'nodes "%s" not found' % name)
+            return self.send(200, node_object(name, state["nodes"][name], cni))
+        if path == "/api/v1/namespaces/kube-system/pods":
+            return self.send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods(state)})
+        return self.status(404, "NotFound", "the server could not find the requested resource")
+
+    def do_POST(self):
+        path = self.path.split("?")[0]
+        if path == "/api/v1/nodes":
+            with LOCK:
+                state = load_state()
+                if not token_valid(state, self.bearer()):
+                    return self.status(401, "Unauthorized", "invalid bootstrap token")
+                node = self.body()
+                state["nodes"][node["name"]] = {"ip": node["ip"]}
+                save_state(state)
+            return self.send(201, {"kind": "Node", "metadata": {"name": node["name"]}})
+        if not self.admin():
+            return None
+        if path == "/standin/apply":
+            results = []
+            with LOCK:
+                state = load_state()
+                for obj in self.body():
+                    key = "%s/%s" % (obj.get("kind", "?").lower(), obj.get("metadata", {}).get("name", "?"))
+                    verb = "configured" if key in state.setdefault("applied", []) else "created"
+                    if verb == "created":
+                        state["applied"].append(key)
+                    if obj.get("kind") == "DaemonSet":
+                        state["cni"] = True
+                    results.append("%s %s" % (key, verb))
+                save_state(state)
+            return self.send(200, results)
+        if path == "/standin/tokens":
+            with LOCK:
+                state = load_state()
+                token = self.body()["token"]
+                if token in state["tokens"]:
+                    return self.status(409, "AlreadyExists", "token already exists")
+                state["tokens"].append(token)
+                save_state(state)
+            return self.send(201, {"token": token})
+        return self.status(404, "NotFound", "the server could not find the requested resource")
+
+    def do_PATCH(self):
+        if not self.admin():
+            return None
+        name = self.path.split("?")[0].rsplit("/", 1)[1]
+        with LOCK:
+            state = load_state()
+            if name not in state["nodes"]:
+                return self.status(404, "NotFound", 'nodes "%s" not found' % name)
+            state["nodes"][name]["unschedulable"] = bool(self.body().get("spec", {}).get("unschedulable"))
+            save_state(state)
+        return self.send(200, {"kind": "Node", "metadata": {"name": name}})
+
+    def do_DELETE(self):
+        if not self.admin():
+            return None
+        name = self.path.split("?")[0].rsplit("/", 1)[1]
+        with LOCK:
+            state = load_state()
+            if state["nodes"].pop(name, None) is None:
+                return self.status(404, "NotFound", 'nodes "%s" not found' % name)
+            save_state(state)
+        return self.send(200, {"kind": "Status", "status": "Success"})
+
+
+def serve():
+    state = load_state()
+    if state is None:
+        die("no cluster state: run kubeadm init first")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(PKI + "/apiserver.crt", PKI + "/apiserver.key")
+    ctx.load_verify_locations(PKI + "/ca.crt")
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    server = ThreadingHTTPServer((state.get("bind", "0.0.0.0"), PORT), Api)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    print("api: serving on :%d" % PORT, file=sys.stderr, flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    serve()
