@@ -11,8 +11,7 @@ use crate::profile::{self, Profile};
 /// Arguments of `kubelab delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Delete every profile, not only the selected one, and the hypervisor's copies of
-    /// their base images (a single `delete` keeps them for the next `up`).
+    /// Delete every profile, not only the selected one.
     #[arg(long)]
     all: bool,
 }
@@ -30,7 +29,7 @@ pub fn exec(ctx: &Ctx, args: DeleteArgs) -> Result<(), crate::Error> {
     };
     let mut out = std::io::stdout().lock();
     for profile in &profiles {
-        let existed = lifecycle::delete(&ctx.home, profile, ctx.wait, args.all)?;
+        let existed = lifecycle::delete(&ctx.home, profile, ctx.wait)?;
         let text = if existed { "deleted" } else { "does not exist" };
         writeln!(out, "profile {}: {text}", profile.name()).map_err(crate::Error::Output)?;
     }

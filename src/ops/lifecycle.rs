@@ -41,14 +41,9 @@ pub fn down(profile: &Profile, wait_lock: bool) -> Result<Vec<String>, Error> {
 /// `kubelab delete`: removes every resource the profile's journal lists (newest first),
 /// the profile's entries in the user's kubeconfig, then the profile's directory.
 /// Deleting a profile that does not exist is not an error. The hypervisor's copy of the
-/// base image is kept for the next `up` (a lab is recreated many times a day) unless
-/// `purge_image` is set (`delete --all`) and no other profile of this home uses it.
-pub fn delete(
-    home: &Home,
-    profile: &Profile,
-    wait_lock: bool,
-    purge_image: bool,
-) -> Result<bool, Error> {
+/// base image goes too unless another profile of this home still uses it, so nothing
+/// is left behind.
+pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, Error> {
     if !profile.dir().exists() {
         return Ok(false);
     }
@@ -69,14 +64,12 @@ pub fn delete(
             }
             journal.forget(entry)?;
         }
-        let shared = || -> Result<bool, Error> {
-            Ok(profile::list(home)?.iter().any(|p| {
-                p.name != state.profile
-                    && p.state.as_ref().and_then(|s| s.pointer("/image/sha256"))
-                        == Some(&serde_json::Value::from(state.image.sha256.clone()))
-            }))
-        };
-        if purge_image && !shared()? {
+        let sha256 = serde_json::Value::from(state.image.sha256.clone());
+        let shared = profile::list(home)?.iter().any(|p| {
+            p.name != state.profile
+                && p.state.as_ref().and_then(|s| s.pointer("/image/sha256")) == Some(&sha256)
+        });
+        if !shared {
             driver.delete_image(&state.image.sha256)?;
         }
     }
