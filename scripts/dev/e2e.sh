@@ -106,6 +106,11 @@ assert status["driver"] == "kvm2", status
 PY
 pass "status -o json"
 
+kl -p e2e logs e2e-m02 >"$work/logs.txt"
+grep -q "Linux version" "$work/logs.txt" || fail "logs: no serial console"
+grep -q "Cloud-init v" "$work/logs.txt" || fail "logs: no cloud-init output"
+pass "logs (serial console and cloud-init output)"
+
 log "down, then up again: same addresses"
 kl -p e2e down
 kl -p e2e status -o json | python3 -c \

@@ -49,6 +49,14 @@ impl DriverKind {
         }
     }
 
+    /// The backend a new profile uses without `--driver`: the first one compiled in.
+    pub fn default_kind() -> Result<Self, DriverError> {
+        Self::all().first().copied().ok_or_else(|| DriverError::UnknownDriver {
+            name: "(default)".into(),
+            known: "none: this kubelab was built without drivers".into(),
+        })
+    }
+
     /// Every backend compiled in, in the order `up` prefers them.
     pub fn all() -> &'static [DriverKind] {
         &[

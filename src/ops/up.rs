@@ -98,15 +98,10 @@ pub fn up(
         Some(saved) if opts.image.is_none() => saved.image.request()?,
         _ => request,
     };
-    let kind = match opts.driver.or_else(|| DriverKind::all().first().copied()) {
-        Some(kind) => kind,
-        None => {
-            return Err(driver::DriverError::UnknownDriver {
-                name: String::new(),
-                known: String::new(),
-            }
-            .into());
-        }
+    let kind = match (opts.driver, &saved) {
+        (Some(kind), _) => kind,
+        (None, Some(saved)) => saved.driver.parse()?,
+        (None, None) => DriverKind::default_kind()?,
     };
     let uri = saved.as_ref().and_then(|s| s.libvirt_uri.clone()).or(opts.libvirt_uri.clone());
     let driver = driver::open(kind, uri.as_deref())?;
