@@ -35,8 +35,11 @@ finish() {
 trap finish EXIT
 lab_serve_image "$image_dir" 8099 /tmp/kubelab-demo-http.log
 
-kl() { lab_exec env KUBELAB_HOME="$KUBELAB_HOME" "$kubelab" "$@"; }
-set -x
+# Shows each kubelab command as a user would type it, then runs it in the namespace.
+kl() {
+    printf '\n$ kubelab %s\n' "$*" >&2
+    lab_exec env KUBELAB_HOME="$KUBELAB_HOME" "$kubelab" "$@"
+}
 kl -p demo up --driver kvm2 --nodes 2 --cpus 1 --memory 1g --bootstrapper none \
     --image http://127.0.0.1:8099/disk.qcow2 \
     --image-sha256 "$(lab_image_sha "$image_dir" disk.qcow2)" --timings

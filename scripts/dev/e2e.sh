@@ -195,6 +195,14 @@ ready=$(kctl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.c
 [ "$ready" = "e2e-k8s=True e2e-k8s-m02=True e2e-k8s-m03=True " ] || fail "nodes: $ready"
 pass "kubectl: context e2e-k8s current beside 'other'; 3 nodes Ready over the host-only address"
 
+standalone=$(klk -p e2e-k8s kubeconfig --path)
+server=$(kctl --kubeconfig "$standalone" config view -o jsonpath='{.clusters[0].cluster.server}')
+[ "$server" = "https://$(klk -p e2e-k8s ip):6443" ] || fail "standalone kubeconfig server: $server"
+kctl config use-context other >/dev/null
+klk -p e2e-k8s kubeconfig --update
+[ "$(kctl config current-context)" = e2e-k8s ] || fail "kubeconfig --update did not make e2e-k8s current"
+pass "kubeconfig --path names the standalone copy; --update merges it again"
+
 python3 - "$KUBELAB_HOME/profiles/e2e-k8s/kubelab.log" <<'PY'
 import re, sys
 from datetime import datetime
