@@ -23,19 +23,40 @@ pub fn down(profile: &Profile, wait_lock: bool) -> Result<Vec<String>, Error> {
     let _lock = profile.lock_existing(wait_lock)?;
     let state: ClusterState = profile.load_state()?;
     let driver = open_driver(&state)?;
-    let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = state
-            .nodes
-            .iter()
-            .map(|n| {
-                let driver = &*driver;
-                scope.spawn(move || Ok(driver.stop(&n.name, StopMode::Graceful)?))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Err(Error::Panicked))).collect()
-    });
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    in_parallel(&state.nodes, |n| Ok(driver.stop(&n.name, StopMode::Graceful)?))
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()?;
     Ok(state.nodes.iter().map(|n| n.name.clone()).collect())
+}
+
+/// `run` on every item, each in its own thread; the results in the items' order.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    run: impl Fn(&T) -> Result<R, Error> + Sync,
+) -> Vec<Result<R, Error>> {
+    std::thread::scope(|scope| {
+        let run = &run;
+        let handles: Vec<_> = items.iter().map(|item| scope.spawn(move || run(item))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(Error::Panicked))).collect()
+    })
+}
+
+/// Removes the journal's `entries`, all at once (a VM's power-off alone takes about a
+/// second: QEMU exits and libvirt notices), forgetting each one removed.
+fn remove_all(driver: &dyn Driver, journal: &Journal, entries: &[&Resource]) -> Result<(), Error> {
+    let results = in_parallel(entries, |entry| {
+        match entry {
+            Resource::Vm(name) => driver.delete(name)?,
+            Resource::Network(name) => driver.delete_network(name)?,
+        }
+        Ok(())
+    });
+    // The journal is rewritten on each forget: one at a time.
+    for (entry, result) in entries.iter().zip(results) {
+        result?;
+        journal.forget(entry)?;
+    }
+    Ok(())
 }
 
 /// `kubelab delete`: removes every resource the profile's journal lists (newest first),
@@ -57,13 +78,11 @@ pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, E
     };
     if let Some(state) = &state {
         let driver = open_driver(state)?;
-        for entry in entries.iter().rev() {
-            match entry {
-                Resource::Vm(name) => driver.delete(name)?,
-                Resource::Network(name) => driver.delete_network(name)?,
-            }
-            journal.forget(entry)?;
-        }
+        // The VMs first: they use the networks.
+        let (vms, networks): (Vec<&Resource>, Vec<&Resource>) =
+            entries.iter().rev().partition(|e| matches!(e, Resource::Vm(_)));
+        remove_all(&*driver, &journal, &vms)?;
+        remove_all(&*driver, &journal, &networks)?;
         let sha256 = serde_json::Value::from(state.image.sha256.clone());
         let shared = profile::list(home)?.iter().any(|p| {
             p.name != state.profile

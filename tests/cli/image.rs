@@ -72,18 +72,21 @@ fn cache_hit_sends_no_request() {
     assert_eq!(server.requests().len(), 1);
 }
 
+/// A server that honours Range and cuts the first response after `cut` bytes.
+fn cut_once_at(data: &[u8], cut: usize) -> HttpServer {
+    let data = data.to_vec();
+    HttpServer::start(move |req, i| {
+        let reply = Reply::file(&data, req, true);
+        if i == 0 { reply.stop_after(cut, After::Cut) } else { reply }
+    })
+}
+
 #[test]
 fn cut_connection_is_resumed_with_range() {
     let data = test_data(4 * MIB, 3);
     let digest = sha256(&data);
     let cut = data.len() * 4 / 10;
-    let server = {
-        let data = data.clone();
-        HttpServer::start(move |req, i| {
-            let reply = Reply::file(&data, req, true);
-            if i == 0 { reply.stop_after(cut, After::Cut) } else { reply }
-        })
-    };
+    let server = cut_once_at(&data, cut);
     let k = Kubelab::new();
     pull(&k, &server.url("disk.qcow2"), &digest, &[]).success();
     assert_eq!(cached_image(&k), data);
@@ -101,13 +104,7 @@ fn partial_file_of_a_failed_run_is_resumed_by_the_next_run() {
     let data = test_data(2 * MIB, 4);
     let digest = sha256(&data);
     let cut = data.len() * 4 / 10;
-    let server = {
-        let data = data.clone();
-        HttpServer::start(move |req, i| {
-            let reply = Reply::file(&data, req, true);
-            if i == 0 { reply.stop_after(cut, After::Cut) } else { reply }
-        })
-    };
+    let server = cut_once_at(&data, cut);
     let k = Kubelab::new();
     let url = server.url("disk.qcow2");
     pull(&k, &url, &digest, &[("KUBELAB_DOWNLOAD_RETRIES", "0")])

@@ -300,10 +300,11 @@ pub fn parse_extradata(text: &str) -> BTreeMap<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> String {
+    /// A captured VBoxManage output from `tests/fixtures/vboxmanage/`.
+    pub(in crate::driver::virtualbox) fn fixture(name: &str) -> String {
         let path = format!("{}/tests/fixtures/vboxmanage/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }

@@ -399,12 +399,8 @@ fn typed(source: ProcessError, subcommand: Option<std::borrow::Cow<'_, str>>) ->
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse::tests::fixture;
     use super::*;
-
-    fn fixture(name: &str) -> String {
-        let path = format!("{}/tests/fixtures/vboxmanage/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
 
     #[test]
     fn locate_prefers_path_then_install_env_then_windows_default() {
