@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks. Usage: scripts/bench.sh download [SIZE_MIB] | up
+# Benchmarks. Usage: scripts/bench.sh download [SIZE_MIB] | up | bootstrap
 #
 # download: serves a SIZE_MIB (default 1024) file of random bytes from a loopback HTTP
 # server (python3 -m http.server on 127.0.0.1), then times, best of RUNS (default 3):
@@ -228,8 +228,10 @@ bench_floor() {
     lab_remove_objects "kubelab-$(basename "$dir")"
 }
 
-cmd_up() {
-    [[ $(id -u) -eq 0 ]] || die "up needs root (network namespace, libvirtd)"
+# bench_lab: the namespace with its libvirtd, the test image served in it; sets
+# image_url and image_sha, and tears everything down at exit.
+bench_lab() {
+    [[ $(id -u) -eq 0 ]] || die "needs root (network namespace, libvirtd)"
     build_kubelab
     # shellcheck source=SCRIPTDIR/dev/netns-libvirt.sh
     . "$root/scripts/dev/netns-libvirt.sh"
@@ -247,7 +249,10 @@ cmd_up() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
     lab_serve_image "$image_dir" "$BENCH_PORT" "$work/http.log"
+}
 
+cmd_up() {
+    bench_lab
     # The warm-up profile stays (stopped): `delete` keeps the pool's base volume only
     # while another profile uses the image.
     echo "warm-up: kubelab up + down (cache, base volume, libvirtd's capabilities)" >&2
@@ -273,8 +278,26 @@ cmd_up() {
     printf '%s\n' "${rows[@]}"
 }
 
+# bootstrap: `kubelab up --nodes 3 --bootstrapper kubeadm` (the test image's TEST-ONLY
+# kubeadm stand-in: the host side, SSH scripts and waits are kubelab's real code) and the
+# duration of each bootstrap phase per node, from --timings.
+cmd_bootstrap() {
+    bench_lab
+    # The cluster's context goes into the bench's own kubeconfig, not the user's.
+    export KUBECONFIG=$work/kubeconfig
+    local t0 t1
+    t0=$(now)
+    kl -p "${BENCH_PREFIX}k8s" up --driver kvm2 --bootstrapper kubeadm --cpus 1 --memory 1g \
+        --disk 4g --nodes 3 --image "$image_url" --image-sha256 "$image_sha" --timings \
+        >"$work/k8s-up.txt" 2>&1 || { cat "$work/k8s-up.txt" >&2; die "kubelab up failed"; }
+    t1=$(now)
+    sed -n '/^timings:/,$p' "$work/k8s-up.txt"
+    echo "3 nodes with kubeadm: up $(secs_between "$t0" "$t1") s, delete $(bench_kubelab_delete "${BENCH_PREFIX}k8s") s"
+}
+
 case ${1:-} in
 download) shift; cmd_download "$@" ;;
 up) shift; cmd_up "$@" ;;
-*) die "usage: $0 download [SIZE_MIB] | up" ;;
+bootstrap) shift; cmd_bootstrap "$@" ;;
+*) die "usage: $0 download [SIZE_MIB] | up | bootstrap" ;;
 esac
