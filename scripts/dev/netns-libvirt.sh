@@ -19,6 +19,8 @@
 # refuses to start when any libvirtd or virtlogd already runs.
 
 LAB_NETNS=""
+# This file's directory (for reaper.py), fixed when the file is sourced.
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LAB_STATE_DIR=""
 LAB_URI=qemu:///system
 # Seconds lab_netns_up waits for libvirtd to answer; the first answer after a
@@ -77,7 +79,8 @@ lab_netns_up() {
     mkdir -p /var/lib/libvirt/dnsmasq
     started=$SECONDS
     lab_exec virtlogd -d -p "$LAB_STATE_DIR/virtlogd.pid"
-    lab_exec libvirtd -d -p "$LAB_STATE_DIR/libvirtd.pid"
+    # Under a subreaper, as under a real init: exited QEMUs are reaped at once (reaper.py).
+    lab_exec "$LAB_DIR/reaper.py" libvirtd -d -p "$LAB_STATE_DIR/libvirtd.pid" &
     deadline=$((SECONDS + LAB_START_TIMEOUT))
     until lab_exec virsh -c "$LAB_URI" version >/dev/null 2>&1; do
         if [ "$SECONDS" -ge "$deadline" ]; then
