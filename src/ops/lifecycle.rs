@@ -23,28 +23,16 @@ pub fn down(profile: &Profile, wait_lock: bool) -> Result<Vec<String>, Error> {
     let _lock = profile.lock_existing(wait_lock)?;
     let state: ClusterState = profile.load_state()?;
     let driver = open_driver(&state)?;
-    in_parallel(&state.nodes, |n| Ok(driver.stop(&n.name, StopMode::Graceful)?))
+    super::in_parallel(&state.nodes, |n| Ok(driver.stop(&n.name, StopMode::Graceful)?))
         .into_iter()
         .collect::<Result<Vec<()>, _>>()?;
     Ok(state.nodes.iter().map(|n| n.name.clone()).collect())
 }
 
-/// `run` on every item, each in its own thread; the results in the items' order.
-fn in_parallel<T: Sync, R: Send>(
-    items: &[T],
-    run: impl Fn(&T) -> Result<R, Error> + Sync,
-) -> Vec<Result<R, Error>> {
-    std::thread::scope(|scope| {
-        let run = &run;
-        let handles: Vec<_> = items.iter().map(|item| scope.spawn(move || run(item))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Err(Error::Panicked))).collect()
-    })
-}
-
 /// Removes the journal's `entries`, all at once (a VM's power-off alone takes about a
 /// second: QEMU exits and libvirt notices), forgetting each one removed.
 fn remove_all(driver: &dyn Driver, journal: &Journal, entries: &[&Resource]) -> Result<(), Error> {
-    let results = in_parallel(entries, |entry| {
+    let results = super::in_parallel(entries, |entry| {
         match entry {
             Resource::Vm(name) => driver.delete(name)?,
             Resource::Network(name) => driver.delete_network(name)?,

@@ -16,3 +16,15 @@ use crate::profile::{self, Summary};
 pub fn list(home: &Home) -> Result<Vec<Summary>, crate::Error> {
     Ok(profile::list(home)?)
 }
+
+/// `run` on every item, each in its own thread; the results in the items' order.
+pub(crate) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    run: impl Fn(&T) -> Result<R, crate::Error> + Sync,
+) -> Vec<Result<R, crate::Error>> {
+    std::thread::scope(|scope| {
+        let run = &run;
+        let handles: Vec<_> = items.iter().map(|item| scope.spawn(move || run(item))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(crate::Error::Panicked))).collect()
+    })
+}

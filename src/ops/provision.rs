@@ -128,17 +128,9 @@ pub fn bring_up(
 ) -> Result<(Vec<NodeState>, Vec<Timing>), Error> {
     let created = Mutex::new(Vec::new());
     let timings = Mutex::new(Vec::new());
-    let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = nodes
-            .iter()
-            .map(|node| {
-                let (created, timings) = (&created, &timings);
-                scope.spawn(move || node_up(ctx, node, created, timings))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Panicked))).collect()
-    });
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    super::in_parallel(nodes, |node| node_up(ctx, node, &created, &timings))
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()?;
     let mut timings = timings.into_inner().unwrap_or_default();
     timings.sort_by(|a: &Timing, b| a.node.cmp(&b.node));
     Ok((created.into_inner().unwrap_or_default(), timings))

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::Error;
 use crate::bootstrap::{self, BootstrapperKind};
 use crate::cluster::{self, ClusterError, ClusterState, ImageState, NodeState, Role};
-use crate::driver::{self, DiskFormat, AccelPolicy, Driver, DriverKind, HostWarning};
+use crate::driver::{self, AccelPolicy, DiskFormat, Driver, DriverKind, HostWarning};
 use crate::home::Home;
 use crate::image::catalog::{Digest, Format, Kind};
 use crate::image::{self, ImageRequest, ImageSource};
