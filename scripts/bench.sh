@@ -109,6 +109,7 @@ BENCH_NS="kubelab-bench"
 BENCH_PORT=8097
 # Every profile of the bench starts with this; its networks with "kubelab-$BENCH_PREFIX".
 BENCH_PREFIX=bench
+# The pool's directory inside the lab's mount namespace.
 BENCH_POOL=/var/lib/libvirt/images/kubelab
 
 # kl ARGS...: kubelab inside the namespace, with the bench's home.
@@ -116,9 +117,7 @@ kl() { lab_exec env KUBELAB_HOME="$work/home" "$kubelab" "$@"; }
 
 bench_cleanup() {
     if [[ -n ${LAB_HTTP_PID:-} ]]; then kill "$LAB_HTTP_PID" 2>/dev/null || true; fi
-    lab_remove_objects "kubelab-$BENCH_PREFIX"
-    lab_remove_objects kubelab
-    lab_netns_down "$BENCH_NS" "$BENCH_PREFIX"
+    lab_netns_down "$BENCH_NS"
 }
 
 # bench_kubelab_up PROFILE NODES: runs `kubelab up`, prints its wall time.
@@ -152,7 +151,7 @@ bench_capture() {
         'import json,sys; [print(n["name"], n["ip"]) for n in json.load(sys.stdin)["nodes"]]' >"$dir/nodes"
     while read -r -u 3 node ip; do
         lab_virsh dumpxml --inactive "$node" | grep -v '<uuid>' >"$dir/$node.xml"
-        cp "$BENCH_POOL/node-$node-seed.iso" "$dir/$node-seed.iso"
+        lab_exec cat "$BENCH_POOL/node-$node-seed.iso" >"$dir/$node-seed.iso"
         lab_virsh vol-info --bytes --pool kubelab "node-$node.qcow2" |
             awk '/^Capacity:/ {print $2}' >"$dir/$node.capacity"
     done 3<"$dir/nodes"
@@ -191,7 +190,7 @@ bench_floor_node() {
     lab_virsh define "$dir/$node.xml" >/dev/null
     lab_virsh start "$node" >/dev/null
     # shellcheck disable=SC2016 # expanded by the inner bash
-    timeout 900 ip netns exec "$LAB_NETNS" bash -c \
+    timeout 900 "${LAB_EXEC[@]}" bash -c \
         'until (exec 3<>"/dev/tcp/$0/22") 2>/dev/null; do sleep 0.2; done' "$ip" ||
         die "$node: port 22 never opened"
     until lab_exec ssh -n -q -i "$dir/id_ed25519" -o BatchMode=yes -o ConnectTimeout=2 \
@@ -206,7 +205,7 @@ bench_floor_node() {
 # bench_floor DIR: boots DIR's nodes by hand in parallel; prints the wall time until the
 # last one answered SSH, then removes them.
 bench_floor() {
-    local dir=$1 node ip t0 end last=0 pids=()
+    local dir=$1 node ip net t0 end last=0 pids=()
     bench_floor_prepare "$dir"
     t0=$(now)
     while read -r -u 3 node ip; do
@@ -225,7 +224,10 @@ bench_floor() {
         lab_virsh vol-delete --pool kubelab "node-$node.qcow2" >/dev/null
         lab_virsh vol-delete --pool kubelab "node-$node-seed.iso" >/dev/null
     done 3<"$dir/nodes"
-    lab_remove_objects "kubelab-$(basename "$dir")"
+    for net in $(lab_names net-list "kubelab-$(basename "$dir")"); do
+        lab_virsh net-destroy "$net" >/dev/null
+        lab_virsh net-undefine "$net" >/dev/null
+    done
 }
 
 # bench_lab: the namespace with its libvirtd, the test image served in it; sets

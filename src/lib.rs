@@ -8,9 +8,9 @@
 /// Kubernetes on the nodes: the `Bootstrapper` trait, `none` and `kubeadm`.
 pub mod bootstrap;
 pub mod cli;
-pub mod cluster;
 /// The cloud-init NoCloud seed: rendered documents and the `cidata` ISO.
 pub mod cloudinit;
+pub mod cluster;
 /// The `Driver` trait (VMs, disks, networks) and its hypervisor backends.
 pub mod driver;
 pub mod error;

@@ -7,8 +7,8 @@
 
 use crate::Error;
 use crate::bootstrap::BootstrapError;
-use crate::cluster::ClusterError;
 use crate::cloudinit::CloudInitError;
+use crate::cluster::ClusterError;
 use crate::driver::DriverError;
 use crate::image::ImageError;
 use crate::keys::KeyError;

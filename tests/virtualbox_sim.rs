@@ -43,7 +43,6 @@ struct Lab {
 
 impl Lab {
     fn new() -> Self {
-        ensure_kubelab_user();
         let dir = tempfile::tempdir().unwrap();
         // The guests' sshd reads authorized_keys as user kubelab.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -130,19 +129,6 @@ impl Drop for Lab {
             let _ = Command::new("kill").arg(pid).stderr(std::process::Stdio::null()).status();
         }
     }
-}
-
-/// Creates user `kubelab` (the nodes' login) if this machine lacks it; `*` as password
-/// hash is "no password" without the `!` that sshd reads as a locked account.
-fn ensure_kubelab_user() {
-    if Command::new("id").arg("kubelab").output().is_ok_and(|o| o.status.success()) {
-        return;
-    }
-    let status = Command::new("useradd")
-        .args(["-m", "-s", "/bin/bash", "-p", "*", "kubelab"])
-        .status()
-        .expect("run useradd (these tests run as root)");
-    assert!(status.success() || Command::new("id").arg("kubelab").status().unwrap().success());
 }
 
 fn obj_len(value: &Value, key: &str) -> usize {

@@ -28,21 +28,50 @@ pass_count=0
 pass() { pass_count=$((pass_count + 1)); log "ok: $*"; }
 kl() { lab_exec env KUBELAB_HOME="$KUBELAB_HOME" "$kubelab" "$@"; }
 
+# Host libvirt objects named like kubelab's (a domain, a network, a pool directory with a
+# volume), planted where the host's libvirtd keeps them before the lab starts and compared
+# byte for byte after it is gone: the harness's private libvirtd must never load, change
+# or remove them. They are removed again at exit (they are this test's own).
+host_canaries=(/etc/libvirt/qemu/kubelab-e2e-canary.xml
+    /etc/libvirt/qemu/networks/kubelab-e2e-canary.xml
+    /var/lib/libvirt/images/kubelab-e2e-canary/node-canary.qcow2)
+host_canary_plant() {
+    mkdir -p /etc/libvirt/qemu/networks /var/lib/libvirt/images/kubelab-e2e-canary
+    cat >"${host_canaries[0]}" <<XML
+<domain type='qemu'><name>kubelab-e2e-canary</name><memory unit='MiB'>64</memory>
+<os><type arch='x86_64'>hvm</type></os></domain>
+XML
+    cat >"${host_canaries[1]}" <<XML
+<network><name>kubelab-e2e-canary</name><bridge name='klcanary0'/></network>
+XML
+    head -c 65536 /dev/urandom >"${host_canaries[2]}"
+    sha256sum "${host_canaries[@]}" >"$work/canaries.sha256"
+}
+host_canary_check_and_remove() {
+    local rc=0
+    if [ -f "$work/canaries.sha256" ]; then
+        sha256sum --quiet -c "$work/canaries.sha256" || { log "FAIL: host libvirt objects changed"; rc=1; }
+    fi
+    rm -rf "${host_canaries[@]}" /var/lib/libvirt/images/kubelab-e2e-canary "$work/canaries.sha256"
+    return "$rc"
+}
+
 cleanup() {
     local status=$?
     if [ -n "$LAB_HTTP_PID" ]; then kill "$LAB_HTTP_PID" 2>/dev/null || true; fi
     if [ -n "${KEEP_LAB:-}" ] && [ "$status" -ne 0 ]; then
         log "KEEP_LAB set: namespace $NS left running"
+        host_canary_check_and_remove || true
         return
     fi
-    lab_remove_objects kubelab-e2e
-    lab_remove_objects kubelab
-    lab_netns_down "$NS" "$PROFILE_PREFIX"
+    lab_netns_down "$NS"
+    host_canary_check_and_remove || status=1
     rm -rf "$work"
+    exit "$status"
 }
 
 if [ "${1:-}" = "--cleanup" ]; then
-    lab_netns_down "$NS" "$PROFILE_PREFIX"
+    lab_netns_down "$NS"
     exit 0
 fi
 
@@ -54,6 +83,7 @@ iso_sha=$(lab_image_sha "$image_dir" live.iso)
 
 rm -rf "$work"
 mkdir -p "$work"
+host_canary_plant
 lab_netns_up "$NS"
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -62,6 +92,11 @@ trap 'exit 143' TERM
 log "serving $image_dir on 127.0.0.1:8099 inside the namespace"
 lab_serve_image "$image_dir" 8099 "$work/http.log"
 base=http://127.0.0.1:8099
+
+for kind in dominfo net-info; do
+    if lab_virsh "$kind" kubelab-e2e-canary >/dev/null 2>&1; then fail "the lab's libvirtd sees the host's $kind"; fi
+done
+pass "the lab's libvirtd sees none of the host's libvirt objects"
 
 log "a network and a domain kubelab did not create, which must survive delete --all"
 cat >"$work/foreign-net.xml" <<XML
@@ -141,16 +176,18 @@ kl -p e2e-iso delete
 pass "up with the iso image"
 
 log "kill -9 of up mid-boot, then up converges"
-kl -p e2e-kill up "${up_flags[@]}" --image "$base/disk.qcow2" --image-sha256 "$qcow2_sha" \
-    >"$work/kill.txt" 2>&1 &
+# Started as a plain command, so that $! is kubelab's own PID (nsenter and `ip netns exec`
+# exec, they do not fork).
+"${LAB_EXEC[@]}" env KUBELAB_HOME="$KUBELAB_HOME" "$kubelab" -p e2e-kill up "${up_flags[@]}" \
+    --image "$base/disk.qcow2" --image-sha256 "$qcow2_sha" >"$work/kill.txt" 2>&1 &
 up_pid=$!
 deadline=$((SECONDS + 300))
 until [ "$(lab_virsh domstate e2e-kill 2>/dev/null)" = running ]; do
     [ "$SECONDS" -lt "$deadline" ] || fail "e2e-kill never started"
     sleep 0.5
 done
-# The namespaced `kubelab` is a child of `ip netns exec`: kill the real process.
-pkill -KILL -f "$kubelab -p e2e-kill up" || true
+[ "$(cat "/proc/$up_pid/comm")" = kubelab ] || fail "pid $up_pid is not kubelab"
+kill -KILL "$up_pid"
 wait "$up_pid" 2>/dev/null || true
 kl -p e2e-kill up
 [ "$(kl -p e2e-kill ssh -- hostname)" = e2e-kill ] || fail "ssh after the resumed up"
@@ -258,4 +295,8 @@ pass "delete --all"
 lab_virsh undefine e2e-foreign >/dev/null
 lab_virsh net-destroy e2e-foreign-net >/dev/null
 lab_virsh net-undefine e2e-foreign-net >/dev/null
+
+lab_netns_down "$NS"
+host_canary_check_and_remove || fail "the host's libvirt objects changed during the e2e"
+pass "the host's kubelab-named domain, network and volume are unchanged byte for byte"
 echo "e2e: $pass_count passed, 0 failed"

@@ -24,7 +24,8 @@ netns=klsmoke$$
 prefix=klsmoke$$-
 vm=${prefix}vm
 # QEMU runs as libvirt-qemu: everything it opens lives in a world-readable
-# pool directory, never under /root or a 0700 temp dir.
+# pool directory, never under /root or a 0700 temp dir. Both paths are inside the lab's
+# private mount namespace (scripts/dev/netns-libvirt.sh).
 pool_dir=/var/lib/libvirt/images/${prefix}pool
 console_log=/var/log/libvirt/qemu/${vm}-console.log
 host_ip=10.213.7.1 guest_ip=10.213.7.10 mac=52:54:00:6b:6c:0a
@@ -37,14 +38,12 @@ finish() {
     local rc=$?
     # The trap may run inside a command's 2>/dev/null: restore stderr.
     exec 2>&3
-    lab_netns_down "$netns" "$prefix" || rc=1
-    [ -n "$keys" ] && rm -rf "$keys"
-    if [ -f "$console_log" ]; then
-        cp "$console_log" "/tmp/${vm}-console.log"
-        rm -f "$console_log"
+    if [ -n "$LAB_NETNS" ] && lab_exec test -f "$console_log" 2>/dev/null; then
+        lab_exec cat "$console_log" >"/tmp/${vm}-console.log"
         log "serial console log: /tmp/${vm}-console.log"
     fi
-    rm -f "/var/log/libvirt/qemu/${vm}.log"
+    lab_netns_down "$netns" || rc=1
+    [ -n "$keys" ] && rm -rf "$keys"
     exit "$rc"
 }
 
@@ -85,7 +84,7 @@ cloud_init_modules: [write_files, set_hostname, update_hostname, update_etc_host
 cloud_config_modules: []
 cloud_final_modules: [final_message]
 EOF
-    genisoimage -quiet -o "$pool_dir/seed.iso" -V cidata -J -R "$dir"
+    lab_exec genisoimage -quiet -o "$pool_dir/seed.iso" -V cidata -J -R "$dir"
 }
 
 # disk_xml: the devices that differ between the disk and the live ISO variant.
@@ -188,11 +187,11 @@ main() {
     lab_virsh pool-define-as "${prefix}pool" dir --target "$pool_dir" >/dev/null
     lab_virsh pool-build "${prefix}pool" >/dev/null
     lab_virsh pool-start "${prefix}pool" >/dev/null
-    chmod 0755 "$pool_dir"
+    lab_exec chmod 0755 "$pool_dir"
     if [ "$variant" = iso ]; then
-        qemu-img create -q -f qcow2 "$pool_dir/data.qcow2" 4G
+        lab_exec qemu-img create -q -f qcow2 "$pool_dir/data.qcow2" 4G
     else
-        qemu-img create -q -f qcow2 -F qcow2 -b "$image_dir/disk.qcow2" "$pool_dir/root.qcow2"
+        lab_exec qemu-img create -q -f qcow2 -F qcow2 -b "$image_dir/disk.qcow2" "$pool_dir/root.qcow2"
     fi
     write_seed
 

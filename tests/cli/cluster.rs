@@ -37,7 +37,11 @@ fn bad_options_are_refused_before_anything_is_created() {
         (vec!["up", "--memory", "2x"], reason::PROFILE_BAD_OPTION.exit_code, "unknown unit"),
         (vec!["up", "--disk", "0"], reason::PROFILE_BAD_OPTION.exit_code, "--disk"),
         (vec!["up", "--nodes", "0"], reason::PROFILE_BAD_OPTION.exit_code, "between 1 and 99"),
-        (vec!["up", "--image", "no such image"], reason::IMG_BAD_SOURCE.exit_code, "not a catalogue"),
+        (
+            vec!["up", "--image", "no such image"],
+            reason::IMG_BAD_SOURCE.exit_code,
+            "not a catalogue",
+        ),
         (
             vec!["up", "--image", "x.qcow2", "--image-sha256", "12ab"],
             reason::IMG_BAD_SOURCE.exit_code,
@@ -80,7 +84,9 @@ fn ip_and_ssh_command_come_from_the_saved_profile() {
     let line = k.run(["-p", "lab", "ssh", "lab-m02", "--print-command"]).success().stdout;
     let profile = k.home().join("profiles/lab");
     assert!(line.starts_with("ssh -i "), "{line}");
-    assert!(line.contains(&format!("UserKnownHostsFile={}", profile.join("known_hosts").display())));
+    assert!(
+        line.contains(&format!("UserKnownHostsFile={}", profile.join("known_hosts").display()))
+    );
     assert!(line.contains("StrictHostKeyChecking=yes"), "{line}");
     assert!(line.trim_end().ends_with("-p 22 kubelab@192.168.39.11"), "{line}");
     // The key files and known_hosts exist now, and known_hosts pins both nodes.

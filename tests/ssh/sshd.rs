@@ -36,8 +36,6 @@ impl Sshd {
 
     /// An sshd whose authorized_keys file is empty, like a node before cloud-init ran.
     pub fn start_unauthorized() -> Self {
-        // Privilege separation needs this directory, which systemd would create.
-        fs::create_dir_all("/run/sshd").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let host_key = keys::host_key(dir.path(), "node").unwrap();
         let user_key = keys::user_key(dir.path()).unwrap();
@@ -54,14 +52,18 @@ impl Sshd {
         let config_path = dir.path().join("sshd_config");
         fs::write(&config_path, config).unwrap();
         let log = fs::File::create(dir.path().join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-f")
-            .arg(&config_path)
-            .args(["-D", "-e"])
-            .stdin(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start /usr/sbin/sshd (package openssh-server)");
+        // In its own mount namespace, with the /run/sshd that privilege separation needs.
+        let child =
+            Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/util/private-mounts.sh"))
+                .arg(dir.path())
+                .arg("/usr/sbin/sshd")
+                .arg("-f")
+                .arg(&config_path)
+                .args(["-D", "-e"])
+                .stdin(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start /usr/sbin/sshd (package openssh-server)");
         let sshd = Self { child, addr, dir, host_key, user_key };
         sshd.wait_listening();
         sshd
