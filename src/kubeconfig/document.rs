@@ -194,6 +194,10 @@ impl Kubeconfig {
     pub fn parse(text: &str) -> Result<Self, serde_saphyr::Error> {
         let mut options = serde_saphyr::Options::default();
         options.with_snippet = false;
+        // Plain `0123` or `1_000` would read as the number 123.0 or 1000 and be written
+        // back so: keep their text (as strings) instead of retyping a foreign value.
+        options.leading_zero_numbers_as_strings = true;
+        options.underscored_numbers_as_strings = true;
         let doc: Option<Self> = serde_saphyr::from_str_with_options(text, options)?;
         Ok(doc.unwrap_or_default())
     }
@@ -256,6 +260,37 @@ mod tests {
         let users = &Kubeconfig::parse(&yaml).unwrap().users;
         assert_eq!(users[0].user.extra["username"], "yes");
         assert_eq!(users[0].user.extra["password"], "0123");
+    }
+
+    #[test]
+    fn foreign_scalars_keep_their_type_and_text() {
+        let text = "x:\n  plain-zero: 0123\n  quoted: \"0123\"\n  int: 42\n  neg: -7\n  \
+                    float: 1.5\n  under: 1_000\n  yes-str: 'yes'\n  bool: true\n  nil: null\n  \
+                    dotted: '1.10'\n  big: 18446744073709551615\n";
+        let doc = Kubeconfig::parse(text).unwrap();
+        let x = &doc.extra["x"];
+        assert_eq!(x["plain-zero"], "0123");
+        assert_eq!(x["quoted"], "0123");
+        assert_eq!(x["int"], 42);
+        assert_eq!(x["neg"], -7);
+        assert_eq!(x["float"], 1.5);
+        assert_eq!(x["under"], "1_000");
+        assert_eq!(x["yes-str"], "yes");
+        assert_eq!(x["bool"], true);
+        assert!(x["nil"].is_null());
+        assert_eq!(x["dotted"], "1.10");
+        assert_eq!(x["big"], u64::MAX);
+        let yaml = doc.to_yaml().unwrap();
+        assert_eq!(Kubeconfig::parse(&yaml).unwrap(), doc, "{yaml}");
+        for line in [
+            "plain-zero: \"0123\"",
+            "int: 42",
+            "float: 1.5",
+            "dotted: \"1.10\"",
+            "big: 18446744073709551615",
+        ] {
+            assert!(yaml.contains(line), "{line} missing from {yaml}");
+        }
     }
 
     #[test]
