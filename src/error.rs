@@ -6,6 +6,9 @@ use crate::{image::ImageError, lock::LockError, profile::ProfileError};
 /// Any failure a kubelab command can end with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The kubelab home's id.
+    #[error(transparent)]
+    Home(#[from] crate::home::HomeError),
     /// Profile names, directories and state files.
     #[error(transparent)]
     Profile(#[from] ProfileError),

@@ -82,6 +82,13 @@ pub const PROFILE_UNKNOWN_NODE: Reason = Reason {
     exit_code: 17,
     advice: "`kubelab status` lists the profile's nodes",
 };
+/// The home's id file was changed by hand or damaged.
+pub const PROFILE_HOME_ID_CORRUPT: Reason = Reason {
+    id: "PROFILE_HOME_ID_CORRUPT",
+    exit_code: 18,
+    advice: "the file named above marks what this kubelab home created; restore it from a \
+             backup (removing it makes kubelab treat its own kubeconfig entries as foreign)",
+};
 /// A downloaded image does not match its expected digest (the download was deleted).
 pub const IMG_CHECKSUM_MISMATCH: Reason = Reason {
     id: "IMG_CHECKSUM_MISMATCH",
@@ -352,6 +359,15 @@ pub const K8S_KUBECONFIG_INVALID: Reason = Reason {
              config view` shows whether kubectl can read it), or point KUBECONFIG at another \
              file",
 };
+/// The kubeconfig already has a cluster, user or context with the profile's name that
+/// this kubelab home's profile did not write.
+pub const K8S_KUBECONFIG_NAME_TAKEN: Reason = Reason {
+    id: "K8S_KUBECONFIG_NAME_TAKEN",
+    exit_code: 78,
+    advice: "kubelab never changes kubeconfig entries it did not write: use another profile \
+             name (`-p NAME`), or rename or remove that entry (`kubectl config \
+             delete-context|delete-cluster|delete-user NAME`) if you no longer need it",
+};
 
 /// The catalogue entry for `err`, if it is a failure the user can act on.
 pub fn reason(err: &Error) -> Option<&'static Reason> {
@@ -400,6 +416,8 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
         },
         Error::Kubeconfig(KubeconfigError::Locked { .. }) => Some(&K8S_KUBECONFIG_LOCKED),
         Error::Kubeconfig(KubeconfigError::Parse { .. }) => Some(&K8S_KUBECONFIG_INVALID),
+        Error::Kubeconfig(KubeconfigError::NameTaken { .. }) => Some(&K8S_KUBECONFIG_NAME_TAKEN),
+        Error::Home(crate::home::HomeError::Invalid { .. }) => Some(&PROFILE_HOME_ID_CORRUPT),
         _ => None,
     }
 }
@@ -524,6 +542,8 @@ mod tests {
         &DRV_VM_NOT_KUBELAB,
         &K8S_KUBECONFIG_LOCKED,
         &K8S_KUBECONFIG_INVALID,
+        &K8S_KUBECONFIG_NAME_TAKEN,
+        &PROFILE_HOME_ID_CORRUPT,
         &K8S_BOOTSTRAP_FAILED,
         &K8S_NOT_READY,
         &K8S_API_UNREACHABLE,

@@ -8,12 +8,16 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::process::{Command, Output};
 
-use kubelab::kubeconfig::{self, Kubeconfig};
+use kubelab::kubeconfig;
 use serde_json::Value;
 
 const ADMIN_CONF: &str = include_str!("fixtures/kubeconfig/admin.conf");
 const RICH: &str = include_str!("fixtures/kubeconfig/rich.yaml");
 const SERVER: &str = "https://192.168.61.10:6443";
+
+fn owner() -> kubeconfig::Owner {
+    kubeconfig::Owner { home_id: "0123456789abcdef0123456789abcdef".into(), profile: "lab".into() }
+}
 
 /// Runs kubectl with `KUBECONFIG` set to `kubeconfig_env`; panics unless it succeeds.
 fn kubectl(kubeconfig_env: &std::ffi::OsStr, args: &[&str]) -> String {
@@ -68,7 +72,7 @@ fn kubectl_reads_the_merged_file_and_the_other_kubeconfig_file_is_untouched() {
     let target = kubeconfig::target_path(Some(&env), dir.path());
     assert_eq!(target, first);
     let installed =
-        kubeconfig::install(&target, &profile, ADMIN_CONF, "lab", SERVER, true).unwrap();
+        kubeconfig::install(&target, &profile, ADMIN_CONF, &owner(), SERVER, true).unwrap();
     assert_eq!(installed.previous_context.as_deref(), Some("prod"));
 
     let only_first = first.as_os_str();
@@ -92,10 +96,8 @@ fn kubectl_reads_the_merged_file_and_the_other_kubeconfig_file_is_untouched() {
     let user = &entry(&view, "users", "lab")["user"];
     assert_eq!(user["client-certificate-data"], "QURNSU4tQ0VSVA==");
     assert_eq!(user["client-key-data"], "QURNSU4tS0VZ");
-    assert_eq!(
-        entry(&view, "contexts", "lab")["context"],
-        serde_json::json!({"cluster": "lab", "user": "lab"})
-    );
+    assert_eq!(entry(&view, "contexts", "lab")["context"]["cluster"], "lab");
+    assert_eq!(entry(&view, "contexts", "lab")["context"]["user"], "lab");
     // Every entry kubelab kept reads the same to kubectl as to kubelab.
     let ours = kubeconfig::read(&first).unwrap();
     for context in &ours.contexts {
@@ -132,7 +134,7 @@ fn kubectl_reads_the_merged_file_and_the_other_kubeconfig_file_is_untouched() {
         Some("team-a")
     );
 
-    kubeconfig::uninstall(&first, &profile, "lab").unwrap();
+    kubeconfig::uninstall(&first, &profile, &owner()).unwrap();
     assert_eq!(
         names(&kubectl(&env, &["config", "get-contexts", "-o", "name"])),
         names("dev\nprod\nteam")
@@ -145,7 +147,7 @@ fn kubectl_reads_the_merged_file_and_the_other_kubeconfig_file_is_untouched() {
 fn kubectl_honours_the_lock_file_kubelab_takes() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");
-    kubeconfig::install(&config, dir.path(), ADMIN_CONF, "lab", SERVER, true).unwrap();
+    kubeconfig::install(&config, dir.path(), ADMIN_CONF, &owner(), SERVER, true).unwrap();
     assert!(!kubeconfig::lock_path(&config).exists(), "kubelab removes its lock");
     fs::write(kubeconfig::lock_path(&config), "").unwrap();
     let out =
@@ -156,9 +158,67 @@ fn kubectl_honours_the_lock_file_kubelab_takes() {
     kubectl(config.as_os_str(), &["config", "set-context", "lab", "--namespace=x"]);
     let mut doc = kubeconfig::read(&config).unwrap();
     assert_eq!(doc.contexts[0].context.namespace.take().as_deref(), Some("x"));
-    let entries = kubeconfig::entries_from_admin_conf(ADMIN_CONF, "lab", SERVER).unwrap();
-    let (expected, _) = kubeconfig::merge(Kubeconfig::default(), &entries, true);
+    let entries = kubeconfig::entries_from_admin_conf(ADMIN_CONF, &owner(), SERVER).unwrap();
+    let expected = kubeconfig::standalone(&entries);
     assert_eq!(doc.clusters, expected.clusters);
     assert_eq!(doc.users, expected.users);
     assert_eq!(doc.contexts, expected.contexts);
+}
+
+#[test]
+fn the_owner_marker_survives_kubectls_own_rewrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, profile) = (dir.path().join("config"), dir.path().join("profile"));
+    fs::create_dir(&profile).unwrap();
+    fs::write(&config, RICH.replace("certificate-authority: /etc/dev/ca.crt", "")).unwrap();
+    kubeconfig::install(&config, &profile, ADMIN_CONF, &owner(), SERVER, true).unwrap();
+    // Each of these makes kubectl decode and re-encode the whole file.
+    kubectl(config.as_os_str(), &["config", "use-context", "dev"]);
+    kubectl(config.as_os_str(), &["config", "set-context", "lab", "--namespace=x"]);
+    kubectl(config.as_os_str(), &["config", "set-cluster", "lab", "--tls-server-name=api"]);
+    kubectl(config.as_os_str(), &["config", "set-credentials", "lab", "--username=u"]);
+    let view: Value = serde_json::from_str(&kubectl(
+        config.as_os_str(),
+        &["config", "view", "--raw", "-o", "json"],
+    ))
+    .unwrap();
+    let marker = |list: &str, field: &str| {
+        let extensions = entry(&view, list, "lab")[field]["extensions"].clone();
+        extensions
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == kubeconfig::OWNER_EXTENSION).cloned())
+            .unwrap_or_else(|| panic!("no marker on {list} lab: {view:#}"))
+    };
+    let payload = serde_json::json!({"home": owner().home_id, "profile": "lab"});
+    assert_eq!(marker("clusters", "cluster")["extension"], payload);
+    assert_eq!(marker("users", "user")["extension"], payload);
+    assert_eq!(marker("contexts", "context")["extension"], payload);
+    // kubelab still knows its entries after kubectl's rewrite, and only those go.
+    let doc = kubeconfig::read(&config).unwrap();
+    assert_eq!(kubeconfig::check_owned(&doc, &owner()), Ok(()));
+    kubeconfig::install(&config, &profile, ADMIN_CONF, &owner(), SERVER, false).unwrap();
+    kubeconfig::uninstall(&config, &profile, &owner()).unwrap();
+    assert_eq!(
+        names(&kubectl(config.as_os_str(), &["config", "get-contexts", "-o", "name"])),
+        names("dev\nprod")
+    );
+    assert_eq!(kubectl(config.as_os_str(), &["config", "current-context"]).trim(), "dev");
+}
+
+#[test]
+fn a_foreign_entry_of_the_profiles_name_made_by_kubectl_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    kubectl(config.as_os_str(), &["config", "set-cluster", "lab", "--server=https://mine:6443"]);
+    kubectl(config.as_os_str(), &["config", "set-context", "lab", "--cluster=lab"]);
+    let before = fs::read(&config).unwrap();
+    let err =
+        kubeconfig::install(&config, dir.path(), ADMIN_CONF, &owner(), SERVER, true).unwrap_err();
+    assert!(matches!(err, kubeconfig::KubeconfigError::NameTaken { .. }), "{err}");
+    kubeconfig::uninstall(&config, dir.path(), &owner()).unwrap();
+    assert_eq!(fs::read(&config).unwrap(), before);
+    let view: Value =
+        serde_json::from_str(&kubectl(config.as_os_str(), &["config", "view", "-o", "json"]))
+            .unwrap();
+    assert_eq!(entry(&view, "clusters", "lab")["cluster"]["server"], "https://mine:6443");
 }

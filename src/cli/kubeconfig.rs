@@ -33,7 +33,7 @@ pub fn exec(ctx: &Ctx, args: KubeconfigArgs) -> Result<(), crate::Error> {
     let text = if args.path {
         format!("{}\n", kubeconfig::path(&profile)?.display())
     } else if args.update {
-        let target = kubeconfig::update(&profile, &kubeconfig::user_path()?)?;
+        let target = kubeconfig::update(&ctx.home, &profile, &kubeconfig::user_path()?)?;
         format!(
             "kubectl context {:?} merged into {}\n",
             profile.name().to_string(),

@@ -2,8 +2,9 @@
 //! interleave their writes: the lock is `<file>.lock`, created exclusively and removed
 //! afterwards (client-go `tools/clientcmd/loader.go`, `lockFile`: `os.OpenFile(filename +
 //! ".lock", os.O_CREATE|os.O_EXCL, 0)`); a missing parent directory is created like
-//! client-go's `os.MkdirAll(dir, 0755)`; the file itself gets mode 0600 (client-go's
-//! `WriteToFile`), written atomically. kubectl fails at once on a held lock; kubelab
+//! client-go's `os.MkdirAll(dir, 0755)`; a new file gets mode 0600 (client-go's
+//! `WriteToFile`), a rewritten one keeps its owner, group and mode; both are written
+//! atomically. kubectl fails at once on a held lock; kubelab
 //! waits up to [`LOCK_TIMEOUT`] for it.
 
 use std::fs::{self, OpenOptions};
@@ -49,11 +50,12 @@ pub fn write(path: &Path, doc: &Kubeconfig) -> Result<(), KubeconfigError> {
 
 /// Applies `change` to the kubeconfig at `path` under kubectl's lock and returns what
 /// `change` returned. The file is rewritten only if the document changed, so a no-op
-/// keeps the user's comments and formatting; an unparsable file is never overwritten.
-/// A symlinked kubeconfig (dotfile repositories) is written through the link.
+/// keeps the user's comments and formatting; an unparsable file, or one `change` refuses
+/// to change, is never overwritten. A symlinked kubeconfig (dotfile repositories) is
+/// written through the link.
 pub fn update<T>(
     path: &Path,
-    change: impl FnOnce(Kubeconfig) -> (Kubeconfig, T),
+    change: impl FnOnce(Kubeconfig) -> Result<(Kubeconfig, T), KubeconfigError>,
 ) -> Result<T, KubeconfigError> {
     update_with_timeout(path, LOCK_TIMEOUT, change)
 }
@@ -61,7 +63,7 @@ pub fn update<T>(
 fn update_with_timeout<T>(
     path: &Path,
     timeout: Duration,
-    change: impl FnOnce(Kubeconfig) -> (Kubeconfig, T),
+    change: impl FnOnce(Kubeconfig) -> Result<(Kubeconfig, T), KubeconfigError>,
 ) -> Result<T, KubeconfigError> {
     if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
@@ -70,9 +72,18 @@ fn update_with_timeout<T>(
     let _lock = KubectlLock::acquire(path, timeout)?;
     let target = through_symlink(path)?;
     let before = read(&target)?;
-    let (after, output) = change(before.clone());
+    let (after, output) = change(before.clone())?;
     if after != before {
-        write(&target, &after)?;
+        let io = |source| KubeconfigError::Write { path: target.clone(), source };
+        match fs::metadata(&target) {
+            Ok(original) => {
+                let yaml =
+                    after.to_yaml().map_err(|source| KubeconfigError::Serialize { source })?;
+                fsutil::replace_keeping_owner(&target, yaml.as_bytes(), &original).map_err(io)?
+            }
+            Err(err) if err.kind() == ErrorKind::NotFound => write(&target, &after)?,
+            Err(source) => return Err(io(source)),
+        }
     }
     Ok(output)
 }
@@ -126,11 +137,13 @@ mod tests {
     use super::*;
     use crate::kubeconfig::document::NamedContext;
 
-    fn add_context(name: &str) -> impl FnOnce(Kubeconfig) -> (Kubeconfig, ()) {
+    fn add_context(
+        name: &str,
+    ) -> impl FnOnce(Kubeconfig) -> Result<(Kubeconfig, ()), KubeconfigError> {
         let context = NamedContext { name: name.to_owned(), ..NamedContext::default() };
         move |mut doc| {
             doc.contexts.push(context);
-            (doc, ())
+            Ok((doc, ()))
         }
     }
 
@@ -197,11 +210,45 @@ mod tests {
         let path = dir.path().join("config");
         let text = "# my comment\napiVersion: v1\nkind: Config\ncontexts: [{name: a}]\n";
         fs::write(&path, text).unwrap();
-        update(&path, |doc| (doc, ())).unwrap();
+        update(&path, |doc| Ok((doc, ()))).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), text);
         let missing = dir.path().join("missing");
-        update(&missing, |doc| (doc, ())).unwrap();
+        update(&missing, |doc| Ok((doc, ()))).unwrap();
         assert!(!missing.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn rewrite_keeps_owner_group_and_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        fs::write(&path, "apiVersion: v1\nkind: Config\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        // As root (the sudo case of the issue) the file belongs to someone else.
+        let _ = std::os::unix::fs::chown(&path, Some(65534), Some(65534));
+        let before = fs::metadata(&path).unwrap();
+        update(&path, add_context("a")).unwrap();
+        let after = fs::metadata(&path).unwrap();
+        assert_eq!(read(&path).unwrap().contexts[0].name, "a");
+        assert_eq!(
+            (after.uid(), after.gid(), after.mode() & 0o7777),
+            (before.uid(), before.gid(), 0o644)
+        );
+    }
+
+    #[test]
+    fn refused_change_leaves_the_file_byte_for_byte_and_releases_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        fs::write(&path, "contexts: [{name: a}]\n").unwrap();
+        let err = update(&path, |_| -> Result<(Kubeconfig, ()), _> {
+            Err(KubeconfigError::AdminConf { why: "refused" })
+        })
+        .unwrap_err();
+        assert!(matches!(err, KubeconfigError::AdminConf { .. }), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "contexts: [{name: a}]\n");
+        assert!(!lock_path(&path).exists());
     }
 
     #[cfg(unix)]

@@ -11,6 +11,10 @@
 //!   `<profile dir>/kubeconfig.previous-context`, read back by [`uninstall`]; it goes
 //!   away with the profile directory.
 //!
+//! kubelab changes only entries it wrote: each carries the [`OWNER_EXTENSION`] marker
+//! naming the home and the profile (see `merge`); a foreign entry with the profile's
+//! name is refused ([`KubeconfigError::NameTaken`]) and the file is left as it was.
+//!
 //! `document` holds the typed document, `merge` the pure changes, `file` the file I/O.
 
 mod document;
@@ -27,7 +31,10 @@ pub use document::{
     NamedUser, Preferences,
 };
 pub use file::{LOCK_TIMEOUT, lock_path, read, update, write};
-pub use merge::{Entries, entries_from_admin_conf, merge, remove, server_url};
+pub use merge::{
+    Clash, Entries, OWNER_EXTENSION, Owner, check_owned, entries_from_admin_conf, merge, remove,
+    server_url,
+};
 
 use crate::fsutil;
 
@@ -104,6 +111,20 @@ pub enum KubeconfigError {
         /// How long kubelab waited.
         waited_secs: u64,
     },
+    /// The kubeconfig has an entry with the profile's name that kubelab did not write
+    /// for this profile of this home.
+    #[error(
+        "{} already has a {kind} named \"{name}\" that this kubelab profile did not create",
+        path.display()
+    )]
+    NameTaken {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// `cluster`, `user` or `context`.
+        kind: &'static str,
+        /// The entry's name.
+        name: String,
+    },
     /// A kubeconfig (or the remembered previous context) could not be written.
     #[error("cannot write {}", path.display())]
     Write {
@@ -131,12 +152,35 @@ pub fn standalone_path(profile_dir: &Path) -> PathBuf {
     profile_dir.join(STANDALONE_FILE)
 }
 
-/// Writes the standalone copy (mode 0600): only `entries`, with their context current.
+/// The whole document of a standalone copy: only `entries`, with their context current.
+pub fn standalone(entries: &Entries) -> Kubeconfig {
+    Kubeconfig {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Config".to_owned()),
+        clusters: vec![entries.cluster.clone()],
+        users: vec![entries.user.clone()],
+        contexts: vec![entries.context.clone()],
+        current_context: Some(entries.name().to_owned()),
+        ..Kubeconfig::default()
+    }
+}
+
+/// Writes the standalone copy (mode 0600), see [`standalone`].
 pub fn write_standalone(profile_dir: &Path, entries: &Entries) -> Result<PathBuf, KubeconfigError> {
     let path = standalone_path(profile_dir);
-    let (doc, _) = merge(Kubeconfig::default(), entries, true);
-    write(&path, &doc)?;
+    write(&path, &standalone(entries))?;
     Ok(path)
+}
+
+/// Fails with [`KubeconfigError::NameTaken`] when the kubeconfig at `path` has an entry
+/// with `owner`'s profile name that `owner` did not write: `up` checks this before it
+/// creates anything. A missing file has no clash.
+pub fn check_free(path: &Path, owner: &Owner) -> Result<(), KubeconfigError> {
+    check_owned(&read(path)?, owner).map_err(|clash| name_taken(path, clash))
+}
+
+fn name_taken(path: &Path, Clash { kind, name }: Clash) -> KubeconfigError {
+    KubeconfigError::NameTaken { path: path.to_owned(), kind, name }
 }
 
 /// What [`install`] did.
@@ -150,11 +194,12 @@ pub struct Installed {
     pub previous_context: Option<String>,
 }
 
-/// `up`'s kubeconfig step: builds the profile's entries from kubeadm's `admin_conf`
-/// with the API server at `server_url` (see [`server_url`]), writes the standalone
-/// copy, merges the entries into `kubeconfig_path` (making them current with
-/// `set_current`, i.e. unless `--keep-context`) and remembers the context it switched
-/// away from for [`uninstall`].
+/// `up`'s kubeconfig step: builds `owner`'s entries from kubeadm's `admin_conf` with
+/// the API server at `server_url` (see [`server_url`]), writes the standalone copy,
+/// merges the entries into `kubeconfig_path` (making them current with `set_current`,
+/// i.e. unless `--keep-context`) and remembers the context it switched away from for
+/// [`uninstall`]. A same-name entry `owner` did not write leaves the file unchanged and
+/// fails with [`KubeconfigError::NameTaken`].
 ///
 /// `kubelab kubeconfig --update` is the same call with the standalone copy's text as
 /// `admin_conf`.
@@ -162,13 +207,15 @@ pub fn install(
     kubeconfig_path: &Path,
     profile_dir: &Path,
     admin_conf: &str,
-    name: &str,
+    owner: &Owner,
     server_url: &str,
     set_current: bool,
 ) -> Result<Installed, KubeconfigError> {
-    let entries = entries_from_admin_conf(admin_conf, name, server_url)?;
+    let entries = entries_from_admin_conf(admin_conf, owner, server_url)?;
     let standalone = write_standalone(profile_dir, &entries)?;
-    let previous_context = update(kubeconfig_path, |doc| merge(doc, &entries, set_current))?;
+    let previous_context = update(kubeconfig_path, |doc| {
+        merge(doc, &entries, owner, set_current).map_err(|clash| name_taken(kubeconfig_path, clash))
+    })?;
     if let Some(previous) = &previous_context {
         let path = profile_dir.join(PREVIOUS_CONTEXT_FILE);
         fsutil::write_atomic(&path, previous.as_bytes())
@@ -177,21 +224,21 @@ pub fn install(
     Ok(Installed { path: kubeconfig_path.to_owned(), standalone, previous_context })
 }
 
-/// `delete`'s kubeconfig step: removes exactly the profile's cluster, user and context
-/// from `kubeconfig_path`; if the profile's context was current, the context `up`
-/// switched away from becomes current again when it still exists, else none is. A
-/// missing kubeconfig is left missing.
+/// `delete`'s kubeconfig step: removes exactly the cluster, user and context `owner`
+/// wrote from `kubeconfig_path` (same-name entries of others stay); if the profile's
+/// context was current, the context `up` switched away from becomes current again when
+/// it still exists, else none is. A missing kubeconfig is left missing.
 pub fn uninstall(
     kubeconfig_path: &Path,
     profile_dir: &Path,
-    name: &str,
+    owner: &Owner,
 ) -> Result<(), KubeconfigError> {
     if !kubeconfig_path.exists() {
         // Nothing to remove; do not leave a lock directory such as `~/.kube` behind.
         return Ok(());
     }
     let previous = remembered_context(profile_dir)?;
-    update(kubeconfig_path, |doc| (remove(doc, name, previous.as_deref()), ()))
+    update(kubeconfig_path, |doc| Ok((remove(doc, owner, previous.as_deref()), ())))
 }
 
 /// The context [`install`] remembered in the profile directory, if any.

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::Error;
 use crate::bootstrap::{BootstrapError, BootstrapperKind};
 use crate::cluster::ClusterState;
-use crate::kubeconfig::{self, KubeconfigError};
+use crate::home::Home;
+use crate::kubeconfig::{self, KubeconfigError, Owner};
 use crate::profile::Profile;
 
 /// The user's home directory variable.
@@ -22,6 +23,11 @@ pub fn user_path() -> Result<PathBuf, Error> {
         return Err(Error::NoHome);
     }
     Ok(path)
+}
+
+/// Who writes `profile`'s kubeconfig entries: this home (by its id) and the profile.
+pub fn owner(home: &Home, profile: &Profile) -> Result<Owner, Error> {
+    Ok(Owner { home_id: home.id()?, profile: profile.name().to_string() })
 }
 
 /// `kubelab kubeconfig --path`: the profile's standalone kubeconfig.
@@ -42,10 +48,10 @@ pub fn print(profile: &Profile) -> Result<String, Error> {
 
 /// `kubelab kubeconfig --update`: merges the profile's entries into `target` again,
 /// pointed at the control plane's host-only address, and makes them current.
-pub fn update(profile: &Profile, target: &Path) -> Result<PathBuf, Error> {
+pub fn update(home: &Home, profile: &Profile, target: &Path) -> Result<PathBuf, Error> {
     let text = print(profile)?;
     let state: ClusterState = profile.load_state()?;
     let server = kubeconfig::server_url(state.node(None)?.ip.into());
-    kubeconfig::install(target, profile.dir(), &text, &state.profile, &server, true)?;
+    kubeconfig::install(target, profile.dir(), &text, &owner(home, profile)?, &server, true)?;
     Ok(target.to_owned())
 }

@@ -83,8 +83,8 @@ pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, E
     if kubeconfig::standalone_path(profile.dir()).exists() {
         // The profile's context leaves the user's kubeconfig; the one `up` switched away
         // from becomes current again.
-        let name = profile.name().to_string();
-        kubeconfig::uninstall(&super::kubeconfig::user_path()?, profile.dir(), &name)?;
+        let owner = super::kubeconfig::owner(home, profile)?;
+        kubeconfig::uninstall(&super::kubeconfig::user_path()?, profile.dir(), &owner)?;
     }
     drop(lock);
     std::fs::remove_dir_all(profile.dir())

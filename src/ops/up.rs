@@ -109,6 +109,17 @@ pub fn up(
     let host = driver.check_host(policy)?;
     let request = in_driver_format(request, driver.disk_format())?;
     warn(progress, &host.warnings);
+    let owner = super::kubeconfig::owner(home, profile)?;
+    let bootstrapper = match (opts.bootstrapper, &saved) {
+        (Some(kind), _) => kind,
+        (None, Some(saved)) => saved.bootstrapper.parse()?,
+        (None, None) => BootstrapperKind::Kubeadm,
+    };
+    if let Some(path) = opts.kubeconfig.as_ref().filter(|_| bootstrapper != BootstrapperKind::None)
+    {
+        // A foreign entry with the profile's name is refused before anything is created.
+        kubeconfig::check_free(path, &owner)?;
+    }
 
     let _lock = profile.lock(opts.wait_lock)?;
     let fresh = saved.is_none();
@@ -126,7 +137,7 @@ pub fn up(
             }
         };
         profile.save_state(&state)?;
-        converge(&*driver, profile, state, image.path, opts, progress)
+        converge(&*driver, profile, state, image.path, opts, &owner, progress)
     })();
     if fresh && result.is_err() && Journal::new(profile.dir()).entries().is_ok_and(|e| e.is_empty())
     {
@@ -317,6 +328,7 @@ fn converge(
     mut state: ClusterState,
     image_path: std::path::PathBuf,
     opts: &UpOptions,
+    owner: &kubeconfig::Owner,
     progress: &dyn Progress,
 ) -> Result<UpReport, Error> {
     let user_key = keys::user_key(profile.dir())?;
@@ -349,7 +361,7 @@ fn converge(
     timings.extend(outcome.timings);
     timings.sort_by(|a, b| a.node.cmp(&b.node));
     let kubeconfig = match outcome.admin_conf {
-        Some(admin_conf) => install_kubeconfig(profile, &state, &admin_conf, opts)?,
+        Some(admin_conf) => install_kubeconfig(profile, &state, &admin_conf, opts, owner)?,
         None => None,
     };
     let created = created.into_iter().map(|n| n.name).collect();
@@ -363,23 +375,23 @@ fn install_kubeconfig(
     state: &ClusterState,
     admin_conf: &str,
     opts: &UpOptions,
+    owner: &kubeconfig::Owner,
 ) -> Result<Option<PathBuf>, Error> {
     let server = kubeconfig::server_url(state.node(None)?.ip.into());
-    let name = &state.profile;
     match &opts.kubeconfig {
         Some(path) => {
             kubeconfig::install(
                 path,
                 profile.dir(),
                 admin_conf,
-                name,
+                owner,
                 &server,
                 !opts.keep_context,
             )?;
             Ok(Some(path.clone()))
         }
         None => {
-            let entries = kubeconfig::entries_from_admin_conf(admin_conf, name, &server)?;
+            let entries = kubeconfig::entries_from_admin_conf(admin_conf, owner, &server)?;
             kubeconfig::write_standalone(profile.dir(), &entries)?;
             Ok(None)
         }
