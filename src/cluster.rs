@@ -142,6 +142,7 @@ impl ImageState {
             format: Some(self.format),
             sha256: Some(Digest::parse(Algorithm::Sha256, &self.sha256)?),
             insecure_skip_verify: false,
+            max_size_bytes: crate::image::DEFAULT_MAX_SIZE_BYTES,
         })
     }
 }
@@ -226,6 +227,11 @@ pub fn parse_disk_gib(text: &str) -> Result<u64, ClusterError> {
         });
     }
     Ok(mib / 1024)
+}
+
+/// Parses `--max-size`: plain GiB (`64`) or with a unit (`512m`, `100g`, `1t`), in bytes.
+pub fn parse_max_size_bytes(text: &str) -> Result<u64, ClusterError> {
+    Ok(parse_size(&with_default_unit(text, "g"), "--max-size", 1, 1 << 30)? << 20)
 }
 
 /// Checks a count against its range.

@@ -82,6 +82,27 @@ pub const PROFILE_UNKNOWN_NODE: Reason = Reason {
     exit_code: 17,
     advice: "`kubelab status` lists the profile's nodes",
 };
+/// A local image path names a device, FIFO, directory or socket.
+pub const IMG_NOT_REGULAR_FILE: Reason = Reason {
+    id: "IMG_NOT_REGULAR_FILE",
+    exit_code: 56,
+    advice: "give the path of an image file (qcow2, vmdk, vdi, raw or iso); devices and pipes \
+             are refused because they may never end",
+};
+/// An image is larger than its bound (the catalogue's size, else `--max-size`).
+pub const IMG_TOO_LARGE: Reason = Reason {
+    id: "IMG_TOO_LARGE",
+    exit_code: 57,
+    advice: "check the URL; if the image really is that large, raise the limit with \
+             `kubelab image pull --max-size SIZE` (default 64G)",
+};
+/// A download redirected to a `file://` or other non-HTTP URL.
+pub const IMG_REDIRECT_REFUSED: Reason = Reason {
+    id: "IMG_REDIRECT_REFUSED",
+    exit_code: 58,
+    advice: "the server tried to send kubelab to a local file or another protocol: use a \
+             server you trust, or download the file yourself and pass its path",
+};
 /// The home's id file was changed by hand or damaged.
 pub const PROFILE_HOME_ID_CORRUPT: Reason = Reason {
     id: "PROFILE_HOME_ID_CORRUPT",
@@ -453,6 +474,9 @@ fn image_reason(err: &ImageError) -> Option<&'static Reason> {
         | E::FormatUnavailable { .. }
         | E::ReadLocal { .. } => Some(&IMG_BAD_SOURCE),
         E::NotCached { .. } => Some(&IMG_NOT_CACHED),
+        E::NotRegularFile { .. } => Some(&IMG_NOT_REGULAR_FILE),
+        E::TooLarge { .. } => Some(&IMG_TOO_LARGE),
+        E::RedirectRefused { .. } => Some(&IMG_REDIRECT_REFUSED),
         _ => None,
     }
 }
@@ -544,6 +568,9 @@ mod tests {
         &K8S_KUBECONFIG_INVALID,
         &K8S_KUBECONFIG_NAME_TAKEN,
         &PROFILE_HOME_ID_CORRUPT,
+        &IMG_NOT_REGULAR_FILE,
+        &IMG_TOO_LARGE,
+        &IMG_REDIRECT_REFUSED,
         &K8S_BOOTSTRAP_FAILED,
         &K8S_NOT_READY,
         &K8S_API_UNREACHABLE,

@@ -53,6 +53,13 @@ struct PullArgs {
     /// Accept an http(s) URL without a digest (the file is stored unverified).
     #[arg(long)]
     insecure_skip_verify: bool,
+
+    /// The largest image accepted, for URLs and paths (plain GiB, or 512m, 100g, 1t).
+    ///
+    /// Default: 64g. A catalogue image is bounded by its published size instead. The
+    /// bound is checked against the announced size before reading and while streaming.
+    #[arg(long, value_name = "SIZE")]
+    max_size: Option<String>,
 }
 
 /// Runs `kubelab image ...`.
@@ -80,6 +87,10 @@ fn pull(ctx: &Ctx, args: PullArgs) -> Result<(), crate::Error> {
         format: args.format,
         sha256: args.sha256.map(|hex| hex.parse::<Digest>()).transpose()?,
         insecure_skip_verify: args.insecure_skip_verify,
+        max_size_bytes: match args.max_size {
+            Some(text) => crate::cluster::parse_max_size_bytes(&text)?,
+            None => crate::image::DEFAULT_MAX_SIZE_BYTES,
+        },
     };
     let image = ops::image::pull(&ctx.home, &req, &CliProgress::new())?;
     if ctx.output == OutputFormat::Json {

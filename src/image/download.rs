@@ -2,15 +2,20 @@
 //! errors and 5xx, proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (reqwest's system
 //! proxy), and `file://` copies. Bytes are hashed while they stream: the network is
 //! read on this thread and a worker thread writes and hashes, so both overlap.
+//!
+//! Every source is bounded (issue "Never touch what is not yours"): a local source must
+//! be a regular file (a device or FIFO may never end), a body may not grow past the
+//! caller's limit (checked against `Content-Length` first, then while streaming), and
+//! a redirect may lead only to another http(s) URL.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use reqwest::blocking::Client;
-use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::header::{CONTENT_RANGE, LOCATION, RANGE};
 use sha2::Digest as _;
 use url::Url;
 
@@ -63,6 +68,51 @@ impl Config {
             .user_agent(concat!("kubelab/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| ImageError::HttpClient { source })
+    }
+}
+
+/// The user name and password of a URL's userinfo (`https://user:pass@host/...`), split
+/// off the URL so that no message, output or file shows them: they go only into the
+/// request's `Authorization` header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+impl Credentials {
+    /// Takes the userinfo out of `url`, if it has any.
+    pub fn take(url: &mut Url) -> Option<Self> {
+        if url.username().is_empty() && url.password().is_none() {
+            return None;
+        }
+        let decode =
+            |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let credentials = Self {
+            user: decode(url.username()),
+            password: decode(url.password().unwrap_or_default()),
+        };
+        // Only URLs that cannot have userinfo (`file:`, `data:`) refuse; they have none.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Some(credentials)
+    }
+}
+
+/// `text` (a URL, or what the user typed as one) without its userinfo, for messages and
+/// saved files; works on text that does not parse as a URL too.
+pub fn redact(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else { return text.to_owned() };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => text.to_owned(),
     }
 }
 
@@ -152,22 +202,57 @@ enum Failure {
     Fatal(ImageError),
 }
 
+/// The size of the regular file at `path`. Anything else is refused before it is
+/// opened: opening a FIFO blocks, and a device such as `/dev/zero` never ends.
+pub fn regular_file_len(path: &Path) -> Result<u64, ImageError> {
+    let meta = fs::metadata(path)
+        .map_err(|source| ImageError::ReadLocal { path: path.to_owned(), source })?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    let kind = if meta.is_dir() { "a directory" } else { special_kind(&meta.file_type()) };
+    Err(ImageError::NotRegularFile { path: path.to_owned(), kind })
+}
+
+#[cfg(unix)]
+fn special_kind(file_type: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &fs::FileType) -> &'static str {
+    "a special file"
+}
+
 /// Downloads `url` (`http`, `https` or `file`) into `part`, resuming what is there,
-/// and returns the digests of the whole file.
+/// and returns the digests of the whole file, which may hold at most `limit_bytes`.
+/// `credentials` go only into the request's `Authorization` header.
 pub fn fetch(
     config: &Config,
     url: &Url,
+    credentials: Option<&Credentials>,
     part: &Path,
     want_sha512: bool,
+    limit_bytes: u64,
     progress: &dyn Progress,
 ) -> Result<Hashes, ImageError> {
     let mut sink = Sink::open(part, want_sha512)?;
     let label = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or("image").to_owned();
     let result = if url.scheme() == "file" {
-        copy_local(url, &mut sink, &label, progress)
+        copy_local(url, &mut sink, &label, limit_bytes, progress)
     } else {
         let client = config.client()?;
-        retrying(config, progress, || http_attempt(&client, url, &mut sink, &label, progress))
+        let get = Get { client: &client, url, credentials, limit_bytes };
+        retrying(config, progress, || get.attempt(&mut sink, &label, progress))
     };
     progress.transfer_end();
     result.map(|()| sink.finish())
@@ -179,6 +264,7 @@ pub fn fetch_text(config: &Config, url: &Url) -> Result<String, ImageError> {
     let mut text = String::new();
     if url.scheme() == "file" {
         let path = file_path(url)?;
+        regular_file_len(&path)?;
         let file = File::open(&path).map_err(|source| ImageError::ReadLocal { path, source })?;
         file.take(MAX_CHECKSUMS_BYTES).read_to_string(&mut text).map_err(read_err)?;
         return Ok(text);
@@ -188,6 +274,7 @@ pub fn fetch_text(config: &Config, url: &Url) -> Result<String, ImageError> {
         let resp = client.get(url.as_str()).send().map_err(|source| {
             Failure::Retry(ImageError::Request { url: url.to_string(), source })
         })?;
+        refuse_redirect(url, &resp)?;
         check_status(url, resp.status().as_u16())?;
         text.clear();
         resp.take(MAX_CHECKSUMS_BYTES)
@@ -238,60 +325,107 @@ fn check_status(url: &Url, status: u16) -> Result<(), Failure> {
     }
 }
 
-fn http_attempt(
-    client: &Client,
-    url: &Url,
-    sink: &mut Sink,
-    label: &str,
-    progress: &dyn Progress,
-) -> Result<(), Failure> {
-    let offset = sink.len;
-    let mut request = client.get(url.as_str());
-    if offset > 0 {
-        request = request.header(RANGE, format!("bytes={offset}-"));
+/// A redirect reqwest did not follow because it leaves http(s) (`file://` and the like)
+/// is refused as such, instead of reading as a failed status.
+fn refuse_redirect(url: &Url, resp: &reqwest::blocking::Response) -> Result<(), Failure> {
+    if !resp.status().is_redirection() {
+        return Ok(());
     }
-    let mut resp = request
-        .send()
-        .map_err(|source| Failure::Retry(ImageError::Request { url: url.to_string(), source }))?;
-    let status = resp.status().as_u16();
-    let range_start = resp
+    let target = resp
         .headers()
-        .get(CONTENT_RANGE)
+        .get(LOCATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(content_range_start);
-    match status {
-        206 if range_start == Some(offset) => {}
-        200 | 206 | 416 if offset > 0 => {
-            // The server ignored the range (200), answered another one (206), or the
-            // partial file is longer than the image (416): start over.
-            tracing::info!(url = %url, status, "cannot resume; downloading from the start");
-            sink.reset().map_err(Failure::Fatal)?;
-            if status != 200 {
-                return Err(Failure::Retry(ImageError::HttpStatus {
-                    url: url.to_string(),
-                    status,
-                }));
-            }
+        .and_then(|location| url.join(location).ok());
+    match target {
+        Some(target) if !matches!(target.scheme(), "http" | "https") => {
+            Err(Failure::Fatal(ImageError::RedirectRefused {
+                url: url.to_string(),
+                scheme: target.scheme().to_owned(),
+            }))
         }
-        _ => check_status(url, status)?,
-    }
-    let total = resp.content_length().map(|n| n + sink.len);
-    progress.transfer_start(label, total, sink.len);
-    pump(&mut resp, sink, progress).map_err(|err| match err {
-        PumpError::Read(source) => {
-            Failure::Retry(ImageError::ReadBody { url: url.to_string(), source })
-        }
-        PumpError::Write(source) => {
-            Failure::Fatal(ImageError::WritePart { path: sink.path.clone(), source })
-        }
-    })?;
-    match total {
-        Some(total) if sink.len < total => Err(Failure::Retry(ImageError::Truncated {
-            url: url.to_string(),
-            got: sink.len,
-            expected: total,
-        })),
         _ => Ok(()),
+    }
+}
+
+/// One image download over HTTP(S).
+struct Get<'a> {
+    client: &'a Client,
+    url: &'a Url,
+    credentials: Option<&'a Credentials>,
+    limit_bytes: u64,
+}
+
+impl Get<'_> {
+    fn too_large(&self) -> Failure {
+        Failure::Fatal(ImageError::TooLarge {
+            url: self.url.to_string(),
+            limit_bytes: self.limit_bytes,
+        })
+    }
+
+    fn attempt(
+        &self,
+        sink: &mut Sink,
+        label: &str,
+        progress: &dyn Progress,
+    ) -> Result<(), Failure> {
+        let url = self.url;
+        let offset = sink.len;
+        let mut request = self.client.get(url.as_str());
+        if let Some(credentials) = self.credentials {
+            request = request.basic_auth(&credentials.user, Some(&credentials.password));
+        }
+        if offset > 0 {
+            request = request.header(RANGE, format!("bytes={offset}-"));
+        }
+        let mut resp = request.send().map_err(|source| {
+            Failure::Retry(ImageError::Request { url: url.to_string(), source })
+        })?;
+        refuse_redirect(url, &resp)?;
+        let status = resp.status().as_u16();
+        let range_start = resp
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(content_range_start);
+        match status {
+            206 if range_start == Some(offset) => {}
+            200 | 206 | 416 if offset > 0 => {
+                // The server ignored the range (200), answered another one (206), or the
+                // partial file is longer than the image (416): start over.
+                tracing::info!(url = %url, status, "cannot resume; downloading from the start");
+                sink.reset().map_err(Failure::Fatal)?;
+                if status != 200 {
+                    return Err(Failure::Retry(ImageError::HttpStatus {
+                        url: url.to_string(),
+                        status,
+                    }));
+                }
+            }
+            _ => check_status(url, status)?,
+        }
+        let total = resp.content_length().map(|n| n + sink.len);
+        if total.is_some_and(|total| total > self.limit_bytes) {
+            return Err(self.too_large());
+        }
+        progress.transfer_start(label, total, sink.len);
+        pump(&mut resp, sink, self.limit_bytes, progress).map_err(|err| match err {
+            PumpError::Read(source) => {
+                Failure::Retry(ImageError::ReadBody { url: url.to_string(), source })
+            }
+            PumpError::Write(source) => {
+                Failure::Fatal(ImageError::WritePart { path: sink.path.clone(), source })
+            }
+            PumpError::TooLarge => self.too_large(),
+        })?;
+        match total {
+            Some(total) if sink.len < total => Err(Failure::Retry(ImageError::Truncated {
+                url: url.to_string(),
+                got: sink.len,
+                expected: total,
+            })),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -300,7 +434,8 @@ fn content_range_start(value: &str) -> Option<u64> {
     value.strip_prefix("bytes ")?.split_once('-')?.0.trim().parse().ok()
 }
 
-fn file_path(url: &Url) -> Result<PathBuf, ImageError> {
+/// The local path of a `file://` URL.
+pub fn file_path(url: &Url) -> Result<PathBuf, ImageError> {
     url.to_file_path().map_err(|()| ImageError::BadSource {
         source_text: url.to_string(),
         problem: "not a local file path".to_owned(),
@@ -312,29 +447,44 @@ fn copy_local(
     url: &Url,
     sink: &mut Sink,
     label: &str,
+    limit_bytes: u64,
     progress: &dyn Progress,
 ) -> Result<(), ImageError> {
     let path = file_path(url)?;
+    let too_large = || ImageError::TooLarge { url: url.to_string(), limit_bytes };
+    let total = regular_file_len(&path)?;
+    if total > limit_bytes {
+        return Err(too_large());
+    }
     let read_err = |source| ImageError::ReadLocal { path: path.clone(), source };
     let mut file = File::open(&path).map_err(read_err)?;
-    let total = file.metadata().map_err(read_err)?.len();
     sink.reset()?;
     progress.transfer_start(label, Some(total), 0);
-    pump(&mut file, sink, progress).map_err(|err| match err {
+    pump(&mut file, sink, limit_bytes, progress).map_err(|err| match err {
         PumpError::Read(source) => read_err(source),
         PumpError::Write(source) => ImageError::WritePart { path: sink.path.clone(), source },
+        PumpError::TooLarge => too_large(),
     })
 }
 
 enum PumpError {
     Read(io::Error),
     Write(io::Error),
+    /// The sink would grow past the limit.
+    TooLarge,
 }
 
-/// Reads `reader` to its end into the sink. This thread reads; a worker writes and
-/// hashes, so the next read overlaps with hashing the previous chunk. A read error
-/// keeps every byte read before it (the next attempt resumes after them).
-fn pump(reader: &mut dyn Read, sink: &mut Sink, progress: &dyn Progress) -> Result<(), PumpError> {
+/// Reads `reader` to its end into the sink, which may hold at most `limit_bytes`. This
+/// thread reads; a worker writes and hashes, so the next read overlaps with hashing the
+/// previous chunk. A read error keeps every byte read before it (the next attempt
+/// resumes after them).
+fn pump(
+    reader: &mut dyn Read,
+    sink: &mut Sink,
+    limit_bytes: u64,
+    progress: &dyn Progress,
+) -> Result<(), PumpError> {
+    let mut seen = sink.len;
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(CHUNKS_IN_FLIGHT);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     for _ in 0..CHUNKS_IN_FLIGHT + 1 {
@@ -350,9 +500,15 @@ fn pump(reader: &mut dyn Read, sink: &mut Sink, progress: &dyn Progress) -> Resu
             Ok(())
         });
         let mut read_error = None;
+        let mut too_large = false;
         // `recv` fails only when the writer stopped early (a write error).
         while let Ok(mut buf) = empty_rx.recv() {
             let (n, err) = fill(reader, &mut buf);
+            seen += n as u64;
+            if seen > limit_bytes {
+                too_large = true;
+                break;
+            }
             if n > 0 {
                 progress.transfer_advance(n as u64);
                 if full_tx.send((buf, n)).is_err() {
@@ -366,6 +522,7 @@ fn pump(reader: &mut dyn Read, sink: &mut Sink, progress: &dyn Progress) -> Resu
         }
         drop(full_tx);
         match writer.join() {
+            Ok(Ok(())) if too_large => Err(PumpError::TooLarge),
             Ok(Ok(())) => read_error.map_or(Ok(()), |e| Err(PumpError::Read(e))),
             Ok(Err(e)) => Err(PumpError::Write(e)),
             Err(_) => Err(PumpError::Write(io::Error::other("writer thread panicked"))),
@@ -390,6 +547,57 @@ fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_and_never_print() {
+        let mut url = Url::parse("https://al%40ice:s3cr%3At@h.test:8443/x.img?q=1").unwrap();
+        let credentials = Credentials::take(&mut url).unwrap();
+        assert_eq!(url.as_str(), "https://h.test:8443/x.img?q=1");
+        assert_eq!(
+            (credentials.user.as_str(), credentials.password.as_str()),
+            ("al@ice", "s3cr:t")
+        );
+        assert!(!format!("{credentials:?}").contains("s3cr"));
+        assert_eq!(Credentials::take(&mut url), None);
+        for (text, shown) in [
+            ("https://u:p@h/x", "https://h/x"),
+            ("http://u:p@h", "http://h"),
+            ("http://u:p@[::1/x", "http://[::1/x"),
+            ("http://h/a@b", "http://h/a@b"),
+            ("./disk@2.img", "./disk@2.img"),
+        ] {
+            assert_eq!(redact(text), shown, "{text}");
+        }
+    }
+
+    #[test]
+    fn pump_stops_past_the_limit_and_accepts_exactly_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = vec![1u8; 2 * CHUNK + 5];
+        for (limit, fits) in [(body.len() as u64, true), (body.len() as u64 - 1, false)] {
+            let mut sink = Sink::open(&dir.path().join(format!("{limit}.part")), false).unwrap();
+            let result = pump(&mut body.as_slice(), &mut sink, limit, &());
+            assert_eq!(result.is_ok(), fits, "{limit}");
+            assert_eq!(matches!(result, Err(PumpError::TooLarge)), !fits, "{limit}");
+            assert!(sink.len <= limit);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_local_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("disk.img");
+        fs::write(&file, b"abc").unwrap();
+        assert_eq!(regular_file_len(&file).unwrap(), 3);
+        for (path, kind) in [(dir.path(), "a directory"), (Path::new("/dev/zero"), "a device")] {
+            let err = regular_file_len(path).unwrap_err();
+            assert!(
+                matches!(err, ImageError::NotRegularFile { kind: k, .. } if k == kind),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn content_range_start_parses_the_first_position() {
@@ -419,7 +627,12 @@ mod tests {
         let mut sink = Sink::open(&part, true).unwrap();
         assert_eq!(sink.len, 1000);
         let url = Url::from_file_path(&src).unwrap();
-        copy_local(&url, &mut sink, "src.img", &()).unwrap();
+        let exact = data.len() as u64;
+        let err = copy_local(&url, &mut sink, "src.img", exact - 1, &()).unwrap_err();
+        assert!(
+            matches!(err, ImageError::TooLarge { limit_bytes, .. } if limit_bytes == exact - 1)
+        );
+        copy_local(&url, &mut sink, "src.img", exact, &()).unwrap();
         let hashes = sink.finish();
         assert_eq!(hashes.size_bytes, data.len() as u64);
         assert_eq!(hashes.sha256, hex::encode(sha2::Sha256::digest(&data)));

@@ -141,6 +141,32 @@ pub enum ImageError {
         /// Bytes announced.
         expected: u64,
     },
+    /// A local image is not a regular file (a device, FIFO, directory, socket): such a
+    /// source may never end, so it is refused before anything is read from it.
+    #[error("cannot use {} as an image: it is {kind}, not a regular file", path.display())]
+    NotRegularFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The image is (or announced to be) larger than the bound: the catalogue's size, else
+    /// `--max-size`; the partial file was deleted.
+    #[error("{url} exceeds the size limit of {limit_bytes} bytes; the download was deleted")]
+    TooLarge {
+        /// Where the bytes came from.
+        url: String,
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// The server redirected to a URL kubelab does not download from (`file://`, ...).
+    #[error("{url} redirects to a {scheme}: URL; only http and https redirects are followed")]
+    RedirectRefused {
+        /// The URL asked for.
+        url: String,
+        /// The scheme of the redirect target.
+        scheme: String,
+    },
     /// A local image file cannot be read.
     #[error("cannot read image file {}", path.display())]
     ReadLocal {

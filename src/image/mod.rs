@@ -36,14 +36,16 @@ pub enum ImageSource {
 impl ImageSource {
     /// Classifies `text`: a URL if it has a scheme, a path if it has a separator or
     /// names an existing file, else a catalogue name.
+    /// A URL keeps its userinfo here; [`ensure`] takes it off before anything shows or
+    /// stores the URL, and errors show it redacted.
     pub fn parse(text: &str) -> Result<Self, ImageError> {
         let bad = |problem: &str| ImageError::BadSource {
-            source_text: text.to_owned(),
+            source_text: download::redact(text),
             problem: problem.to_owned(),
         };
         if text.contains("://") {
             let url = Url::parse(text)
-                .map_err(|source| ImageError::BadUrl { url: text.to_owned(), source })?;
+                .map_err(|source| ImageError::BadUrl { url: download::redact(text), source })?;
             return match url.scheme() {
                 "http" | "https" | "file" => Ok(Self::Url(url)),
                 _ => Err(bad("only http, https and file URLs are supported")),
@@ -79,7 +81,14 @@ pub struct ImageRequest {
     pub sha256: Option<Digest>,
     /// Accept a remote URL without a digest.
     pub insecure_skip_verify: bool,
+    /// The largest image accepted when the catalogue does not give its size
+    /// (`--max-size`, default [`DEFAULT_MAX_SIZE_BYTES`]).
+    pub max_size_bytes: u64,
 }
+
+/// The size bound of an image of unknown size: large enough for any lab disk image,
+/// small enough that an endless source stops long before the disk is full.
+pub const DEFAULT_MAX_SIZE_BYTES: u64 = 64 << 30;
 
 /// A verified image in the cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -100,10 +109,13 @@ pub struct CachedImage {
 
 /// A request resolved to one URL and how to check it.
 struct Plan {
+    /// The URL without userinfo: the only form shown or stored.
     url: Url,
+    credentials: Option<download::Credentials>,
     format: Format,
     name: Option<String>,
     expected: Option<Expected>,
+    limit_bytes: u64,
 }
 
 impl Plan {
@@ -121,20 +133,29 @@ impl Plan {
                     Some(digest) => digest,
                     None => file.expected(name)?,
                 };
+                let (url, limit_bytes) =
+                    (file.url.clone(), file.size_bytes.unwrap_or(req.max_size_bytes));
                 Ok(Self {
-                    url: file.url.clone(),
+                    url,
+                    credentials: None,
                     format,
                     name: Some(entry.name),
                     expected: Some(expected),
+                    limit_bytes,
                 })
             }
             ImageSource::Url(url) => {
-                let remote = url.scheme() != "file";
-                if remote && pinned.is_none() && !req.insecure_skip_verify {
+                let mut url = url.clone();
+                let credentials = download::Credentials::take(&mut url);
+                if url.scheme() == "file" {
+                    download::regular_file_len(&download::file_path(&url)?)?;
+                } else if pinned.is_none() && !req.insecure_skip_verify {
                     return Err(ImageError::DigestRequired { url: url.to_string() });
                 }
                 let last = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or("");
-                Ok(Self { url: url.clone(), format: guess(last), name: None, expected: pinned })
+                let format = guess(last);
+                let limit_bytes = req.max_size_bytes;
+                Ok(Self { url, credentials, format, name: None, expected: pinned, limit_bytes })
             }
             ImageSource::Path(path) => {
                 let absolute = std::path::absolute(path)
@@ -143,9 +164,17 @@ impl Plan {
                     source_text: path.display().to_string(),
                     problem: "not an absolute file path".to_owned(),
                 })?;
+                download::regular_file_len(&absolute)?;
                 let name =
                     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                Ok(Self { url, format: guess(&name), name: None, expected: pinned })
+                Ok(Self {
+                    url,
+                    credentials: None,
+                    format: guess(&name),
+                    name: None,
+                    expected: pinned,
+                    limit_bytes: req.max_size_bytes,
+                })
             }
         }
     }
@@ -217,12 +246,28 @@ fn fetch_plan(home: &Home, plan: Plan, progress: &dyn Progress) -> Result<Cached
     progress.message(&format!("downloading {}", plan.url));
     let part = cache.part_path(&key);
     let want_sha512 = expected.as_ref().is_some_and(|d| d.algorithm == Algorithm::Sha512);
-    let hashes = match download::fetch(&config, &plan.url, &part, want_sha512, progress) {
+    let fetched = download::fetch(
+        &config,
+        &plan.url,
+        plan.credentials.as_ref(),
+        &part,
+        want_sha512,
+        plan.limit_bytes,
+        progress,
+    );
+    let hashes = match fetched {
         Ok(hashes) => hashes,
         Err(err) => {
-            // Keep a partial download to resume; drop an empty or local one.
+            // Keep only an interrupted HTTP download, to resume; every other failure
+            // (too large, refused, local) leaves nothing behind.
+            let interrupted = matches!(
+                err,
+                ImageError::Request { .. }
+                    | ImageError::ReadBody { .. }
+                    | ImageError::Truncated { .. }
+            );
             let empty = std::fs::metadata(&part).map_or(true, |m| m.len() == 0);
-            if empty || plan.url.scheme() == "file" {
+            if empty || !interrupted || plan.url.scheme() == "file" {
                 let _ = std::fs::remove_file(&part);
             }
             return Err(err);
@@ -305,6 +350,7 @@ mod tests {
             format: None,
             sha256: None,
             insecure_skip_verify: false,
+            max_size_bytes: DEFAULT_MAX_SIZE_BYTES,
         };
         assert!(matches!(Plan::new(&req), Err(ImageError::DigestRequired { .. })));
         req.insecure_skip_verify = true;
@@ -323,12 +369,14 @@ mod tests {
             .unwrap();
         Plan {
             url: Url::from_file_path(&image).unwrap(),
+            credentials: None,
             format: Format::Qcow2,
             name: Some("debian-test".into()),
             expected: Some(Expected::ChecksumsFile {
                 url: Url::from_file_path(&sums).unwrap(),
                 algorithm: Algorithm::Sha512,
             }),
+            limit_bytes: DEFAULT_MAX_SIZE_BYTES,
         }
     }
 
@@ -366,6 +414,7 @@ mod tests {
             format: None,
             sha256: None,
             insecure_skip_verify: false,
+            max_size_bytes: DEFAULT_MAX_SIZE_BYTES,
         };
         let plan = Plan::new(&req).unwrap();
         assert_eq!(plan.format, Format::Qcow2);

@@ -129,7 +129,8 @@ pub fn up(
             Some(state) => state,
             None => {
                 let image = ImageState {
-                    source: opts.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into()),
+                    // Never the URL's credentials: profile.json is shown by `status`.
+                    source: image::download::redact(opts.image.as_deref().unwrap_or(DEFAULT_IMAGE)),
                     sha256: image.sha256.clone(),
                     format: image.format,
                 };
@@ -178,6 +179,7 @@ fn validate(opts: &UpOptions) -> Result<ImageRequest, Error> {
         format: None,
         sha256,
         insecure_skip_verify: opts.insecure_skip_verify,
+        max_size_bytes: image::DEFAULT_MAX_SIZE_BYTES,
     })
 }
 

@@ -135,6 +135,8 @@ pub struct Request {
     pub target: String,
     /// The start of a `Range: bytes=START-` header, if any.
     pub range_start: Option<u64>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
 }
 
 /// What the server does after sending part of a body.
@@ -159,12 +161,26 @@ pub struct Reply {
     pub stop_after: Option<(usize, After)>,
     /// Sleep this long before each 16 KiB of body (a slow server).
     pub chunk_delay: Option<Duration>,
+    /// Repeat the body forever, without `Content-Length`, until the client hangs up.
+    pub endless: bool,
 }
 
 impl Reply {
     /// A reply with `status` and `body`.
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self { status, headers: Vec::new(), body: body.into(), stop_after: None, chunk_delay: None }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            stop_after: None,
+            chunk_delay: None,
+            endless: false,
+        }
+    }
+
+    /// A 200 reply whose body never ends and announces no length.
+    pub fn endless(chunk: impl Into<Vec<u8>>) -> Self {
+        Self { endless: true, ..Self::new(200, chunk) }
     }
 
     /// `data` served as a file: 206 with `Content-Range` for a range request when
@@ -284,6 +300,7 @@ fn serve(stream: TcpStream, log: &Mutex<Log>, stop: &AtomicBool, handler: &Handl
     }
     let target = line.split_whitespace().nth(1).unwrap_or("").to_owned();
     let mut range_start = None;
+    let mut authorization = None;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
@@ -295,8 +312,13 @@ fn serve(stream: TcpStream, log: &Mutex<Log>, stop: &AtomicBool, handler: &Handl
             let value = value.trim().trim_start_matches("bytes=");
             range_start = value.split('-').next().and_then(|s| s.parse().ok());
         }
+        if let Some((name, value)) = header.split_once(':')
+            && name.trim().eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(value.trim().to_owned());
+        }
     }
-    let request = Request { target, range_start };
+    let request = Request { target, range_start, authorization };
     let index = {
         let mut log = log.lock().expect("log");
         log.requests.push(request.clone());
@@ -305,17 +327,23 @@ fn serve(stream: TcpStream, log: &Mutex<Log>, stop: &AtomicBool, handler: &Handl
     };
     let reply = handler(&request, index);
     let mut out = stream;
-    let mut head = format!(
-        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reply.status,
-        reply.body.len()
-    );
+    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
+    if !reply.endless {
+        head.push_str(&format!("Content-Length: {}\r\n", reply.body.len()));
+    }
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     if out.write_all(head.as_bytes()).is_err() {
         return;
+    }
+    // Until the client hangs up (a failed write) or the server stops.
+    while reply.endless && !stop.load(Ordering::SeqCst) {
+        if out.write_all(&reply.body).is_err() {
+            return;
+        }
+        log.lock().expect("log").body_bytes[index] += reply.body.len() as u64;
     }
     let limit = reply.stop_after.map_or(reply.body.len(), |(n, _)| n.min(reply.body.len()));
     for chunk in reply.body[..limit].chunks(16 * 1024) {
