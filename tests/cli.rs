@@ -8,3 +8,6 @@ mod image;
 
 #[path = "cli/cluster.rs"]
 mod cluster;
+
+#[path = "cli/tamper.rs"]
+mod tamper;
