@@ -1,36 +1,149 @@
-//! File-system helpers shared by the modules that own files: private directories and
-//! atomic writes (temp file in the same directory, fsync, rename), so a crash never
-//! leaves a half-written state file, key or kubeconfig.
+//! File-system helpers for every file kubelab writes under its home: private directories
+//! that are never symbolic links, files opened without following a link (`O_NOFOLLOW`),
+//! and atomic writes (a fresh `O_EXCL` temp file in the same directory, fsync, rename).
+//! A crash never leaves a half-written file, and a link planted in the home never
+//! redirects a write outside it (issue "Never touch what is not yours", class 3).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Creates `dir` and its parents; the last component gets mode 0700 on Unix.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
+/// A write refused because the path, or a directory on the way to it, is a symbolic
+/// link (or not a directory where one is needed). Carried inside an `io::Error`, so
+/// every module keeps its own error variant; `reason` finds it in the chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is {what}; kubelab never writes through links in its home", path.display())]
+pub struct LinkRefused {
+    /// The offending path.
+    pub path: PathBuf,
+    /// `a symbolic link` or `not a directory`.
+    pub what: &'static str,
+}
+
+/// The [`LinkRefused`] inside `err`, if that is what it carries.
+pub fn link_refused(err: &io::Error) -> Option<&LinkRefused> {
+    err.get_ref().and_then(|inner| inner.downcast_ref())
+}
+
+fn refused(path: &Path, what: &'static str) -> io::Error {
+    io::Error::other(LinkRefused { path: path.to_owned(), what })
+}
+
+/// `ELOOP` from an `O_NOFOLLOW` open means the last component is a link.
+fn nofollow_error(path: &Path, err: io::Error) -> io::Error {
     #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)?;
+    if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+        return refused(path, "a symbolic link");
+    }
+    #[cfg(unix)]
+    if err.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) {
+        return refused(path, "not a directory");
+    }
+    err
+}
+
+/// `options` with `O_NOFOLLOW` (and mode 0600 for files it creates) on Unix; elsewhere
+/// a link is refused by [`refuse_link`] before the open.
+fn nofollow(options: &mut OpenOptions) -> &mut OpenOptions {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = rustix::fs::OFlags::NOFOLLOW.bits();
+        options.custom_flags(i32::try_from(flags).unwrap_or(i32::MAX)).mode(0o600);
     }
+    options
+}
+
+/// Refuses `path` if it is a symbolic link (a missing path is fine).
+#[cfg(not(unix))]
+fn refuse_link(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(refused(path, "a symbolic link")),
+        _ => Ok(()),
+    }
+}
+
+/// Opens `path` with `options`, never through a link at its last component.
+pub fn open_nofollow(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    #[cfg(not(unix))]
+    refuse_link(path)?;
+    nofollow(options).open(path).map_err(|e| nofollow_error(path, e))
+}
+
+/// Opens `path` for appending, creating it (mode 0600), never through a link.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    open_nofollow(path, OpenOptions::new().create(true).append(true))
+}
+
+/// Creates (or truncates) `path` for writing, mode 0600 from the start, never through a
+/// link.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    open_nofollow(path, OpenOptions::new().write(true).create(true).truncate(true))
+}
+
+/// Creates `dir` (mode 0700) and every missing directory between `root` and it. `root`
+/// is trusted and created if missing (the user may have linked the home elsewhere);
+/// below it, a symbolic link or a non-directory anywhere on the way is refused with
+/// [`LinkRefused`].
+pub fn create_private_dir(root: &Path, dir: &Path) -> io::Result<()> {
+    let outside = || {
+        let why = format!("{} is not a plain path below {}", dir.display(), root.display());
+        io::Error::new(io::ErrorKind::InvalidInput, why)
+    };
+    let rel = dir.strip_prefix(root).map_err(|_| outside())?;
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.recursive(true).create(root)?;
+    builder.recursive(false);
+    let mut path = root.to_owned();
+    for part in rel.components() {
+        let Component::Normal(name) = part else {
+            return Err(outside());
+        };
+        path.push(name);
+        match builder.create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let meta = fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            return Err(refused(&path, "a symbolic link"));
+        }
+        if !meta.is_dir() {
+            return Err(refused(&path, "not a directory"));
+        }
+    }
+    set_private_dir_mode(&path)
+}
+
+/// Sets 0700 through a descriptor opened without following links, so a link swapped in
+/// after the check above cannot redirect the chmod.
+fn set_private_dir_mode(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::DIRECTORY;
+        let handle = OpenOptions::new()
+            .read(true)
+            .custom_flags(i32::try_from(flags.bits()).unwrap_or(i32::MAX))
+            .open(dir)
+            .map_err(|e| nofollow_error(dir, e))?;
+        handle.set_permissions(fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 
-/// Creates (or truncates) `path` for writing, with mode 0600 on Unix from the start.
-pub fn create_private_file(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
-}
+/// Distinguishes the temp files of concurrent writers in one process.
+static TMP_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Replaces `path` with `contents` atomically; the file has mode 0600 on Unix.
+/// Replaces `path` with `contents` atomically (mode 0600 on Unix). The temp file is new
+/// (`O_EXCL`, so never a planted file or link) and sits in the same directory; the
+/// rename replaces a link at `path` itself instead of writing through it.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_atomic_then(path, contents, |_| Ok(()))
 }
@@ -69,11 +182,19 @@ fn write_atomic_then(
     prepare: impl FnOnce(&File) -> io::Result<()>,
 ) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
+    let (tmp, mut file) = loop {
+        let mut tmp_name = name.to_os_string();
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        match open_nofollow(&tmp, OpenOptions::new().write(true).create_new(true)) {
+            Ok(file) => break (tmp, file),
+            // A stale temp file of a crashed process with the same PID: take the next.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < u32::MAX => {}
+            Err(e) => return Err(e),
+        }
+    };
     let result = (|| {
-        let mut file = create_private_file(&tmp)?;
         file.write_all(contents)?;
         prepare(&file)?;
         file.sync_all()?;
@@ -129,7 +250,56 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("a/b");
-        create_private_dir(&sub).unwrap();
+        create_private_dir(dir.path(), &sub).unwrap();
         assert_eq!(fs::metadata(&sub).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(create_private_dir(&sub, dir.path()).is_err(), "outside the root");
+        assert!(create_private_dir(dir.path(), &dir.path().join("a/../x")).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_are_never_written_through() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        fs::set_permissions(outside.path(), fs::Permissions::from_mode(0o755)).unwrap();
+
+        let link = dir.path().join("lock");
+        symlink(&victim, &link).unwrap();
+        for err in [create_private_file(&link).unwrap_err(), open_append(&link).unwrap_err()] {
+            assert!(link_refused(&err).is_some(), "{err}");
+        }
+        // The atomic write replaces the link itself.
+        write_atomic(&link, b"new").unwrap();
+        assert!(!fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+
+        // A linked directory anywhere below the root is refused, and left as it was.
+        symlink(outside.path(), dir.path().join("nodes")).unwrap();
+        for target in ["nodes", "nodes/lab"] {
+            let err = create_private_dir(dir.path(), &dir.path().join(target)).unwrap_err();
+            assert!(link_refused(&err).is_some(), "{target}: {err}");
+        }
+        assert!(!outside.path().join("lab").exists());
+        assert_eq!(fs::metadata(outside.path()).unwrap().permissions().mode() & 0o777, 0o755);
+        // A file where a directory belongs is refused too.
+        fs::write(dir.path().join("file"), "").unwrap();
+        let err = create_private_dir(dir.path(), &dir.path().join("file/x")).unwrap_err();
+        assert_eq!(link_refused(&err).unwrap().what, "not a directory");
+    }
+
+    #[test]
+    fn write_atomic_skips_a_stale_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // Other tests write too: cover the next names any of them may take first.
+        let n = TMP_COUNTER.load(Ordering::Relaxed);
+        for i in n..n + 64 {
+            fs::write(dir.path().join(format!("f.tmp.{}.{i}", std::process::id())), "").unwrap();
+        }
+        write_atomic(&path, b"fresh").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"fresh");
     }
 }

@@ -70,7 +70,7 @@ impl Home {
             Err(err) if err.kind() == ErrorKind::NotFound => {}
             Err(source) => return Err(io(source)),
         }
-        crate::fsutil::create_private_dir(&self.root).map_err(io)?;
+        crate::fsutil::create_private_dir(&self.root, &self.root).map_err(io)?;
         let id = random_id();
         // `create_new`: when two first runs race, the loser reads the winner's id.
         match fs::OpenOptions::new().write(true).create_new(true).open(&path) {

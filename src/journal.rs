@@ -4,7 +4,7 @@
 //! what it lists and nothing else. One JSON object a line, append-only; a torn last line
 //! (kill -9 mid-write) is ignored.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -73,8 +73,7 @@ impl Journal {
             if text.is_empty() || text.ends_with('\n') { String::new() } else { "\n".into() };
         line.push_str(&serde_json::to_string(resource).map_err(|e| append(e.into()))?);
         line.push('\n');
-        let mut file =
-            OpenOptions::new().create(true).append(true).open(&self.path).map_err(append)?;
+        let mut file = crate::fsutil::open_append(&self.path).map_err(append)?;
         file.write_all(line.as_bytes()).map_err(append)?;
         file.sync_all().map_err(append)
     }
@@ -131,7 +130,7 @@ mod tests {
         journal.record(&vm).unwrap();
         journal.record(&net).unwrap();
         // A kill -9 in the middle of a write leaves half a line.
-        let mut file = OpenOptions::new().append(true).open(&journal.path).unwrap();
+        let mut file = fs::OpenOptions::new().append(true).open(&journal.path).unwrap();
         file.write_all(b"{\"kind\":\"vm\",\"na").unwrap();
         assert_eq!(journal.entries().unwrap(), vec![net.clone(), vm.clone()]);
         let vm2 = Resource::Vm("lab-m02".into());
@@ -139,6 +138,21 @@ mod tests {
         assert_eq!(journal.entries().unwrap(), vec![net.clone(), vm.clone(), vm2.clone()]);
         journal.forget(&net).unwrap();
         assert_eq!(journal.entries().unwrap(), vec![vm, vm2]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_linked_journal_is_never_appended_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("victim");
+        fs::write(&target, "keep\n").unwrap();
+        let journal = Journal::new(dir.path());
+        std::os::unix::fs::symlink(&target, &journal.path).unwrap();
+        let err = journal.record(&Resource::Vm("lab".into())).unwrap_err();
+        let JournalError::Append { source, .. } = &err else { panic!("{err:?}") };
+        assert!(crate::fsutil::link_refused(source).is_some(), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub fn fingerprint(key: &PublicKey) -> String {
 /// The profile's user key, generated on first use. Call with the profile's lock held,
 /// so two commands cannot generate it at once.
 pub fn user_key(profile_dir: &Path) -> Result<KeyPair, KeyError> {
-    load_or_generate(&profile_dir.join(USER_KEY_FILE), "kubelab")
+    load_or_generate(profile_dir, &profile_dir.join(USER_KEY_FILE), "kubelab")
 }
 
 /// The host key of `node`, generated on first use (with the profile's lock held).
@@ -140,16 +140,17 @@ pub fn host_key(profile_dir: &Path, node: &str) -> Result<KeyPair, KeyError> {
         return Err(KeyError::InvalidNode { node: node.to_owned() });
     }
     let path = profile_dir.join("nodes").join(node).join(HOST_KEY_FILE);
-    load_or_generate(&path, &format!("root@{node}"))
+    load_or_generate(profile_dir, &path, &format!("root@{node}"))
 }
 
-/// Loads the key at `path`, or generates one (with `comment`) if there is no file.
+/// Loads the key at `path`, or generates one (with `comment`) if there is no file; its
+/// directory is created below `profile_dir` without following links.
 /// Rewrites a missing `.pub`; a `.pub` for another key is an error.
-fn load_or_generate(path: &Path, comment: &str) -> Result<KeyPair, KeyError> {
+fn load_or_generate(profile_dir: &Path, path: &Path, comment: &str) -> Result<KeyPair, KeyError> {
     let private = match fs::read_to_string(path) {
         Ok(text) => parse_private(path, &text)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return generate(path, comment);
+            return generate(profile_dir, path, comment);
         }
         Err(source) => return Err(KeyError::Read { path: path.to_owned(), source }),
     };
@@ -183,12 +184,12 @@ fn parse_private(path: &Path, text: &str) -> Result<PrivateKey, KeyError> {
     Ok(key)
 }
 
-fn generate(path: &Path, comment: &str) -> Result<KeyPair, KeyError> {
+fn generate(profile_dir: &Path, path: &Path, comment: &str) -> Result<KeyPair, KeyError> {
     let mut private =
         PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(KeyError::Generate)?;
     private.set_comment(comment);
     if let Some(dir) = path.parent() {
-        fsutil::create_private_dir(dir)
+        fsutil::create_private_dir(profile_dir, dir)
             .map_err(|source| KeyError::CreateDir { path: dir.to_owned(), source })?;
     }
     let pair = KeyPair { private, path: path.to_owned() };

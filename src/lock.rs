@@ -42,13 +42,12 @@ pub struct FileLock {
 /// the holder releases it; without, fails at once with [`LockError::Busy`].
 pub fn acquire(path: &Path, what: &str, wait: bool) -> Result<FileLock, LockError> {
     let io = |source| LockError::Io { path: path.to_owned(), source };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io)?;
+    // Never through a link: the holder truncates the file to write its PID.
+    let mut file = crate::fsutil::open_nofollow(
+        path,
+        OpenOptions::new().read(true).write(true).create(true).truncate(false),
+    )
+    .map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) if wait => file.lock().map_err(io)?,

@@ -64,6 +64,15 @@ pub enum ProfileError {
         #[source]
         source: serde_json::Error,
     },
+    /// The state file parses but a field breaks the rules its flag follows: changed by
+    /// hand or tampered with. Nothing is done with it.
+    #[error("profile state {} is corrupt: field {}: {}", path.display(), .field.field, .field.why)]
+    InvalidState {
+        /// The state file.
+        path: PathBuf,
+        /// The first field at fault.
+        field: InvalidField,
+    },
     /// Writing the state file failed.
     #[error("cannot write profile state {}", path.display())]
     WriteState {
@@ -82,6 +91,36 @@ pub enum ProfileError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A field of a state file that fails its check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidField {
+    /// Its path in the file, e.g. `nodes[1].name`.
+    pub field: String,
+    /// What is wrong with its value.
+    pub why: String,
+}
+
+impl InvalidField {
+    /// `field` is wrong because of `why`.
+    pub fn new(field: impl Into<String>, why: impl fmt::Display) -> Self {
+        Self { field: field.into(), why: why.to_string() }
+    }
+}
+
+/// What a profile's state file holds. It is input: [`Profile::load_state`] checks every
+/// field with [`State::check`] as it would check the flag that set it.
+pub trait State: DeserializeOwned {
+    /// The first field that is not valid for the profile `name`.
+    fn check(&self, name: &ProfileName) -> Result<(), InvalidField>;
+}
+
+/// The raw document, for `kubelab list`, which only shows it.
+impl State for serde_json::Value {
+    fn check(&self, _: &ProfileName) -> Result<(), InvalidField> {
+        Ok(())
+    }
 }
 
 /// A validated profile name: a DNS-1123 label (lowercase letters, digits, `-`, starting
@@ -131,13 +170,15 @@ impl fmt::Display for ProfileName {
 pub struct Profile {
     name: ProfileName,
     dir: PathBuf,
+    /// The home's root: directories below it are created without following links.
+    root: PathBuf,
 }
 
 impl Profile {
     /// The profile `name` under `home`.
     pub fn new(home: &Home, name: ProfileName) -> Self {
         let dir = home.profiles_dir().join(name.as_str());
-        Self { name, dir }
+        Self { name, dir, root: home.root().to_owned() }
     }
 
     /// The profile's name.
@@ -157,8 +198,7 @@ impl Profile {
 
     /// Creates the directory (0700) if needed and takes the profile's exclusive lock.
     pub fn lock(&self, wait: bool) -> Result<FileLock, crate::Error> {
-        fsutil::create_private_dir(&self.dir)
-            .map_err(|source| ProfileError::CreateDir { path: self.dir.clone(), source })?;
+        self.create_dir()?;
         let what = format!("profile {:?}", self.name.as_str());
         lock::acquire(&self.dir.join("lock"), &what, wait).map_err(|e: LockError| e.into())
     }
@@ -172,8 +212,8 @@ impl Profile {
         self.lock(wait)
     }
 
-    /// Reads the state file; `NotFound` if the profile has none.
-    pub fn load_state<T: DeserializeOwned>(&self) -> Result<T, ProfileError> {
+    /// Reads and checks the state file; `NotFound` if the profile has none.
+    pub fn load_state<T: State>(&self) -> Result<T, ProfileError> {
         let path = self.state_path();
         let text = match fs::read(&path) {
             Ok(text) => text,
@@ -182,7 +222,7 @@ impl Profile {
             }
             Err(source) => return Err(ProfileError::ReadState { path, source }),
         };
-        serde_json::from_slice(&text).map_err(|source| ProfileError::ParseState { path, source })
+        parse_state(&path, &text, &self.name)
     }
 
     /// Writes the state file atomically (mode 0600). Call with the lock held.
@@ -191,15 +231,34 @@ impl Profile {
         let mut json = serde_json::to_vec_pretty(state)
             .map_err(|source| ProfileError::ParseState { path: path.clone(), source })?;
         json.push(b'\n');
-        fsutil::create_private_dir(&self.dir)
-            .map_err(|source| ProfileError::CreateDir { path: self.dir.clone(), source })?;
+        self.create_dir()?;
         fsutil::write_atomic(&path, &json)
             .map_err(|source| ProfileError::WriteState { path, source })
+    }
+
+    /// Creates the directory (0700), refusing a link anywhere below the home's root.
+    fn create_dir(&self) -> Result<(), ProfileError> {
+        fsutil::create_private_dir(&self.root, &self.dir)
+            .map_err(|source| ProfileError::CreateDir { path: self.dir.clone(), source })
     }
 
     fn state_path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }
+}
+
+/// Parses and checks the state file `path` of profile `name` from its bytes `text`.
+pub fn parse_state<T: State>(
+    path: &Path,
+    text: &[u8],
+    name: &ProfileName,
+) -> Result<T, ProfileError> {
+    let state: T = serde_json::from_slice(text)
+        .map_err(|source| ProfileError::ParseState { path: path.to_owned(), source })?;
+    state
+        .check(name)
+        .map_err(|field| ProfileError::InvalidState { path: path.to_owned(), field })?;
+    Ok(state)
 }
 
 /// What `kubelab list` shows of a profile, read from its state file.

@@ -10,6 +10,7 @@ use crate::bootstrap::BootstrapError;
 use crate::cloudinit::CloudInitError;
 use crate::cluster::ClusterError;
 use crate::driver::DriverError;
+use crate::fsutil;
 use crate::image::ImageError;
 use crate::keys::KeyError;
 use crate::kubeconfig::KubeconfigError;
@@ -40,6 +41,14 @@ pub const PROFILE_NAME_INVALID: Reason = Reason {
     id: "PROFILE_NAME_INVALID",
     exit_code: 11,
     advice: "use at most 40 lowercase letters, digits and '-', starting with a letter",
+};
+/// A path kubelab was about to write in its home is a symbolic link.
+pub const PROFILE_LINK_REFUSED: Reason = Reason {
+    id: "PROFILE_LINK_REFUSED",
+    exit_code: 19,
+    advice: "kubelab never writes through a symbolic link inside its home (it could \
+             overwrite a file elsewhere): find out who made the link named above, remove \
+             it, then run the command again",
 };
 /// The named profile does not exist.
 pub const PROFILE_NOT_FOUND: Reason = Reason {
@@ -150,6 +159,14 @@ pub const IMG_NOT_CACHED: Reason = Reason {
     id: "IMG_NOT_CACHED",
     exit_code: 55,
     advice: "`kubelab image list -o json` shows the cached images and their digests",
+};
+/// A cache sidecar is not what kubelab writes: unreadable, or a field is invalid.
+pub const IMG_CACHE_CORRUPT: Reason = Reason {
+    id: "IMG_CACHE_CORRUPT",
+    exit_code: 59,
+    advice: "kubelab acts on no cache entry it cannot trust: remove the .json file named \
+             above and the image file beside it with the same digest (or the whole \
+             cache/images directory), then pull again",
 };
 
 /// The node's cloud-init seed was refused: bad extra user-data or node user name.
@@ -326,6 +343,15 @@ pub const DRV_VM_NOT_KUBELAB: Reason = Reason {
     advice: "a VM of this name exists that kubelab did not create for this profile and will \
              not touch; use another profile name, or rename or remove that VM yourself",
 };
+/// The libvirt URI has a driver, transport or parameter kubelab does not connect with.
+pub const DRV_URI_REFUSED: Reason = Reason {
+    id: "DRV_URI_REFUSED",
+    exit_code: 44,
+    advice: "kubelab connects only with qemu:// or test:// URIs, over the unix, ssh, libssh, \
+             libssh2, tcp or tls transports, without parameters that run programs (command, \
+             netcat) or turn off checks (no_verify); fix --libvirt-uri or LIBVIRT_DEFAULT_URI, \
+             or, if it came from profile.json, that file was tampered with",
+};
 /// A kubeadm step failed on a node.
 pub const K8S_BOOTSTRAP_FAILED: Reason = Reason {
     id: "K8S_BOOTSTRAP_FAILED",
@@ -392,11 +418,16 @@ pub const K8S_KUBECONFIG_NAME_TAKEN: Reason = Reason {
 
 /// The catalogue entry for `err`, if it is a failure the user can act on.
 pub fn reason(err: &Error) -> Option<&'static Reason> {
+    if refuses_a_link(err) {
+        return Some(&PROFILE_LINK_REFUSED);
+    }
     match err {
         Error::Lock(LockError::Busy { .. }) => Some(&PROFILE_BUSY),
         Error::Profile(ProfileError::InvalidName { .. }) => Some(&PROFILE_NAME_INVALID),
         Error::Profile(ProfileError::NotFound { .. }) => Some(&PROFILE_NOT_FOUND),
-        Error::Profile(ProfileError::ParseState { .. }) => Some(&PROFILE_STATE_CORRUPT),
+        Error::Profile(ProfileError::ParseState { .. } | ProfileError::InvalidState { .. }) => {
+            Some(&PROFILE_STATE_CORRUPT)
+        }
         Error::Cluster(e) => Some(match e {
             ClusterError::Contradicts { .. } => &PROFILE_FLAG_CONFLICT,
             ClusterError::UnknownNode { .. } | ClusterError::ControlPlane { .. } => {
@@ -404,6 +435,8 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
             }
             ClusterError::BadSize { .. }
             | ClusterError::OutOfRange { .. }
+            | ClusterError::SizeOutOfRange { .. }
+            | ClusterError::NotPrivate { .. }
             | ClusterError::CidrInUse { .. }
             | ClusterError::SubnetFull { .. } => &PROFILE_BAD_OPTION,
         }),
@@ -443,6 +476,19 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
     }
 }
 
+/// Whether a write was refused for a link ([`fsutil::LinkRefused`]), in whatever step's
+/// error it travels.
+fn refuses_a_link(err: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>().and_then(fsutil::link_refused).is_some() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 fn ssh_reason(err: &SshError) -> Option<&'static Reason> {
     match err {
         SshError::HostKeyMismatch { .. } => Some(&GUEST_HOSTKEY_MISMATCH),
@@ -477,6 +523,7 @@ fn image_reason(err: &ImageError) -> Option<&'static Reason> {
         E::NotRegularFile { .. } => Some(&IMG_NOT_REGULAR_FILE),
         E::TooLarge { .. } => Some(&IMG_TOO_LARGE),
         E::RedirectRefused { .. } => Some(&IMG_REDIRECT_REFUSED),
+        E::BadSidecar { .. } => Some(&IMG_CACHE_CORRUPT),
         _ => None,
     }
 }
@@ -493,6 +540,7 @@ fn driver_reason(err: &DriverError) -> Option<&'static Reason> {
             Some(&DRV_NET_CONFLICT)
         }
         E::MacConflict { .. } => Some(&DRV_MAC_CONFLICT),
+        E::RefusedUri { .. } => Some(&DRV_URI_REFUSED),
         E::ForeignVm { .. } => Some(&DRV_VM_NOT_KUBELAB),
         #[cfg(feature = "virtualbox")]
         E::VirtualBox { source, .. } => vbox_reason(source),
@@ -534,12 +582,14 @@ mod tests {
         &PROFILE_FLAG_CONFLICT,
         &PROFILE_BAD_OPTION,
         &PROFILE_UNKNOWN_NODE,
+        &PROFILE_LINK_REFUSED,
         &IMG_CHECKSUM_MISMATCH,
         &IMG_NOT_FOUND,
         &IMG_DIGEST_REQUIRED,
         &IMG_DOWNLOAD_FAILED,
         &IMG_BAD_SOURCE,
         &IMG_NOT_CACHED,
+        &IMG_CACHE_CORRUPT,
         &GUEST_SEED_INVALID,
         &GUEST_HOSTKEY_MISMATCH,
         &GUEST_SSH_TIMEOUT,
@@ -564,6 +614,7 @@ mod tests {
         &DRV_NET_CONFLICT,
         &DRV_MAC_CONFLICT,
         &DRV_VM_NOT_KUBELAB,
+        &DRV_URI_REFUSED,
         &K8S_KUBECONFIG_LOCKED,
         &K8S_KUBECONFIG_INVALID,
         &K8S_KUBECONFIG_NAME_TAKEN,

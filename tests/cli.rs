@@ -11,3 +11,5 @@ mod cluster;
 
 #[path = "cli/image_bounds.rs"]
 mod image_bounds;
+#[path = "cli/tamper.rs"]
+mod tamper;

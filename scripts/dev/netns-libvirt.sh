@@ -90,6 +90,7 @@ lab_private_mounts() {
     for p in "${LAB_PRIVATE_PATHS[@]}"; do mkdir -p "$p"; done
     touch "$LAB_STATE_DIR/mnt"
     unshare "--mount=$LAB_STATE_DIR/mnt" --propagation private true
+    lab_kvm_group_view
     for p in "${LAB_PRIVATE_PATHS[@]}"; do
         case $p in
         /etc/libvirt) dir=$LAB_DATA_DIR/etc ;;
@@ -102,6 +103,23 @@ lab_private_mounts() {
     done
 }
 
+# lab_kvm_group_view: where /dev/kvm's group is not kvm (a host finding, reported, never
+# changed), libvirt's QEMU user cannot open it, libvirt judges KVM unusable while QEMU's
+# own probe says it works, and re-probes QEMU on every call (minutes per `up`). Inside the
+# lab's mount namespace only, /etc/group is a copy in which that user is also a member of
+# /dev/kvm's group, as on a host set up correctly. The host's files stay as they are.
+lab_kvm_group_view() {
+    local gid
+    [ -e /dev/kvm ] && [ "$(stat -c %G /dev/kvm)" != kvm ] || return 0
+    gid=$(stat -c %g /dev/kvm)
+    lab_log "finding: /dev/kvm belongs to group $(stat -c %G /dev/kvm), not kvm; the lab's" \
+        "private /etc/group adds libvirt-qemu to it (the host's business: chgrp kvm /dev/kvm)"
+    awk -F: -v OFS=: -v gid="$gid" '$3 == gid && $4 !~ /(^|,)libvirt-qemu(,|$)/ {
+        $4 = ($4 == "") ? "libvirt-qemu" : $4 ",libvirt-qemu" } { print }' /etc/group >"$LAB_DATA_DIR/group"
+    chmod 0644 "$LAB_DATA_DIR/group"
+    nsenter "--mount=$LAB_STATE_DIR/mnt" mount --bind "$LAB_DATA_DIR/group" /etc/group
+}
+
 lab_netns_up() {
     local name=$1 pid deadline started
     lab_dirs "$name"
@@ -112,10 +130,6 @@ lab_netns_up() {
     ip netns add "$name"
     ip netns exec "$name" ip link set lo up
     lab_private_mounts
-    if [ -e /dev/kvm ] && [ "$(stat -c %G /dev/kvm)" != kvm ]; then
-        lab_log "finding: /dev/kvm belongs to group $(stat -c %G /dev/kvm), not kvm: libvirt will" \
-            "re-probe QEMU on every call (the host's business: chgrp kvm /dev/kvm)"
-    fi
     started=$SECONDS
     lab_exec virtlogd -d -p "$LAB_STATE_DIR/virtlogd.pid"
     # Under a subreaper, as under a real init: exited QEMUs are reaped at once (reaper.py).

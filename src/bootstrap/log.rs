@@ -3,7 +3,7 @@
 //! milliseconds (`2026-11-25T20:01:02.123Z [node] out: ...`), so the log shows which
 //! steps ran at the same time.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,12 +26,7 @@ impl LogFile {
     /// Opens (creating, mode 0600) `<profile_dir>/kubelab.log` for appending.
     pub fn open(profile_dir: &Path) -> Result<Self, BootstrapError> {
         let path = profile_dir.join(LOG_FILE);
-        let mut options = OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options
-            .open(&path)
+        let file = crate::fsutil::open_append(&path)
             .map_err(|source| BootstrapError::OpenLog { path: path.clone(), source })?;
         Ok(Self { file: Arc::new(Mutex::new(file)), path })
     }

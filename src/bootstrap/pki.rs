@@ -50,7 +50,7 @@ pub fn dir(profile_dir: &Path) -> PathBuf {
 /// Loads the profile's secrets, generating (and saving) the ones that are missing.
 pub fn ensure(profile_dir: &Path) -> Result<Secrets, BootstrapError> {
     let dir = dir(profile_dir);
-    fsutil::create_private_dir(&dir)
+    fsutil::create_private_dir(profile_dir, &dir)
         .map_err(|source| BootstrapError::WriteSecret { path: dir.clone(), source })?;
     let (cert_path, key_path, token_path) =
         (dir.join("ca.crt"), dir.join("ca.key"), dir.join("token"));

@@ -33,10 +33,14 @@ pub struct UpArgs {
     cpus: Option<u32>,
 
     /// Memory per node: MiB, or with a unit (2g, 4096m); default 2g.
+    ///
+    /// At least 1g with kubeadm, 512m with --bootstrapper none.
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
 
     /// Disk size per node: GiB, or with a unit (20g, 1t); default 20g.
+    ///
+    /// At least 4g with kubeadm, 1g with --bootstrapper none.
     #[arg(long, value_name = "SIZE")]
     disk: Option<String>,
 
@@ -85,8 +89,9 @@ pub struct UpArgs {
 
     /// Subnet of the cluster's host-only network, e.g. 192.168.39.0/24.
     ///
-    /// Default: the first /24 that overlaps neither the host's routes nor another
-    /// libvirt network.
+    /// A private subnet (inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16) with a
+    /// prefix from /16 to /28. Default: the first /24 that overlaps neither the host's
+    /// routes nor another libvirt network.
     #[arg(long, value_name = "CIDR")]
     network_cidr: Option<Ipv4Cidr>,
 

@@ -40,6 +40,14 @@ pub enum DriverError {
         #[source]
         source: Cause,
     },
+    /// The libvirt URI is not one kubelab connects with (see `driver::uri`).
+    #[error("refusing libvirt URI {uri:?}: {why}")]
+    RefusedUri {
+        /// The URI.
+        uri: String,
+        /// What rule it breaks.
+        why: String,
+    },
     /// `--driver` names a backend that is not compiled in.
     #[error("unknown driver {name:?} (this kubelab has: {known})")]
     UnknownDriver {

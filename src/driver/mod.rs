@@ -21,6 +21,8 @@ pub mod libvirt;
 #[cfg(feature = "virtualbox")]
 pub mod virtualbox;
 
+pub mod uri;
+
 pub use error::{Action, Cause, DriverError};
 
 /// Prefix of every network (and the storage pool) kubelab creates, so it never touches
@@ -308,12 +310,18 @@ pub fn open(kind: DriverKind, libvirt_uri: Option<&str>) -> Result<Box<dyn Drive
         #[cfg(all(feature = "libvirt", target_os = "linux"))]
         DriverKind::Kvm2 => {
             let uri = libvirt::resolve_uri(libvirt_uri);
+            // Checked here, where every URI passes: the flag's, the environment's and
+            // the saved profile's (that one is also checked when the file is loaded).
+            uri::check(&uri).map_err(|why| DriverError::RefusedUri { uri: uri.clone(), why })?;
             Ok(Box::new(libvirt::LibvirtDriver::connect(&uri)?))
         }
         #[cfg(feature = "virtualbox")]
         DriverKind::VirtualBox => Ok(Box::new(virtualbox::VirtualBoxDriver::open()?)),
     }
 }
+
+/// Every driver name a profile may record, compiled in or not.
+pub const DRIVER_NAMES: &[&str] = &["kvm2", "virtualbox"];
 
 /// The profile's networks: `(host_only, nat)` = `kubelab-<profile>` and
 /// `kubelab-<profile>.nat`. The `.` cannot occur in a profile name, so profile `a-nat`

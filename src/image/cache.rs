@@ -12,7 +12,7 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use super::catalog::Format;
+use super::catalog::{Format, is_lower_hex};
 use super::{CachedImage, ImageError};
 use crate::fsutil;
 use crate::home::Home;
@@ -39,11 +39,50 @@ pub struct Sidecar {
     pub name: Option<String>,
 }
 
+impl Sidecar {
+    /// Reads the sidecar at `path` (never through a link) and checks it like input: the
+    /// digests are lowercase hex of their length and the file is named after them.
+    fn load(path: &Path) -> Result<Self, ImageError> {
+        let bad = |field, why: String| ImageError::BadSidecar { path: path.to_owned(), field, why };
+        let mut bytes = Vec::new();
+        fsutil::open_nofollow(path, fs::OpenOptions::new().read(true))
+            .and_then(|mut file| file.read_to_end(&mut bytes))
+            .map_err(|e| bad("(file)", e.to_string()))?;
+        let sidecar: Self =
+            serde_json::from_slice(&bytes).map_err(|e| bad("(file)", e.to_string()))?;
+        if !is_lower_hex(&sidecar.sha256, 64) {
+            return Err(bad(
+                "sha256",
+                format!("{:?} is not 64 lowercase hex digits", sidecar.sha256),
+            ));
+        }
+        if sidecar.sha512.as_deref().is_some_and(|hex| !is_lower_hex(hex, 128)) {
+            return Err(bad("sha512", "not 128 lowercase hex digits".into()));
+        }
+        let name_ok = |name: &str| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        if let Some(name) = sidecar.name.as_deref().filter(|n| !name_ok(n)) {
+            return Err(bad("name", format!("{name:?} is not a catalogue name")));
+        }
+        let expected = format!("{}.{}.json", sidecar.sha256, sidecar.format);
+        if path.file_name().is_none_or(|n| *n != *expected) {
+            return Err(bad("sha256", format!("the file is not named {expected}")));
+        }
+        Ok(sidecar)
+    }
+}
+
 /// The cache directory of one home.
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
     locks: PathBuf,
+    /// The home's root: cache directories are created below it without following links.
+    root: PathBuf,
 }
 
 impl Cache {
@@ -51,7 +90,7 @@ impl Cache {
     pub fn new(home: &Home) -> Self {
         let dir = home.image_cache_dir();
         let locks = dir.parent().unwrap_or(&dir).join("locks");
-        Self { dir, locks }
+        Self { dir, locks, root: home.root().to_owned() }
     }
 
     /// The directory holding the images.
@@ -62,7 +101,7 @@ impl Cache {
     /// Creates the cache and lock directories.
     pub fn create(&self) -> Result<(), ImageError> {
         for dir in [&self.dir, &self.locks] {
-            fsutil::create_private_dir(dir)
+            fsutil::create_private_dir(&self.root, dir)
                 .map_err(|source| ImageError::CreateCache { path: dir.clone(), source })?;
         }
         Ok(())
@@ -96,20 +135,24 @@ impl Cache {
         self.dir.join(format!("{}.{}.json", sidecar.sha256, sidecar.format))
     }
 
-    /// Every sidecar in the cache (unreadable ones are skipped: `verify` treats their
-    /// images as absent).
+    /// Every sidecar in the cache, each checked ([`Sidecar::load`]): one that cannot be
+    /// trusted is an error, never skipped, since its digest names the files `remove`
+    /// deletes.
     pub fn sidecars(&self) -> Result<Vec<Sidecar>, ImageError> {
         let read_dir = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => return Err(ImageError::ReadCache { path: self.dir.clone(), source }),
         };
-        let mut sidecars: Vec<Sidecar> = read_dir
-            .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| fs::read(e.path()).ok())
-            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
-            .collect();
+        let mut sidecars = Vec::new();
+        for entry in read_dir {
+            let path = entry
+                .map_err(|source| ImageError::ReadCache { path: self.dir.clone(), source })?
+                .path();
+            if path.extension().is_some_and(|x| x == "json") {
+                sidecars.push(Sidecar::load(&path)?);
+            }
+        }
         sidecars.sort_by(|a, b| a.sha256.cmp(&b.sha256));
         Ok(sidecars)
     }

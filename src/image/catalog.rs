@@ -126,6 +126,11 @@ pub struct Digest {
     pub hex: String,
 }
 
+/// Whether `text` is exactly `len` lowercase hex digits, as kubelab writes digests.
+pub fn is_lower_hex(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 impl Digest {
     /// Parses `hex` (either case) as an `algorithm` digest.
     pub fn parse(algorithm: Algorithm, hex: &str) -> Result<Self, ImageError> {

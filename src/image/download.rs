@@ -141,13 +141,11 @@ impl Sink {
     /// seed the digests, so the download resumes after it.
     fn open(path: &Path, want_sha512: bool) -> Result<Self, ImageError> {
         let io = |source| ImageError::WritePart { path: path.to_owned(), source };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
+        let mut file = crate::fsutil::open_nofollow(
+            path,
+            OpenOptions::new().read(true).write(true).create(true).truncate(false),
+        )
+        .map_err(io)?;
         let mut sink = Self {
             path: path.to_owned(),
             file: file.try_clone().map_err(io)?,

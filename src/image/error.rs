@@ -237,6 +237,17 @@ pub enum ImageError {
         #[source]
         source: LockError,
     },
+    /// A sidecar cannot be trusted: unreadable, not JSON, or a field breaks the rules
+    /// kubelab writes it by (its digest names files, so it must be plain hex).
+    #[error("image metadata {} is corrupt: field {field}: {why}", path.display())]
+    BadSidecar {
+        /// The sidecar.
+        path: PathBuf,
+        /// The field at fault (`(file)` for the whole file).
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
     /// `image rm` found nothing cached under that name or digest.
     #[error("no cached image matches \"{target}\"")]
     NotCached {

@@ -203,7 +203,7 @@ pub fn ssh_target(
 fn vm_spec(ctx: &Ctx<'_>, node: &NodeState) -> Result<VmSpec, Error> {
     let state = ctx.state;
     let dir = node_dir(ctx.profile, &node.name);
-    fsutil::create_private_dir(&dir)
+    fsutil::create_private_dir(ctx.profile.dir(), &dir)
         .map_err(|source| Error::NodeDir { path: dir.clone(), source })?;
     let disk = if state.image.format == Format::Iso {
         DiskSpec::IsoWithDataDisk {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::bootstrap::{self, BootstrapperKind};
-use crate::cluster::{self, ClusterError, ClusterState, ImageState, NodeState, Role};
+use crate::cluster::{self, ClusterError, ClusterState, ImageState, NodeState, Role, limits};
 use crate::driver::{self, AccelPolicy, DiskFormat, Driver, DriverKind, HostWarning};
 use crate::home::Home;
 use crate::image::catalog::{Digest, Format, Kind};
@@ -88,8 +88,8 @@ pub fn up(
     progress: &dyn Progress,
 ) -> Result<UpReport, Error> {
     let started = Instant::now();
-    let request = validate(opts)?;
     let saved = load_saved(profile)?;
+    let request = validate(opts, saved.as_ref())?;
     if let Some(saved) = &saved {
         check_consistent(saved, opts)?;
     }
@@ -154,17 +154,26 @@ pub fn up(
     Ok(report)
 }
 
-/// Checks every option before anything is created.
-fn validate(opts: &UpOptions) -> Result<ImageRequest, Error> {
+/// Checks every option before anything is created; sizes are checked as the cluster
+/// will have them (flag, else saved, else default) against its bootstrapper's floor.
+fn validate(opts: &UpOptions, saved: Option<&ClusterState>) -> Result<ImageRequest, Error> {
     if let Some(n) = opts.nodes {
         cluster::check_range("--nodes", n.into(), 1, cluster::MAX_NODES.into())?;
     }
-    if let Some(cpus) = opts.cpus {
-        cluster::check_range("--cpus", cpus.into(), 1, 64)?;
-    }
     if let Some(cidr) = opts.network_cidr {
-        cluster::check_range("--network-cidr prefix", cidr.prefix().into(), 16, 28)?;
+        limits::check_cidr("--network-cidr", cidr)?;
     }
+    let bootstrapper = match (opts.bootstrapper, saved) {
+        (Some(kind), _) => kind,
+        (None, Some(saved)) => saved.bootstrapper.parse()?,
+        (None, None) => BootstrapperKind::Kubeadm,
+    };
+    limits::check_sizes(
+        bootstrapper,
+        opts.cpus.or(saved.map(|s| s.cpus)).unwrap_or(cluster::DEFAULT_CPUS),
+        opts.memory_mib.or(saved.map(|s| s.memory_mib)).unwrap_or(cluster::DEFAULT_MEMORY_MIB),
+        opts.disk_gib.or(saved.map(|s| s.disk_gib)).unwrap_or(cluster::DEFAULT_DISK_GIB),
+    )?;
     if let Some(version) = &opts.kubernetes_version {
         bootstrap::check_version(version)?;
     }

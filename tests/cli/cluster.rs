@@ -8,9 +8,14 @@ use crate::util::{Kubelab, files_in};
 
 /// A saved two-node kvm2 profile `lab`, as `up` writes it (no VM behind it).
 fn saved_profile(k: &Kubelab) {
+    saved_profile_with(k, |_| {});
+}
+
+/// [`saved_profile`], changed by `edit` before it is written.
+pub fn saved_profile_with(k: &Kubelab, edit: impl FnOnce(&mut serde_json::Value)) {
     let dir = k.home().join("profiles/lab");
     std::fs::create_dir_all(&dir).expect("profile dir");
-    let state = serde_json::json!({
+    let mut state = serde_json::json!({
         "format": 1, "profile": "lab", "driver": "kvm2", "accel": "tcg",
         // libvirt's in-memory test driver: `ssh` asks the driver for the address.
         "libvirt_uri": "test:///default",
@@ -21,20 +26,35 @@ fn saved_profile(k: &Kubelab) {
         "nodes": [
             {"name": "lab", "role": "control-plane", "ip": "192.168.39.10",
              "nat_mac": "52:54:00:00:00:01", "host_only_mac": "52:54:00:00:00:02",
-             "instance_id": "lab-1"},
+             "instance_id": "lab-0123456789abcdef"},
             {"name": "lab-m02", "role": "worker", "ip": "192.168.39.11",
              "nat_mac": "52:54:00:00:00:03", "host_only_mac": "52:54:00:00:00:04",
-             "instance_id": "lab-m02-1"}
+             "instance_id": "lab-m02-0123456789abcdef"}
         ]
     });
+    edit(&mut state);
     std::fs::write(dir.join("profile.json"), state.to_string()).expect("profile.json");
 }
 
 #[test]
 fn bad_options_are_refused_before_anything_is_created() {
     let k = Kubelab::new();
+    let bad = reason::PROFILE_BAD_OPTION.exit_code;
     for (args, code, text) in [
-        (vec!["up", "--memory", "2x"], reason::PROFILE_BAD_OPTION.exit_code, "unknown unit"),
+        (vec!["up", "--memory", "2x"], bad, "unknown unit"),
+        (vec!["up", "--memory", "1"], bad, "--memory 1 MiB is out of range"),
+        (vec!["up", "--bootstrapper", "none", "--memory", "511"], bad, "use 512 to"),
+        (vec!["up", "--disk", "3g"], bad, "--disk 3 GiB is out of range"),
+        (vec!["up", "--network-cidr", "127.0.0.0/24"], bad, "not a private subnet"),
+        (vec!["up", "--network-cidr", "0.0.0.0/24"], bad, "not a private subnet"),
+        (vec!["up", "--network-cidr", "169.254.0.0/24"], bad, "not a private subnet"),
+        (vec!["up", "--network-cidr", "224.0.0.0/24"], bad, "not a private subnet"),
+        (vec!["up", "--network-cidr", "10.0.0.0/8"], bad, "prefix 8"),
+        (
+            vec!["up", "--libvirt-uri", "qemu+ext:///system?command=/bin/true"],
+            reason::DRV_URI_REFUSED.exit_code,
+            "transport \"ext\"",
+        ),
         (vec!["up", "--disk", "0"], reason::PROFILE_BAD_OPTION.exit_code, "--disk"),
         (vec!["up", "--nodes", "0"], reason::PROFILE_BAD_OPTION.exit_code, "between 1 and 99"),
         (

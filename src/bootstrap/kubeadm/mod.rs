@@ -172,7 +172,7 @@ impl Staged {
             BootstrapError::NoSubnet { taken: taken.join(", ") }
         })?;
         let dir = cluster.dir.join("bootstrap");
-        fsutil::create_private_dir(&dir)
+        fsutil::create_private_dir(cluster.dir, &dir)
             .map_err(|source| BootstrapError::WriteSecret { path: dir.clone(), source })?;
         let ignored = config::ignored_preflight(cluster.cpus, cluster.memory_mib);
         let init = config::init_config(&InitParams {

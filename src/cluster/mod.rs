@@ -2,6 +2,9 @@
 //! profile's cluster (`ClusterState`, the profile's `profile.json`): only what the
 //! driver cannot report (addresses, MACs, sizes, the image), never VM states.
 
+mod check;
+pub mod limits;
+
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +51,34 @@ pub enum ClusterError {
         min: u64,
         /// Largest allowed.
         max: u64,
+    },
+    /// A size is outside what the bootstrapper needs or kubelab allows.
+    #[error(
+        "{what} {value} {unit} is out of range for --bootstrapper {bootstrapper}: use {min} to {max} {unit}"
+    )]
+    SizeOutOfRange {
+        /// Which option.
+        what: &'static str,
+        /// The rejected value.
+        value: u64,
+        /// `MiB` or `GiB`.
+        unit: &'static str,
+        /// The bootstrapper whose floor applies.
+        bootstrapper: crate::bootstrap::BootstrapperKind,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A subnet is outside the private ranges of RFC 1918.
+    #[error(
+        "{what} {cidr} is not a private subnet: use one inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
+    )]
+    NotPrivate {
+        /// Which option.
+        what: &'static str,
+        /// The rejected subnet.
+        cidr: String,
     },
     /// A flag contradicts the saved profile.
     #[error("profile {profile:?} was created with {what} {saved}, not {asked}")]
