@@ -390,6 +390,14 @@ pub const K8S_NOT_KUBERNETES: Reason = Reason {
     advice: "this profile was made with --bootstrapper none; make a Kubernetes cluster with \
              `kubelab up -p NAME` (kubeadm is the default)",
 };
+/// `--kubernetes-version` names a release kubelab cannot bootstrap.
+pub const K8S_VERSION_UNSUPPORTED: Reason = Reason {
+    id: "K8S_VERSION_UNSUPPORTED",
+    exit_code: 75,
+    advice: "pick a version in the range named above (the default, v1.34.2, always works); \
+             older releases cannot read kubeadm's v1beta4 configuration and newer ones need \
+             containerd 2.0, which Debian 12 nodes do not have",
+};
 /// The user's kubeconfig stayed locked (`<file>.lock`) for the whole wait.
 pub const K8S_KUBECONFIG_LOCKED: Reason = Reason {
     id: "K8S_KUBECONFIG_LOCKED",
@@ -463,6 +471,7 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
                 Some(&K8S_SECRETS_CORRUPT)
             }
             BootstrapError::NotKubernetes { .. } => Some(&K8S_NOT_KUBERNETES),
+            BootstrapError::UnsupportedVersion { .. } => Some(&K8S_VERSION_UNSUPPORTED),
             BootstrapError::Unknown { .. }
             | BootstrapError::BadVersion { .. }
             | BootstrapError::NoSubnet { .. } => Some(&PROFILE_BAD_OPTION),
@@ -627,6 +636,7 @@ mod tests {
         &K8S_API_UNREACHABLE,
         &K8S_SECRETS_CORRUPT,
         &K8S_NOT_KUBERNETES,
+        &K8S_VERSION_UNSUPPORTED,
     ];
 
     #[test]

@@ -35,6 +35,8 @@ readonly PACKAGES=(
     # The Kubernetes stand-ins sign certificates with openssl; kubelab's prereqs
     # script loads kernel modules with modprobe.
     openssl kmod
+    # What kubeadm's preflight looks for (the kubeadm stand-in checks them as kubeadm does).
+    iptables conntrack socat ethtool ebtables
 )
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

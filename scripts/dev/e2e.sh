@@ -274,6 +274,27 @@ kctl config view --raw -o json >"$work/kubeconfig-after.json"
 cmp -s "$work/kubeconfig-before.json" "$work/kubeconfig-after.json" \
     || fail "kubeconfig differs after delete: $(diff "$work/kubeconfig-before.json" "$work/kubeconfig-after.json")"
 pass "delete removed exactly the profile's entries and made 'other' current again"
+
+log "kubeadm, one node: the control plane takes user pods; an init that failed after admin.conf is retried"
+klk -p e2e-one up "${k8s_flags[@]}" --nodes 1 --image "$base/disk.qcow2" --image-sha256 "$qcow2_sha"
+klk -p e2e-one ssh -- sudo kubectl --kubeconfig /etc/kubernetes/admin.conf run web --image=registry.k8s.io/pause:3.10.1
+[ "$(kctl --context e2e-one get pod web -o jsonpath='{.spec.nodeName}')" = e2e-one ] \
+    || fail "the pod was not scheduled on the control plane: $(kctl --context e2e-one get pod web -o json)"
+pass "a user pod is scheduled on a 1-node cluster (control plane untainted)"
+# Undo init by hand, then make kubeadm's addon phase (after admin.conf) fail once.
+klk -p e2e-one ssh -- 'sudo kubeadm reset --force >/dev/null && sudo rm /var/lib/kubelab/kubeadm-init.done &&
+    sudo mkdir -p /etc/kubelab-standin && echo addon | sudo tee /etc/kubelab-standin/fail-phase >/dev/null'
+if klk -p e2e-one up 2>"$work/phase-fail.txt"; then fail "up succeeded despite the failing addon phase"; fi
+grep -q "error execution phase addon" "$work/phase-fail.txt" || fail "no addon failure: $(cat "$work/phase-fail.txt")"
+klk -p e2e-one ssh -- test -f /etc/kubernetes/admin.conf || fail "admin.conf was not written before the failure"
+klk -p e2e-one up
+klk -p e2e-one ssh -- test -f /var/lib/kubelab/kubeadm-init.done || fail "no init marker after the retry"
+grep -q "a previous kubeadm init did not finish: kubeadm reset" "$KUBELAB_HOME/profiles/e2e-one/kubelab.log" \
+    || fail "the retry did not reset the half-done init"
+[ "$(kctl --context e2e-one get nodes -o jsonpath='{.items[0].status.conditions[?(@.type=="Ready")].status}')" = True ] \
+    || fail "e2e-one not Ready after the retried init"
+pass "an init that failed after writing admin.conf is reset and retried by the next up"
+klk -p e2e-one delete
 # ---- end of the kubeadm section ------------------------------------------------------
 
 log "delete --all leaves nothing of kubelab's and keeps the rest"

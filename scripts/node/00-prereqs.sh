@@ -4,10 +4,19 @@
 # and .../container-runtimes/): swap off, the overlay and br_netfilter modules, the
 # bridge/forwarding sysctls, containerd with the systemd cgroup driver, and kubeadm,
 # kubelet and kubectl of VERSION (vMAJOR.MINOR.PATCH) from pkgs.k8s.io when the image
-# lacks them. Idempotent: run by kubelab as root over SSH on every `up`.
+# lacks them, the tools kubeadm's preflight wants (iptables, conntrack, socat, ethtool,
+# ebtables), and kubeadm's own pause image as containerd's sandbox image.
+# Idempotent: run by kubelab as root over SSH on every `up`.
 set -euo pipefail
 version=${1:?usage: 00-prereqs.sh VERSION}
 minor=${version%.*}
+
+# cloud-init's last stage (and unattended-upgrades) may still hold the dpkg lock when SSH
+# first answers: wait for cloud-init, and let apt wait for the lock instead of failing.
+if command -v cloud-init >/dev/null; then
+    echo "cloud-init: waiting until it is done"
+    cloud-init status --wait >/dev/null || echo "warning: cloud-init reported errors (see cloud-init status --long)" >&2
+fi
 
 echo "swap: off"
 swapoff -a
@@ -31,43 +40,47 @@ for key in net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6table
     if [ -e "/proc/sys/$key" ]; then echo 1 >"/proc/sys/$key"; fi
 done
 
-apt_install() {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
-}
+apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+# Recommends stay off (small nodes); what kubeadm needs is named explicitly instead.
+apt_install() { apt_get install -y -q --no-install-recommends "$@"; }
+apt_updated=""
+apt_update() { [ -n "$apt_updated" ] || { apt_get update -q; apt_updated=1; }; }
 
-if ! command -v containerd >/dev/null; then
-    echo "containerd: installing"
-    apt-get update -q
-    apt_install containerd
+# containerd, and what kubeadm's preflight checks for (the kubelet only recommends
+# iptables; Debian's cloud images lack it): command:package.
+need=()
+for pair in containerd:containerd iptables:iptables conntrack:conntrack socat:socat \
+    ethtool:ethtool ebtables:ebtables; do
+    PATH=$PATH:/usr/sbin:/sbin command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    apt_update
+    apt_install "${need[@]}"
 fi
-mkdir -p /etc/containerd
-if ! grep -q 'SystemdCgroup = true' /etc/containerd/config.toml 2>/dev/null; then
-    echo "containerd: systemd cgroup driver"
-    containerd config default | sed 's/SystemdCgroup = false/SystemdCgroup = true/' \
-        >/etc/containerd/config.toml
-    systemctl restart containerd
-fi
-systemctl enable --now containerd
 
 missing=()
 for tool in kubeadm kubelet kubectl; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "kubeadm, kubelet, kubectl: present ($(kubeadm version -o short)), skipping the install"
-    if [ "$(kubeadm version -o short)" != "$version" ]; then
-        echo "warning: the image has kubeadm $(kubeadm version -o short), not $version" >&2
+    have=$(kubeadm version -o short)
+    echo "kubeadm, kubelet, kubectl: present ($have), skipping the install"
+    if [ "$have" != "$version" ]; then
+        echo "error: the image has kubeadm $have, not $version: run kubelab up with" \
+            "--kubernetes-version $have, or use an image without Kubernetes packages" >&2
+        exit 1
     fi
 else
     echo "kubeadm, kubelet, kubectl $version: installing from pkgs.k8s.io (missing: ${missing[*]})"
-    apt-get update -q
+    apt_update
     apt_install apt-transport-https ca-certificates curl gpg
     install -d -m 0755 /etc/apt/keyrings
     curl -fsSL "https://pkgs.k8s.io/core:/stable:/$minor/deb/Release.key" |
         gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg
     echo "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/$minor/deb/ /" \
         >/etc/apt/sources.list.d/kubernetes.list
-    apt-get update -q
+    apt_get update -q
     # The repository's package versions look like 1.34.2-1.1.
     pkg_version=$(apt-cache madison kubeadm | awk -v v="${version#v}-" 'index($3, v) == 1 { print $3; exit }')
     [ -n "$pkg_version" ] || { echo "pkgs.k8s.io has no kubeadm $version" >&2; exit 1; }
@@ -75,5 +88,23 @@ else
     apt_install "kubelet=$pkg_version" "kubeadm=$pkg_version" "kubectl=$pkg_version"
     apt-mark hold kubelet kubeadm kubectl
 fi
+
+# containerd: the systemd cgroup driver (kubeadm's default for the kubelet), and kubeadm's
+# own pause image as the sandbox image (containerd 1.6 defaults to an older one, which a
+# node without a registry does not have).
+pause=$(kubeadm config images list --kubernetes-version "$version" 2>/dev/null | grep '/pause:' || true)
+[ -n "$pause" ] || { echo "error: kubeadm names no pause image for $version" >&2; exit 1; }
+mkdir -p /etc/containerd
+if ! grep -q 'SystemdCgroup = true' /etc/containerd/config.toml 2>/dev/null ||
+    ! grep -qF "sandbox_image = \"$pause\"" /etc/containerd/config.toml; then
+    echo "containerd: systemd cgroup driver, sandbox image $pause"
+    containerd config default |
+        sed -e 's/SystemdCgroup = false/SystemdCgroup = true/' \
+            -e "s#sandbox_image = .*#sandbox_image = \"$pause\"#" >/etc/containerd/config.toml
+    grep -qF "sandbox_image = \"$pause\"" /etc/containerd/config.toml ||
+        { echo "error: containerd's config has no sandbox_image to set" >&2; exit 1; }
+    systemctl restart containerd
+fi
+systemctl enable --now containerd
 systemctl enable kubelet
 echo "prereqs: done"

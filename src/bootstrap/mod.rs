@@ -27,6 +27,11 @@ use crate::ssh::{SshError, Target};
 
 /// The Kubernetes version a new cluster gets when `--kubernetes-version` is not given.
 pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.34.2";
+/// The Kubernetes minor versions kubelab can bootstrap, oldest and newest: kubeadm reads
+/// the v1beta4 configuration kubelab writes from 1.31 on; from 1.36 the kubelet needs a
+/// container runtime that reports its cgroup driver (containerd 2.0 or newer), and the
+/// Debian 12 nodes' containerd is 1.6.
+pub const SUPPORTED_MINORS: (u32, u32) = (31, 35);
 
 /// Errors bootstrapping Kubernetes, named after the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,16 @@ pub enum BootstrapError {
     #[error("invalid --kubernetes-version {text:?}: expected e.g. v1.34.2")]
     BadVersion {
         /// The text given.
+        text: String,
+    },
+    /// `--kubernetes-version` is outside [`SUPPORTED_MINORS`].
+    #[error(
+        "Kubernetes {text} is not supported: kubelab bootstraps v1.{}.x to v1.{}.x",
+        SUPPORTED_MINORS.0,
+        SUPPORTED_MINORS.1
+    )]
+    UnsupportedVersion {
+        /// The version given.
         text: String,
     },
     /// A secret file of the profile (CA, token) could not be read.
@@ -214,15 +229,19 @@ impl FromStr for BootstrapperKind {
 }
 
 /// Checks `--kubernetes-version`: `vMAJOR.MINOR.PATCH`, as kubeadm's
-/// `kubernetesVersion` and the package repository's paths want it.
+/// `kubernetesVersion` and the package repository's paths want it, within
+/// [`SUPPORTED_MINORS`].
 pub fn check_version(text: &str) -> Result<(), BootstrapError> {
     let parts: Vec<&str> = text.strip_prefix('v').unwrap_or_default().split('.').collect();
-    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    if parts.len() == 3 && parts.iter().all(numeric) {
-        Ok(())
-    } else {
-        Err(BootstrapError::BadVersion { text: text.to_owned() })
+    let numeric = |p: &&str| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() != 3 || !parts.iter().all(numeric) {
+        return Err(BootstrapError::BadVersion { text: text.to_owned() });
     }
+    let minor: u32 = parts[1].parse().unwrap_or(u32::MAX);
+    if parts[0] != "1" || minor < SUPPORTED_MINORS.0 || minor > SUPPORTED_MINORS.1 {
+        return Err(BootstrapError::UnsupportedVersion { text: text.to_owned() });
+    }
+    Ok(())
 }
 
 /// One node as a bootstrapper sees it.
@@ -351,8 +370,16 @@ mod tests {
     #[test]
     fn versions() {
         assert!(check_version("v1.34.2").is_ok());
-        for bad in ["1.34.2", "v1.34", "v1.34.x", "latest", "v1..2", ""] {
-            assert!(check_version(bad).is_err(), "{bad}");
+        assert!(check_version(DEFAULT_KUBERNETES_VERSION).is_ok());
+        assert!(check_version("v1.31.0").is_ok() && check_version("v1.35.9").is_ok());
+        for bad in ["1.34.2", "v1.34", "v1.34.x", "latest", "v1..2", "", "v1.99999.0"] {
+            assert!(matches!(check_version(bad), Err(BootstrapError::BadVersion { .. })), "{bad}");
+        }
+        for old_or_new in ["v1.30.9", "v1.36.0", "v2.34.0", "v0.34.0"] {
+            assert!(
+                matches!(check_version(old_or_new), Err(BootstrapError::UnsupportedVersion { .. })),
+                "{old_or_new}"
+            );
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The cluster's secrets, made on the host before any node boots and kept in the profile
-//! directory (mode 0600): the cluster CA (`pki/ca.crt`, `pki/ca.key`), the bootstrap
-//! token of `kubeadm init` (`pki/token`), and the CA's public-key hash that lets a worker
-//! trust the control plane without asking it for a join command.
+//! directory (mode 0600): the cluster CA (`pki/ca.crt`, `pki/ca.key`) and the CA's
+//! public-key hash that lets a worker trust the control plane without asking it for a join
+//! command. Bootstrap tokens are not kept: each `up` or `node add` makes a fresh one
+//! ([`new_token`]), so a worker that first joins days later never meets an expired token.
 //!
 //! kubeadm accepts an external CA placed at `/etc/kubernetes/pki/ca.{crt,key}` before
 //! `kubeadm init` ("Custom certificates",
@@ -29,7 +30,7 @@ const CA_VALIDITY_DAYS: i64 = 3650;
 /// The characters of a bootstrap token.
 const TOKEN_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
-/// The cluster CA and bootstrap token of a profile.
+/// The cluster CA of a profile.
 #[derive(Debug, Clone)]
 pub struct Secrets {
     /// The CA certificate (PEM).
@@ -38,8 +39,6 @@ pub struct Secrets {
     pub ca_key_pem: String,
     /// `sha256:<hex>` of the CA's DER SubjectPublicKeyInfo (`--discovery-token-ca-cert-hash`).
     pub ca_cert_hash: String,
-    /// The bootstrap token `kubeadm init` creates (`[a-z0-9]{6}.[a-z0-9]{16}`).
-    pub token: String,
 }
 
 /// The directory of a profile's cluster secrets.
@@ -52,8 +51,7 @@ pub fn ensure(profile_dir: &Path) -> Result<Secrets, BootstrapError> {
     let dir = dir(profile_dir);
     fsutil::create_private_dir(profile_dir, &dir)
         .map_err(|source| BootstrapError::WriteSecret { path: dir.clone(), source })?;
-    let (cert_path, key_path, token_path) =
-        (dir.join("ca.crt"), dir.join("ca.key"), dir.join("token"));
+    let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
     let (ca_cert_pem, ca_key_pem) = match (read(&cert_path)?, read(&key_path)?) {
         (Some(cert), Some(key)) => (cert, key),
         _ => {
@@ -66,15 +64,7 @@ pub fn ensure(profile_dir: &Path) -> Result<Secrets, BootstrapError> {
     };
     let key = KeyPair::from_pem(&ca_key_pem)
         .map_err(|source| BootstrapError::BadSecret { path: key_path, source })?;
-    let token = match read(&token_path)? {
-        Some(token) if is_token(token.trim()) => token.trim().to_owned(),
-        _ => {
-            let token = new_token();
-            write(&token_path, &token)?;
-            token
-        }
-    };
-    Ok(Secrets { ca_cert_pem, ca_key_pem, ca_cert_hash: spki_hash(&key), token })
+    Ok(Secrets { ca_cert_pem, ca_key_pem, ca_cert_hash: spki_hash(&key) })
 }
 
 /// A self-signed CA like kubeadm's: CN `kubernetes`, may sign certificates, valid 10 years.
@@ -125,13 +115,6 @@ pub fn new_token() -> String {
     token
 }
 
-/// Whether `token` has the bootstrap token form `[a-z0-9]{6}.[a-z0-9]{16}`.
-pub fn is_token(token: &str) -> bool {
-    let ok =
-        |part: &str, len| part.len() == len && part.bytes().all(|b| TOKEN_ALPHABET.contains(&b));
-    matches!(token.split_once('.'), Some((id, secret)) if ok(id, 6) && ok(secret, 16))
-}
-
 fn read(path: &Path) -> Result<Option<String>, BootstrapError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
@@ -176,6 +159,14 @@ mod tests {
 
     use super::*;
 
+    /// Whether `token` has the bootstrap token form `[a-z0-9]{6}.[a-z0-9]{16}`.
+    fn is_token(token: &str) -> bool {
+        let ok = |part: &str, len| {
+            part.len() == len && part.bytes().all(|b| TOKEN_ALPHABET.contains(&b))
+        };
+        matches!(token.split_once('.'), Some((id, secret)) if ok(id, 6) && ok(secret, 16))
+    }
+
     #[test]
     fn tokens_have_kubeadm_form() {
         for _ in 0..200 {
@@ -206,10 +197,9 @@ mod tests {
         let first = ensure(dir.path()).unwrap();
         let again = ensure(dir.path()).unwrap();
         assert_eq!(first.ca_cert_pem, again.ca_cert_pem);
-        assert_eq!(first.token, again.token);
         assert_eq!(first.ca_cert_hash, again.ca_cert_hash);
         assert!(first.ca_cert_hash.starts_with("sha256:") && first.ca_cert_hash.len() == 71);
-        for file in ["ca.crt", "ca.key", "token"] {
+        for file in ["ca.crt", "ca.key"] {
             let mode =
                 fs::metadata(super::dir(dir.path()).join(file)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{file}");

@@ -2,11 +2,12 @@
 //! embedded in the binary and run over SSH as root, their output in the profile's log.
 //!
 //! Every node runs `00-prereqs.sh` at once. The control plane then gets kubelab's CA and
-//! a generated config and runs `10-init.sh` (`kubeadm init`) and `20-cni.sh`; each worker,
-//! as soon as the host sees the API server answer, runs `30-join.sh` (`kubeadm join` with
-//! the token and CA hash the host made before any node booted): the joins run in
-//! parallel and need nothing from the control plane first. Then the host waits until
-//! every node is Ready and kube-system's pods run.
+//! a generated config and runs `10-init.sh` (`kubeadm init`, or, on a control plane that
+//! kubelab's marker says is initialized, only the creation of this run's join token) and
+//! `20-cni.sh`; each worker, as soon as that init step is done and the host sees the API
+//! server answer, runs `30-join.sh` (`kubeadm join` with the token and CA hash the host
+//! made for this run): the joins run in parallel. Then the host waits until every node is
+//! Ready and kube-system's pods run.
 
 mod config;
 mod session;
@@ -14,11 +15,11 @@ mod wait;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use self::config::{InitParams, JoinParams};
 use self::session::{Script, Session};
+use self::wait::InitGate;
 use super::log::LogFile;
 use super::pki::{self, Secrets};
 use super::{BootstrapError, Bootstrapper, BootstrapperKind, Cluster, Node, Outcome};
@@ -41,13 +42,10 @@ const LEAVE: Script = Script::new("40-leave.sh", include_str!("../../../scripts/
 /// The CNI: flannel (see the manifest's header for why), its pod network and interface
 /// filled in by [`cni_manifest`].
 const FLANNEL: &str = include_str!("../../../scripts/node/cni/flannel.yaml");
-/// The host-only NIC's name in the guest, as kubelab's network-config names it
-/// (`cloud-init/network-config`, `set-name: eth1`).
-const HOST_ONLY_IFACE: &str = "eth1";
 /// How long the workers wait for the API server, and `node delete` for a drain.
 const API_TIMEOUT: Duration = Duration::from_secs(900);
-/// `kubectl drain --timeout`.
-const DRAIN_TIMEOUT: &str = "120s";
+/// `kubectl drain --timeout`: after it, `node delete` deletes the node undrained.
+const DRAIN_TIMEOUT: &str = "60s";
 
 /// `--bootstrapper kubeadm`.
 pub struct Kubeadm;
@@ -72,21 +70,25 @@ impl Bootstrapper for Kubeadm {
             .nodes
             .split_first()
             .ok_or_else(|| BootstrapError::NoControlPlane { profile: cluster.name.to_owned() })?;
-        let staged = Staged::write(cluster, &secrets, cp)?;
+        // This run's join token: a saved one may have expired (24 h) before a worker's
+        // first join on a later `up`.
+        let token = pki::new_token();
+        let staged = Staged::write(cluster, &secrets, cp, &token)?;
         let timings = Mutex::new(Vec::new());
-        let failed = AtomicBool::new(false);
+        let gate = InitGate::default();
         let (admin_conf, joined) = std::thread::scope(|scope| {
-            let (log, staged, timings, failed) = (&log, &staged, &timings, &failed);
+            let (log, staged, timings, gate, token) = (&log, &staged, &timings, &gate, &token);
             let control_plane = scope.spawn(move || {
-                let result = init(cluster, log, staged, cp, timings);
-                failed.store(result.is_err(), Ordering::SeqCst);
+                let result = init(cluster, log, staged, cp, token, timings, gate);
+                if result.is_err() {
+                    gate.failed();
+                }
                 result
             });
             let joins: Vec<_> = workers
                 .iter()
                 .map(|node| {
-                    let token = &secrets.token;
-                    scope.spawn(move || join(cluster, log, staged, node, token, timings, failed))
+                    scope.spawn(move || join(cluster, log, staged, node, token, timings, gate))
                 })
                 .collect();
             let panicked = |node: &Node| BootstrapError::Panicked { node: node.name.clone() };
@@ -128,12 +130,12 @@ impl Bootstrapper for Kubeadm {
             .nodes
             .first()
             .ok_or_else(|| BootstrapError::NoControlPlane { profile: cluster.name.to_owned() })?;
-        let staged = Staged::write(cluster, &secrets, cp)?;
-        let timings = Mutex::new(Vec::new());
         // A fresh token: the one of `kubeadm init` may have expired (24 h).
         let token = pki::new_token();
+        let staged = Staged::write(cluster, &secrets, cp, &token)?;
+        let timings = Mutex::new(Vec::new());
         Session::open(cluster, &log, cp)?.script("token", &TOKEN, &[&token])?;
-        join(cluster, &log, &staged, node, &token, &timings, &AtomicBool::new(false))?;
+        join(cluster, &log, &staged, node, &token, &timings, &InitGate::open())?;
         let mut timings = timings.into_inner().unwrap_or_default();
         if let Some(timeout) = wait {
             let start = Instant::now();
@@ -166,7 +168,12 @@ struct Staged {
 }
 
 impl Staged {
-    fn write(cluster: &Cluster<'_>, secrets: &Secrets, cp: &Node) -> Result<Self, BootstrapError> {
+    fn write(
+        cluster: &Cluster<'_>,
+        secrets: &Secrets,
+        cp: &Node,
+        token: &str,
+    ) -> Result<Self, BootstrapError> {
         let (pods, services) = config::choose_subnets(cluster.networks).ok_or_else(|| {
             let taken = cluster.networks.iter().map(ToString::to_string).collect::<Vec<_>>();
             BootstrapError::NoSubnet { taken: taken.join(", ") }
@@ -180,15 +187,17 @@ impl Staged {
             node_name: &cp.name,
             ip: cp.ip,
             kubernetes_version: cluster.kubernetes_version,
-            token: &secrets.token,
+            token,
             pod_subnet: pods,
             service_subnet: services,
             ignore_preflight: &ignored,
+            // With no worker, the control plane must take the user's pods.
+            schedulable: cluster.nodes.len() == 1,
         });
         let pki = pki::dir(cluster.dir);
         let staged = Self {
             init_config: write(&dir, "kubeadm-init.yaml", &init)?,
-            cni: write(&dir, "cni.yaml", &cni_manifest(&pods.to_string()))?,
+            cni: write(&dir, "cni.yaml", &cni_manifest(&pods.to_string(), cp.ip))?,
             ca_cert: pki.join("ca.crt"),
             ca_key: pki.join("ca.key"),
             ca_cert_hash: secrets.ca_cert_hash.clone(),
@@ -206,14 +215,12 @@ impl Staged {
         token: &str,
     ) -> Result<PathBuf, BootstrapError> {
         let cp = cluster.nodes.first().map_or(node.ip, |cp| cp.ip);
-        let ignored = config::ignored_preflight(cluster.cpus, cluster.memory_mib);
         let text = config::join_config(&JoinParams {
             node_name: &node.name,
             ip: node.ip,
             control_plane_ip: cp,
             token,
             ca_cert_hash: &self.ca_cert_hash,
-            ignore_preflight: &ignored,
         });
         write(&self.dir, &format!("kubeadm-join-{}.yaml", node.name), &text)
     }
@@ -226,18 +233,25 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, BootstrapError> 
     Ok(path)
 }
 
-/// The flannel manifest with the cluster's pod network and the host-only interface.
-fn cni_manifest(pod_subnet: &str) -> String {
-    FLANNEL.replace("@POD_SUBNET@", pod_subnet).replace("@IFACE@", HOST_ONLY_IFACE)
+/// The flannel manifest with the cluster's pod network; flannel carries pod traffic on
+/// the NIC that reaches the control plane's host-only address (whatever the guest named
+/// it).
+fn cni_manifest(pod_subnet: &str, control_plane_ip: std::net::Ipv4Addr) -> String {
+    FLANNEL
+        .replace("@POD_SUBNET@", pod_subnet)
+        .replace("@CONTROL_PLANE_IP@", &control_plane_ip.to_string())
 }
 
-/// The control plane: prereqs, CA and config, `kubeadm init`, CNI; returns admin.conf.
+/// The control plane: prereqs, CA and config, `kubeadm init` (or this run's token on an
+/// initialized one), then opens `gate` for the workers, CNI; returns admin.conf.
 fn init(
     cluster: &Cluster<'_>,
     log: &LogFile,
     staged: &Staged,
     cp: &Node,
+    token: &str,
     timings: &Mutex<Vec<Timing>>,
+    gate: &InitGate,
 ) -> Result<String, BootstrapError> {
     let session = Session::open(cluster, log, cp)?;
     let start = Instant::now();
@@ -250,14 +264,16 @@ fn init(
         (&staged.init_config, "kubeadm-init.yaml"),
         (&staged.cni, "cni.yaml"),
     ])?;
-    session.script("init", &INIT, &[session::STAGE])?;
+    session.script("init", &INIT, &[session::STAGE, token])?;
+    gate.done();
     session.script("cni", &CNI, &[session::STAGE])?;
     let admin_conf = session.capture("admin.conf", "sudo cat /etc/kubernetes/admin.conf")?;
     record(timings, timing(cp, "init", start));
     Ok(admin_conf)
 }
 
-/// A worker: prereqs, then `kubeadm join` once the API server answers.
+/// A worker: prereqs, then `kubeadm join` once the control plane's init step is done and
+/// the API server answers.
 fn join(
     cluster: &Cluster<'_>,
     log: &LogFile,
@@ -265,7 +281,7 @@ fn join(
     node: &Node,
     token: &str,
     timings: &Mutex<Vec<Timing>>,
-    control_plane_failed: &AtomicBool,
+    gate: &InitGate,
 ) -> Result<(), BootstrapError> {
     let session = Session::open(cluster, log, node)?;
     let start = Instant::now();
@@ -275,7 +291,7 @@ fn join(
     session.stage(&[(&join_config, "kubeadm-join.yaml")])?;
     let cp = cluster.nodes.first().map_or(node.ip, |cp| cp.ip);
     cluster.progress.node_phase(&node.name, "waiting for the API server");
-    wait::api(&staged.ca_cert_pem, cp, API_TIMEOUT, control_plane_failed).map_err(|e| match e {
+    wait::api(&staged.ca_cert_pem, cp, API_TIMEOUT, gate).map_err(|e| match e {
         BootstrapError::ControlPlaneFailed { .. } => {
             BootstrapError::ControlPlaneFailed { node: node.name.clone() }
         }
@@ -303,10 +319,11 @@ mod tests {
 
     #[test]
     fn cni_manifest_uses_the_pod_subnet_and_host_only_nic() {
-        let manifest = cni_manifest("10.245.0.0/16");
+        let manifest = cni_manifest("10.245.0.0/16", std::net::Ipv4Addr::new(192, 168, 39, 10));
         assert!(!manifest.contains('@'), "a placeholder is left");
         assert!(manifest.contains("\"Network\": \"10.245.0.0/16\""));
-        assert!(manifest.contains("--iface=eth1"));
+        assert!(manifest.contains("--iface-can-reach=192.168.39.10"));
+        assert!(!manifest.contains("--iface="));
         for doc in manifest.split("\n---\n") {
             let value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
             assert!(value["kind"].is_string(), "{doc}");

@@ -1,9 +1,10 @@
 //! Waiting for the cluster: the API server's `/readyz`, polled from the host over TLS
-//! trusting only the cluster CA (the workers join as soon as it answers), and every
-//! node Ready with kube-system's pods running, asked of `kubectl` on the control plane.
+//! trusting only the cluster CA (the workers join once it answers and the control plane's
+//! init step is done), and every node Ready with kube-system's pods running, asked of
+//! `kubectl` on the control plane.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,13 +21,50 @@ const READY_POLL: Duration = Duration::from_secs(2);
 /// kubectl as root with kubeadm's admin kubeconfig, on the control plane.
 const KUBECTL: &str = "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf";
 
-/// Polls `https://<ip>:6443/readyz` until it answers 200, trusting only `ca_pem`.
-/// Gives up early, with `ControlPlaneFailed`, once `stop` is set.
+/// Where the control plane's init step is, shared with the workers' threads: a worker
+/// joins only once it is done (this `up`'s join token exists from then on, also when
+/// init itself was done by an earlier `up`), and gives up as soon as it failed.
+#[derive(Debug)]
+pub struct InitGate(AtomicU8);
+
+impl Default for InitGate {
+    fn default() -> Self {
+        Self(AtomicU8::new(Self::PENDING))
+    }
+}
+
+impl InitGate {
+    const PENDING: u8 = 0;
+    const DONE: u8 = 1;
+    const FAILED: u8 = 2;
+
+    /// A gate already open: the control plane was initialized before (`node add`).
+    pub fn open() -> Self {
+        Self(AtomicU8::new(Self::DONE))
+    }
+
+    /// Init is done: workers may join.
+    pub fn done(&self) {
+        self.0.store(Self::DONE, Ordering::SeqCst);
+    }
+
+    /// Init failed: waiting workers stop.
+    pub fn failed(&self) {
+        self.0.store(Self::FAILED, Ordering::SeqCst);
+    }
+
+    fn state(&self) -> u8 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Polls `https://<ip>:6443/readyz` until it answers 200, trusting only `ca_pem`, and
+/// `gate` is open. Gives up early, with `ControlPlaneFailed`, once the gate failed.
 pub fn api(
     ca_pem: &str,
     ip: Ipv4Addr,
     timeout: Duration,
-    stop: &AtomicBool,
+    gate: &InitGate,
 ) -> Result<(), BootstrapError> {
     // The CLI installs it; a library caller may not have.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -43,11 +81,15 @@ pub fn api(
         .map_err(BootstrapError::ApiClient)?;
     let start = Instant::now();
     loop {
-        if stop.load(Ordering::SeqCst) {
+        let gate_state = gate.state();
+        if gate_state == InitGate::FAILED {
             return Err(BootstrapError::ControlPlaneFailed { node: String::new() });
         }
         let last_error = match client.get(&url).send() {
-            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) if response.status().is_success() && gate_state == InitGate::DONE => {
+                return Ok(());
+            }
+            Ok(response) if response.status().is_success() => "init not done yet".to_owned(),
             Ok(response) => format!("HTTP {}", response.status()),
             Err(e) => crate::error::chain(&e),
         };
@@ -214,8 +256,9 @@ mod tests {
     #[test]
     fn api_poll_stops_when_the_control_plane_fails() {
         let (cert, _) = crate::bootstrap::pki::generate_ca(std::time::SystemTime::now()).unwrap();
-        let stop = AtomicBool::new(true);
-        let err = api(&cert, Ipv4Addr::LOCALHOST, Duration::from_secs(5), &stop).unwrap_err();
+        let gate = InitGate::default();
+        gate.failed();
+        let err = api(&cert, Ipv4Addr::LOCALHOST, Duration::from_secs(5), &gate).unwrap_err();
         assert!(matches!(err, BootstrapError::ControlPlaneFailed { .. }), "{err}");
     }
 }

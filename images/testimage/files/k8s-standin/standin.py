@@ -10,9 +10,15 @@ kubectl, the kubelet and containerd that follow the observable contract kubelab 
   starts this module's API server on :6443 (TLS, /healthz, /readyz, a minimal
   /api/v1/nodes and kube-system pods);
 - `kubeadm join --config` fetches the CA from the control plane's `cluster-info`
-  ConfigMap, checks it with the token (a signature keyed by the token, like kubeadm's JWS)
-  and against the CA hash pin, and registers the node;
-- nodes are Ready once a CNI DaemonSet has been applied.
+  ConfigMap, checks it with the token (a signature keyed by the token, like kubeadm's JWS;
+  expired tokens are gone from it) and against the CA hash pin, and registers the node;
+- nodes are Ready once a CNI DaemonSet has been applied whose pod network is the
+  cluster's podSubnet and whose interface choice reaches the control plane
+  (`--iface-can-reach=<its address>`, or `--iface=` naming the NIC that holds it);
+- pods (`kubectl run`) are scheduled on a Ready, schedulable node whose taints they
+  tolerate (none), else stay Pending (Unschedulable), like the scheduler; a pod annotated
+  `kubelab.io/never-terminates` blocks a drain of its node until the drain's timeout.
+Not modelled: containers (no pod ever runs a process), Services, DNS, watches, RBAC.
 
 It never runs in a real cluster. KUBELAB_STANDIN_ROOT prefixes every path (tests on a
 host).
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.environ.get("KUBELAB_STANDIN_ROOT", "")
@@ -98,8 +105,20 @@ def save_state(state):
     os.replace(tmp, STATE)
 
 
+def live_tokens(state):
+    """The bootstrap tokens not yet past their TTL."""
+    now = time.time()
+    return [t["token"] for t in state.get("tokens", []) if t["expires"] > now]
+
+
 def token_valid(state, token):
-    return any(hmac.compare_digest(t, token or "") for t in state.get("tokens", []))
+    return any(hmac.compare_digest(t, token or "") for t in live_tokens(state))
+
+
+def minor(version):
+    """The minor number of vMAJOR.MINOR.PATCH (major 1), or None."""
+    m = re.fullmatch(r"v1\.(\d+)\.\d+", version or "")
+    return int(m.group(1)) if m else None
 
 
 def cluster_info_kubeconfig(state):
@@ -117,27 +136,75 @@ def jws(kubeconfig, token):
     return hmac.new(m.group(2).encode(), kubeconfig.encode(), hashlib.sha256).hexdigest()
 
 
-def node_object(name, node, cni):
+def cni_problem(state):
+    """Why the CNI does not work yet (None: it does)."""
+    cni = state.get("cni")
+    if not cni:
+        return "cni plugin not initialized"
+    if cni["network"] != state.get("pod_subnet"):
+        return "flannel's Network %s is not the cluster's podSubnet %s" % (cni["network"], state.get("pod_subnet"))
+    if cni["iface_can_reach"] not in (None, state["advertise"]) or cni["iface"] not in (None, "eth1"):
+        return "flannel's interface choice (%s) does not reach the control plane %s" % (
+            cni["iface_can_reach"] or cni["iface"], state["advertise"])
+    if cni["iface_can_reach"] is None and cni["iface"] is None:
+        return "flannel picked the NAT interface: no --iface or --iface-can-reach"
+    return None
+
+
+def node_object(name, node, cni_error):
+    cni = cni_error is None
     ready = "True" if cni else "False"
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(
             {"node-role.kubernetes.io/control-plane": ""} if node.get("control_plane") else {})}},
-        "spec": {"unschedulable": node.get("unschedulable", False)},
+        "spec": {"unschedulable": node.get("unschedulable", False), "taints": node.get("taints") or []},
         "status": {
             "addresses": [{"type": "InternalIP", "address": node["ip"]},
                           {"type": "Hostname", "address": name}],
             "conditions": [{"type": "Ready", "status": ready,
                             "reason": "KubeletReady" if cni else "KubeletNotReady",
                             "message": "kubelet is posting ready status" if cni else
-                            "container runtime network not ready: cni plugin not initialized"}],
+                            "container runtime network not ready: " + cni_error}],
             "nodeInfo": {"kubeletVersion": VERSION},
         },
     }
 
 
+def flannel_settings(objs, daemonset):
+    """What the applied flannel manifest says: its Network and its interface choice."""
+    network = None
+    for obj in objs:
+        if obj.get("kind") == "ConfigMap" and "net-conf.json" in (obj.get("data") or {}):
+            network = json.loads(obj["data"]["net-conf.json"]).get("Network")
+    args = [a for c in daemonset["spec"]["template"]["spec"]["containers"] for a in c.get("args") or []]
+    value = lambda flag: next((a.split("=", 1)[1] for a in args if a.startswith(flag + "=")), None)
+    return {"network": network, "iface": value("--iface"), "iface_can_reach": value("--iface-can-reach")}
+
+
+def schedule(state, pod):
+    """The scheduler's decision for `pod`: a Ready, schedulable node without taints."""
+    if cni_problem(state) is None:
+        for name in sorted(state["nodes"]):
+            node = state["nodes"][name]
+            if not node.get("unschedulable") and not node.get("taints"):
+                pod["node"] = name
+                return
+    pod["node"] = None
+
+
+def user_pod(name, pod):
+    scheduled = pod.get("node") is not None
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "annotations": pod.get("annotations", {})},
+            "spec": {"nodeName": pod.get("node") or "", "containers": [{"name": name, "image": pod["image"]}]},
+            "status": {"phase": "Running" if scheduled else "Pending",
+                       "conditions": [{"type": "PodScheduled", "status": "True" if scheduled else "False",
+                                       "reason": "" if scheduled else "Unschedulable"}]}}
+
+
 def pods(state):
-    cni = state.get("cni", False)
+    cni = cni_problem(state) is None
     def pod(name, running=True, node=None):
         return {"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": name, "namespace": "kube-system"},
@@ -152,11 +219,49 @@ def pods(state):
     return items
 
 
+def table(objs, columns):
+    """A meta.k8s.io/v1 Table, what kubectl asks for (`Accept: ...;as=Table`) to print
+    `get` output: columns as (name, priority, cell function)."""
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {},
+            "columnDefinitions": [{"name": n, "type": "string", "format": "name" if n == "Name" else "",
+                                   "description": n, "priority": prio} for n, prio, _ in columns],
+            "rows": [{"cells": [cell(o) for _, _, cell in columns],
+                      "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                 "metadata": o["metadata"]}} for o in objs]}
+
+
+def node_columns():
+    def ready(n):
+        status = next(c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready")
+        text = "Ready" if status == "True" else "NotReady"
+        return text + (",SchedulingDisabled" if n["spec"].get("unschedulable") else "")
+    role = lambda n: "control-plane" if "node-role.kubernetes.io/control-plane" in n["metadata"]["labels"] else "<none>"
+    ip = lambda n: next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+    return [("Name", 0, lambda n: n["metadata"]["name"]), ("Status", 0, ready), ("Roles", 0, role),
+            ("Age", 0, lambda n: "<unknown>"), ("Version", 0, lambda n: VERSION), ("Internal-IP", 1, ip),
+            ("External-IP", 1, lambda n: "<none>"), ("OS-Image", 1, lambda n: "kubelab test stand-in"),
+            ("Container-Runtime", 1, lambda n: "containerd://stand-in")]
+
+
+def pod_columns():
+    return [("Name", 0, lambda p: p["metadata"]["name"]),
+            ("Status", 0, lambda p: p["status"]["phase"]),
+            ("Node", 1, lambda p: p["spec"].get("nodeName") or "<none>")]
+
+
 class Api(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args):
         sys.stderr.write("api: %s %s\n" % (self.address_string(), fmt % args))
+
+    def send_objects(self, kind, items, columns, single=False):
+        """A list (or one object), as a Table when the client asks for one."""
+        if "as=Table" in self.headers.get("Accept", ""):
+            return self.send(200, table(items, columns))
+        if single:
+            return self.send(200, items[0])
+        return self.send(200, {"kind": kind, "apiVersion": "v1", "metadata": {}, "items": items})
 
     def send(self, code, body, ctype="application/json"):
         data = body if isinstance(body, bytes) else (
@@ -198,7 +303,7 @@ class Api(BaseHTTPRequestHandler):
         if path == "/api/v1/namespaces/kube-public/configmaps/cluster-info":
             kubeconfig = cluster_info_kubeconfig(state)
             data = {"kubeconfig": kubeconfig}
-            for token in state.get("tokens", []):
+            for token in live_tokens(state):
                 data["jws-kubeconfig-" + token.split(".")[0]] = jws(kubeconfig, token)
             return self.send(200, {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
                                    "metadata": {"name": "cluster-info", "namespace": "kube-public"}})
@@ -212,20 +317,29 @@ class Api(BaseHTTPRequestHandler):
             return self.send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
         if path == "/api/v1":
             res = lambda name, kind, ns: {"name": name, "singularName": kind.lower(), "namespaced": ns,
-                                          "kind": kind, "verbs": ["get", "list", "delete", "patch"]}
+                                          "kind": kind, "verbs": ["create", "get", "list", "delete", "patch"]}
             return self.send(200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
                 res("nodes", "Node", False), res("pods", "Pod", True)]})
-        cni = state.get("cni", False)
+        cni = cni_problem(state)
         if path == "/api/v1/nodes":
             items = [node_object(n, v, cni) for n, v in sorted(state["nodes"].items())]
-            return self.send(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": items})
+            return self.send_objects("NodeList", items, node_columns())
         if path.startswith("/api/v1/nodes/"):
             name = path.rsplit("/", 1)[1]
             if name not in state["nodes"]:
                 return self.status(404, "NotFound", 'nodes "%s" not found' % name)
-            return self.send(200, node_object(name, state["nodes"][name], cni))
+            return self.send_objects("Node", [node_object(name, state["nodes"][name], cni)],
+                                     node_columns(), single=True)
         if path == "/api/v1/namespaces/kube-system/pods":
             return self.send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods(state)})
+        if path == "/api/v1/namespaces/default/pods":
+            items = [user_pod(n, p) for n, p in sorted(state.get("pods", {}).items())]
+            return self.send_objects("PodList", items, pod_columns())
+        if path.startswith("/api/v1/namespaces/default/pods/"):
+            name = path.rsplit("/", 1)[1]
+            if name not in state.get("pods", {}):
+                return self.status(404, "NotFound", 'pods "%s" not found' % name)
+            return self.send_objects("Pod", [user_pod(name, state["pods"][name])], pod_columns(), single=True)
         return self.status(404, "NotFound", "the server could not find the requested resource")
 
     def do_POST(self):
@@ -243,27 +357,45 @@ class Api(BaseHTTPRequestHandler):
             return None
         if path == "/standin/apply":
             results = []
+            objs = self.body()
+            self.body_cache = objs
             with LOCK:
                 state = load_state()
-                for obj in self.body():
+                for obj in objs:
                     key = "%s/%s" % (obj.get("kind", "?").lower(), obj.get("metadata", {}).get("name", "?"))
                     verb = "configured" if key in state.setdefault("applied", []) else "created"
                     if verb == "created":
                         state["applied"].append(key)
                     if obj.get("kind") == "DaemonSet":
-                        state["cni"] = True
+                        state["cni"] = flannel_settings(self.body_cache, obj)
                     results.append("%s %s" % (key, verb))
                 save_state(state)
             return self.send(200, results)
-        if path == "/standin/tokens":
+        if path == "/api/v1/namespaces/default/pods":
             with LOCK:
                 state = load_state()
-                token = self.body()["token"]
-                if token in state["tokens"]:
-                    return self.status(409, "AlreadyExists", "token already exists")
-                state["tokens"].append(token)
+                pod = self.body()
+                name = pod["metadata"]["name"]
+                if name in state.setdefault("pods", {}):
+                    return self.status(409, "AlreadyExists", 'pods "%s" already exists' % name)
+                entry = {"image": pod["spec"]["containers"][0]["image"],
+                         "annotations": pod["metadata"].get("annotations") or {}}
+                schedule(state, entry)
+                state["pods"][name] = entry
                 save_state(state)
-            return self.send(201, {"token": token})
+            return self.send(201, user_pod(name, entry))
+        if path.startswith("/standin/evict/"):
+            # A drain's eviction of every pod on the node: one that never terminates
+            # keeps it waiting (the client gives up at its --timeout).
+            node = path.rsplit("/", 1)[1]
+            with LOCK:
+                state = load_state()
+                stuck = [n for n, p in state.get("pods", {}).items() if p.get("node") == node
+                         and p.get("annotations", {}).get("kubelab.io/never-terminates")]
+                for n in [n for n, p in state.get("pods", {}).items() if p.get("node") == node and n not in stuck]:
+                    del state["pods"][n]
+                save_state(state)
+            return self.send(200, {"stuck": stuck})
         return self.status(404, "NotFound", "the server could not find the requested resource")
 
     def do_PATCH(self):
