@@ -4,7 +4,7 @@
 
 use kubelab::reason;
 
-use crate::util::{Kubelab, files_in};
+use crate::util::Kubelab;
 
 /// A saved two-node kvm2 profile `lab`, as `up` writes it (no VM behind it).
 fn saved_profile(k: &Kubelab) {
@@ -36,6 +36,8 @@ pub fn saved_profile_with(k: &Kubelab, edit: impl FnOnce(&mut serde_json::Value)
     std::fs::write(dir.join("profile.json"), state.to_string()).expect("profile.json");
 }
 
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
 #[test]
 fn bad_options_are_refused_before_anything_is_created() {
     let k = Kubelab::new();
@@ -76,7 +78,7 @@ fn bad_options_are_refused_before_anything_is_created() {
     }
     let run = k.run(["up", "--network-cidr", "10.0.0.0/33"]);
     assert_eq!(run.code, Some(2), "clap rejects an invalid CIDR: {run}");
-    assert!(files_in(&k.home().join("profiles")).is_empty(), "nothing may be created");
+    assert!(crate::util::files_in(&k.home().join("profiles")).is_empty(), "nothing may be created");
 }
 
 #[test]
@@ -92,6 +94,8 @@ fn flags_contradicting_the_saved_profile_are_refused() {
     assert!(run.stderr.contains("node add"), "the hint says what to do: {run}");
 }
 
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
 #[test]
 fn ip_and_ssh_command_come_from_the_saved_profile() {
     let k = Kubelab::new();
@@ -141,6 +145,8 @@ fn list_shows_profiles_as_text_and_json() {
     assert_eq!(json[0]["state"]["nodes"][1]["name"], "lab-m02");
 }
 
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
 #[test]
 fn version_and_completion() {
     let k = Kubelab::new();

@@ -38,6 +38,8 @@ fn node_name_leaving_the_profile_is_refused_and_the_directory_survives() {
     assert_untouched(&target);
 }
 
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
 #[test]
 fn libvirt_uri_that_runs_a_program_is_refused_on_status() {
     let k = Kubelab::new();
@@ -89,6 +91,8 @@ fn symlinked_lock_is_not_truncated() {
     assert_untouched(outside.path());
 }
 
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
 #[test]
 fn symlinked_journal_is_not_written_through() {
     let k = Kubelab::new();
@@ -104,6 +108,8 @@ fn symlinked_journal_is_not_written_through() {
     assert!(fs::read_to_string(&journal).unwrap().contains("kubelab-lab"));
 }
 
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
 #[test]
 fn symlinked_nodes_dir_gets_no_host_keys() {
     let k = Kubelab::new();
