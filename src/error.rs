@@ -9,6 +9,9 @@ pub enum Error {
     /// Profile names, directories and state files.
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    /// The home's id.
+    #[error(transparent)]
+    Home(#[from] crate::home::HomeError),
     /// Exclusive locks on profiles and cache entries.
     #[error(transparent)]
     Lock(#[from] LockError),
