@@ -328,16 +328,21 @@ fn converge(
     opts: &UpOptions,
     progress: &dyn Progress,
 ) -> Result<UpReport, Error> {
+    let owner = provision::owner(profile)?;
+    // Before anything is made or recorded: a name taken by another home, profile or
+    // the user fails here and leaves nothing behind.
+    provision::check_owned(driver, &state, &owner)?;
     let user_key = keys::user_key(profile.dir())?;
     // The cluster's secrets (CA, token) exist before any node boots.
     bootstrap::open(state.bootstrapper.parse()?).prepare(profile.dir())?;
     provision::write_known_hosts(driver, profile, &state)?;
     let journal = Journal::new(profile.dir());
-    provision::ensure_networks(driver, &journal, &state)?;
+    provision::ensure_networks(driver, &journal, &state, &owner)?;
     let ctx = provision::Ctx {
         driver,
         profile,
         state: &state,
+        owner: &owner,
         journal: &journal,
         image_path,
         user_key: &user_key,
