@@ -1,34 +1,82 @@
-//! The kubelab home directory (`--home`, `KUBELAB_HOME`, else `~/.kubelab`) and the
-//! layout under it: `profiles/<name>/`, `cache/images/` and `home-id`.
+//! The kubelab home directory (`--home`, `KUBELAB_HOME`, else `~/.kubelab`), the
+//! layout under it (`home-id`, `profiles/<name>/`, `cache/images/`) and the home's id.
+//!
+//! Many homes share one hypervisor (two users, or `KUBELAB_HOME` pointing elsewhere), and
+//! their profiles may have the same names: every hypervisor object kubelab creates
+//! carries the home's id in its owner marker (see `driver::Owner`), so one home never
+//! adopts or deletes another's objects.
 
 use std::ffi::OsString;
-use std::fs;
-use std::io::{ErrorKind, Write};
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-/// The file holding the home id.
-const ID_FILE: &str = "home-id";
-/// Hex characters in a home id (16 random bytes).
-const ID_HEX_LEN: usize = 32;
+use crate::fsutil;
 
-/// Errors reading or creating the home id.
+/// The file holding the home's id, directly under its root.
+pub const HOME_ID_FILE: &str = "home-id";
+/// How many lowercase hex digits a home id has (64 random bits).
+pub const HOME_ID_LEN: usize = 16;
+
+/// Errors about the home's id.
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
-    /// The id file cannot be read or created.
+    /// The id file could not be read or created.
     #[error("cannot read or create the home id {}", path.display())]
     Io {
         /// The id file.
         path: PathBuf,
         /// The underlying error.
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
-    /// The id file holds something else than 32 lowercase hex characters.
-    #[error("the home id {} is not {ID_HEX_LEN} lowercase hex characters", path.display())]
-    Invalid {
+    /// The id file holds something kubelab does not write.
+    #[error("home id {} is corrupt: {why}", path.display())]
+    Corrupt {
         /// The id file.
         path: PathBuf,
+        /// What is wrong with it.
+        why: String,
     },
+}
+
+/// A home's id: [`HOME_ID_LEN`] lowercase hex digits, random, made once per home.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HomeId(String);
+
+impl FromStr for HomeId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() != HOME_ID_LEN {
+            return Err(format!("{text:?} is not {HOME_ID_LEN} characters long"));
+        }
+        if !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("{text:?} is not lowercase hexadecimal"));
+        }
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl HomeId {
+    /// A new random id.
+    fn random() -> Self {
+        use ssh_key::rand_core::{OsRng, RngCore};
+        Self(format!("{:016x}", OsRng.next_u64()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HomeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The root of everything kubelab keeps on disk.
@@ -58,47 +106,54 @@ impl Home {
         self.root.join("cache").join("images")
     }
 
-    /// This home's id: 16 random bytes as hex, created on first use and read back
-    /// (validated) afterwards. Ownership markers carry it, so two homes on one machine
-    /// (or one hypervisor) never take each other's objects for their own, even when
-    /// their profiles share a name.
-    pub fn id(&self) -> Result<String, HomeError> {
-        let path = self.root.join(ID_FILE);
-        let io = |source| HomeError::Io { path: path.clone(), source };
-        match fs::read_to_string(&path) {
-            Ok(text) => return valid_id(&text).ok_or(HomeError::Invalid { path }),
-            Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(source) => return Err(io(source)),
+    /// The home's id, read from [`HOME_ID_FILE`], which is made on first use. The file is
+    /// input like every other: a link, or content other than the id and a newline, is
+    /// an error, never replaced (the hypervisor's objects carry the old id). Two
+    /// processes making it at once agree: each writes a temp file and links it into
+    /// place, which fails for the second, who then reads the first's.
+    pub fn id(&self) -> Result<HomeId, HomeError> {
+        let path = self.root.join(HOME_ID_FILE);
+        let io_err = |source| HomeError::Io { path: path.clone(), source };
+        match read_id(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+            Ok(text) => return parse_id(&path, &text),
         }
-        crate::fsutil::create_private_dir(&self.root, &self.root).map_err(io)?;
-        let id = random_id();
-        // `create_new`: when two first runs race, the loser reads the winner's id.
-        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut file) => {
-                file.write_all(id.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
-                Ok(id)
+        fsutil::create_private_dir(&self.root, &self.root).map_err(io_err)?;
+        let id = HomeId::random();
+        let tmp = path.with_file_name(format!("{HOME_ID_FILE}.tmp.{}", HomeId::random()));
+        let made = (|| {
+            let mut file =
+                fsutil::open_nofollow(&tmp, OpenOptions::new().write(true).create_new(true))?;
+            file.write_all(format!("{id}\n").as_bytes())?;
+            file.sync_all()?;
+            fs::hard_link(&tmp, &path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        match made {
+            Ok(()) => Ok(id),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                parse_id(&path, &read_id(&path).map_err(io_err)?)
             }
-            Err(err) if err.kind() == ErrorKind::AlreadyExists => {
-                let text = fs::read_to_string(&path).map_err(io)?;
-                valid_id(&text).ok_or(HomeError::Invalid { path })
-            }
-            Err(source) => Err(io(source)),
+            Err(e) => Err(io_err(e)),
         }
     }
 }
 
-/// `text` as a home id, if it is one (a trailing newline from an editor is allowed).
-fn valid_id(text: &str) -> Option<String> {
-    let id = text.strip_suffix('\n').unwrap_or(text);
-    let ok = id.len() == ID_HEX_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    ok.then(|| id.to_owned())
+/// The id file's text, never read through a link.
+fn read_id(path: &Path) -> io::Result<String> {
+    let mut file = fsutil::open_nofollow(path, OpenOptions::new().read(true))?;
+    let mut text = String::new();
+    // One byte more than a valid file, so a longer one is seen as such.
+    Read::by_ref(&mut file).take(HOME_ID_LEN as u64 + 2).read_to_string(&mut text)?;
+    Ok(text)
 }
 
-fn random_id() -> String {
-    use ssh_key::rand_core::{OsRng, RngCore};
-    let mut bytes = [0u8; ID_HEX_LEN / 2];
-    OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
+/// Checks the id file's text: exactly the id and one newline.
+fn parse_id(path: &Path, text: &str) -> Result<HomeId, HomeError> {
+    let corrupt = |why: String| HomeError::Corrupt { path: path.to_owned(), why };
+    let id = text.strip_suffix('\n').ok_or_else(|| corrupt("no final newline".into()))?;
+    id.parse().map_err(corrupt)
 }
 
 /// The default home: `%USERPROFILE%\.kubelab` on Windows, `$HOME/.kubelab` elsewhere.
@@ -126,17 +181,51 @@ mod tests {
     }
 
     #[test]
-    fn id_is_created_once_and_validated_when_read_back() {
+    fn id_is_made_once_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path().join("home"));
         let id = home.id().unwrap();
-        assert_eq!(id.len(), ID_HEX_LEN);
-        assert_eq!(home.id().unwrap(), id);
-        assert_ne!(Home::new(dir.path().join("other")).id().unwrap(), id);
-        for bad in ["", "xyz", &format!("A{}", &id[1..]), &format!("{id}0"), "../../etc/passwd"] {
-            fs::write(home.root().join(ID_FILE), bad).unwrap();
-            assert!(matches!(home.id(), Err(HomeError::Invalid { .. })), "{bad:?}");
-            assert_eq!(fs::read_to_string(home.root().join(ID_FILE)).unwrap(), bad);
+        assert_eq!(id.as_str().len(), HOME_ID_LEN);
+        assert_eq!(home.id().unwrap(), id, "the same id every time");
+        let text = fs::read_to_string(home.root().join(HOME_ID_FILE)).unwrap();
+        assert_eq!(text, format!("{id}\n"));
+        let other = Home::new(dir.path().join("other")).id().unwrap();
+        assert_ne!(other, id, "each home its own");
+        let names: Vec<_> =
+            fs::read_dir(home.root()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [HOME_ID_FILE], "no temp file left");
+    }
+
+    #[test]
+    fn a_bad_id_file_is_an_error_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let path = dir.path().join(HOME_ID_FILE);
+        for (text, why) in [
+            ("0123456789abcdef", "newline"),
+            ("0123456789abcde\n", "16 characters"),
+            ("0123456789abcdef0\n", "16 characters"),
+            ("0123456789ABCDEF\n", "lowercase"),
+            ("0123456789abcdeg\n", "lowercase"),
+            ("", "newline"),
+        ] {
+            fs::write(&path, text).unwrap();
+            let err = home.id().unwrap_err();
+            assert!(matches!(err, HomeError::Corrupt { .. }), "{text:?}: {err:?}");
+            assert!(err.to_string().contains(why), "{text:?}: {err}");
+            assert_eq!(fs::read_to_string(&path).unwrap(), text, "left as found");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_linked_id_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "0123456789abcdef\n").unwrap();
+        let home = Home::new(dir.path().join("home"));
+        fs::create_dir(home.root()).unwrap();
+        std::os::unix::fs::symlink(&target, home.root().join(HOME_ID_FILE)).unwrap();
+        assert!(matches!(home.id(), Err(HomeError::Io { .. })));
     }
 }

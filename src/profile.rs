@@ -148,8 +148,22 @@ impl FromStr for ProfileName {
         if name.ends_with('-') {
             return invalid("it must not end with '-'");
         }
+        if ends_like_a_worker(name) {
+            return invalid(
+                "it ends like a worker node's name (-m and digits): the VMs of profile \
+                 \"lab-m02\" and the second node of profile \"lab\" would share a name",
+            );
+        }
         Ok(Self(name.to_owned()))
     }
+}
+
+/// Whether `name` ends in `-m` and two or more digits, as worker nodes are named
+/// (`<profile>-m02`, see `cluster::node_name`): such a profile's control plane would share
+/// its VM name with another profile's worker.
+fn ends_like_a_worker(name: &str) -> bool {
+    name.rsplit_once("-m")
+        .is_some_and(|(_, n)| n.len() >= 2 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl ProfileName {
@@ -184,6 +198,11 @@ impl Profile {
     /// The profile's name.
     pub fn name(&self) -> &ProfileName {
         &self.name
+    }
+
+    /// The home the profile is in.
+    pub fn home(&self) -> Home {
+        Home::new(self.root.clone())
     }
 
     /// The profile's directory.
@@ -310,7 +329,9 @@ mod tests {
 
     #[test]
     fn valid_names() {
-        for name in ["kubelab", "a", "lab-2", &"a".repeat(40)] {
+        for name in
+            ["kubelab", "a", "lab-2", "lab-m2", "lab-mx02", "lab-m02a", "m02", &"a".repeat(40)]
+        {
             assert!(name.parse::<ProfileName>().is_ok(), "{name}");
         }
     }
@@ -325,6 +346,9 @@ mod tests {
             ("lab_1", "lowercase"),
             ("../etc", "lowercase"),
             (&"a".repeat(41), "40"),
+            ("lab-m02", "worker node"),
+            ("lab-m100", "worker node"),
+            ("a-m00", "worker node"),
         ] {
             let err = name.parse::<ProfileName>().unwrap_err().to_string();
             assert!(err.contains(why), "{name}: {err}");

@@ -11,6 +11,7 @@ use crate::cloudinit::CloudInitError;
 use crate::cluster::ClusterError;
 use crate::driver::DriverError;
 use crate::fsutil;
+use crate::home::HomeError;
 use crate::image::ImageError;
 use crate::keys::KeyError;
 use crate::kubeconfig::KubeconfigError;
@@ -40,7 +41,9 @@ pub const PROFILE_BUSY: Reason = Reason {
 pub const PROFILE_NAME_INVALID: Reason = Reason {
     id: "PROFILE_NAME_INVALID",
     exit_code: 11,
-    advice: "use at most 40 lowercase letters, digits and '-', starting with a letter",
+    advice: "use at most 40 lowercase letters, digits and '-', starting with a letter and \
+             not ending in -m and digits (workers are named <profile>-m02, -m03, ...: a \
+             profile named like one would share its VM's name with another profile's node)",
 };
 /// A path kubelab was about to write in its home is a symbolic link.
 pub const PROFILE_LINK_REFUSED: Reason = Reason {
@@ -49,6 +52,14 @@ pub const PROFILE_LINK_REFUSED: Reason = Reason {
     advice: "kubelab never writes through a symbolic link inside its home (it could \
              overwrite a file elsewhere): find out who made the link named above, remove \
              it, then run the command again",
+};
+/// The home's `home-id` file is not what kubelab writes.
+pub const PROFILE_HOME_ID_CORRUPT: Reason = Reason {
+    id: "PROFILE_HOME_ID_CORRUPT",
+    exit_code: 18,
+    advice: "the home's home-id file names this home on every VM, network and disk it made; \
+             kubelab never replaces it: restore it (16 lowercase hex digits and a newline), \
+             or, if this home has no clusters left, remove the file",
 };
 /// The named profile does not exist.
 pub const PROFILE_NOT_FOUND: Reason = Reason {
@@ -111,13 +122,6 @@ pub const IMG_REDIRECT_REFUSED: Reason = Reason {
     exit_code: 58,
     advice: "the server tried to send kubelab to a local file or another protocol: use a \
              server you trust, or download the file yourself and pass its path",
-};
-/// The home's id file was changed by hand or damaged.
-pub const PROFILE_HOME_ID_CORRUPT: Reason = Reason {
-    id: "PROFILE_HOME_ID_CORRUPT",
-    exit_code: 18,
-    advice: "the file named above marks what this kubelab home created; restore it from a \
-             backup (removing it makes kubelab treat its own kubeconfig entries as foreign)",
 };
 /// A downloaded image does not match its expected digest (the download was deleted).
 pub const IMG_CHECKSUM_MISMATCH: Reason = Reason {
@@ -340,8 +344,18 @@ pub const DRV_MAC_CONFLICT: Reason = Reason {
 pub const DRV_VM_NOT_KUBELAB: Reason = Reason {
     id: "DRV_VM_NOT_KUBELAB",
     exit_code: 43,
-    advice: "a VM of this name exists that kubelab did not create for this profile and will \
-             not touch; use another profile name, or rename or remove that VM yourself",
+    advice: "a VM of this name exists that kubelab did not create for this home, profile and \
+             node (the error names its owner, if it is another kubelab home or profile) and \
+             will not touch; use another profile name, or rename or remove that VM yourself",
+};
+/// A network of the profile's network name exists that kubelab did not create for this
+/// home and profile.
+pub const DRV_NET_NOT_KUBELAB: Reason = Reason {
+    id: "DRV_NET_NOT_KUBELAB",
+    exit_code: 45,
+    advice: "a network of this name exists that kubelab did not create for this home and \
+             profile (the error names its owner, if it is another kubelab home or profile) \
+             and will not touch; use another profile name, or remove that network yourself",
 };
 /// The libvirt URI has a driver, transport or parameter kubelab does not connect with.
 pub const DRV_URI_REFUSED: Reason = Reason {
@@ -433,6 +447,7 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
         Error::Lock(LockError::Busy { .. }) => Some(&PROFILE_BUSY),
         Error::Profile(ProfileError::InvalidName { .. }) => Some(&PROFILE_NAME_INVALID),
         Error::Profile(ProfileError::NotFound { .. }) => Some(&PROFILE_NOT_FOUND),
+        Error::Home(HomeError::Corrupt { .. }) => Some(&PROFILE_HOME_ID_CORRUPT),
         Error::Profile(ProfileError::ParseState { .. } | ProfileError::InvalidState { .. }) => {
             Some(&PROFILE_STATE_CORRUPT)
         }
@@ -480,7 +495,6 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
         Error::Kubeconfig(KubeconfigError::Locked { .. }) => Some(&K8S_KUBECONFIG_LOCKED),
         Error::Kubeconfig(KubeconfigError::Parse { .. }) => Some(&K8S_KUBECONFIG_INVALID),
         Error::Kubeconfig(KubeconfigError::NameTaken { .. }) => Some(&K8S_KUBECONFIG_NAME_TAKEN),
-        Error::Home(crate::home::HomeError::Invalid { .. }) => Some(&PROFILE_HOME_ID_CORRUPT),
         _ => None,
     }
 }
@@ -545,9 +559,8 @@ fn driver_reason(err: &DriverError) -> Option<&'static Reason> {
         E::PermissionDenied { .. } => Some(&HOST_LIBVIRT_PERMISSION),
         E::QemuImg { source: ProcessError::NotFound { .. } } => Some(&HOST_QEMU_IMG_MISSING),
         E::StartNetwork { .. } => Some(&DRV_NET_INACTIVE),
-        E::NetworkConflict { .. } | E::ForeignNetwork { .. } | E::NoFreeSubnet { .. } => {
-            Some(&DRV_NET_CONFLICT)
-        }
+        E::NetworkConflict { .. } | E::NoFreeSubnet { .. } => Some(&DRV_NET_CONFLICT),
+        E::ForeignNetwork { .. } => Some(&DRV_NET_NOT_KUBELAB),
         E::MacConflict { .. } => Some(&DRV_MAC_CONFLICT),
         E::RefusedUri { .. } => Some(&DRV_URI_REFUSED),
         E::ForeignVm { .. } => Some(&DRV_VM_NOT_KUBELAB),
@@ -592,6 +605,7 @@ mod tests {
         &PROFILE_BAD_OPTION,
         &PROFILE_UNKNOWN_NODE,
         &PROFILE_LINK_REFUSED,
+        &PROFILE_HOME_ID_CORRUPT,
         &IMG_CHECKSUM_MISMATCH,
         &IMG_NOT_FOUND,
         &IMG_DIGEST_REQUIRED,
@@ -623,11 +637,11 @@ mod tests {
         &DRV_NET_CONFLICT,
         &DRV_MAC_CONFLICT,
         &DRV_VM_NOT_KUBELAB,
+        &DRV_NET_NOT_KUBELAB,
         &DRV_URI_REFUSED,
         &K8S_KUBECONFIG_LOCKED,
         &K8S_KUBECONFIG_INVALID,
         &K8S_KUBECONFIG_NAME_TAKEN,
-        &PROFILE_HOME_ID_CORRUPT,
         &IMG_NOT_REGULAR_FILE,
         &IMG_TOO_LARGE,
         &IMG_REDIRECT_REFUSED,

@@ -14,13 +14,25 @@ use std::time::Duration;
 use kubelab::driver::libvirt::{self, LibvirtDriver, POOL};
 use kubelab::driver::{
     Accel, AccelPolicy, Action, DhcpHost, DiskSpec, Driver, DriverError, NetworkKind, NetworkSpec,
-    Nic, StopMode, VmSpec, VmState, bridge_name, network_names,
+    Nic, Owner, StopMode, VmSpec, VmState, bridge_name, network_names,
 };
 use kubelab::net::{Ipv4Cidr, MacAddr};
 use virt::connect::Connect;
 use virt::storage_vol::StorageVol;
 
 const URI: &str = "test:///default";
+/// The home most tests act for, and another one sharing the hypervisor.
+const HOME: &str = "0123456789abcdef";
+const OTHER_HOME: &str = "fedcba9876543210";
+
+/// The owner marker of `profile` in the home `HOME`.
+fn owner(profile: &str) -> Owner {
+    owner_in(HOME, profile)
+}
+
+fn owner_in(home: &str, profile: &str) -> Owner {
+    Owner::new(home.parse().unwrap(), &profile.parse().unwrap())
+}
 
 fn driver() -> LibvirtDriver {
     LibvirtDriver::connect(URI)
@@ -47,14 +59,14 @@ fn net_spec(profile: &str, kind: NetworkKind, cidr: &str, nodes: &[&str]) -> Net
             name: (*n).to_owned(),
         })
         .collect();
-    NetworkSpec { bridge: bridge_name(&name), name, profile: profile.into(), kind, cidr, hosts }
+    NetworkSpec { bridge: bridge_name(&name), name, owner: owner(profile), kind, cidr, hosts }
 }
 
 fn vm_spec(profile: &str, name: &str) -> VmSpec {
     let (host_only, nat) = network_names(profile);
     VmSpec {
         name: name.into(),
-        profile: profile.into(),
+        owner: owner(profile),
         accel: Accel::Tcg,
         cpus: 1,
         memory_mib: 512,
@@ -100,7 +112,7 @@ fn ensure_network_creates_is_idempotent_and_self_heals() {
     d.ensure_network(&net).unwrap();
     assert!(conn.lookup_network_by_name(&net.name).unwrap().is_active().unwrap(), "recreated");
     assert!(d.used_subnets().unwrap().contains(&"192.168.201.0/24".parse().unwrap()));
-    d.delete_network(&net.name).unwrap();
+    d.delete_network(&net.name, &net.owner).unwrap();
 }
 
 #[test]
@@ -121,7 +133,7 @@ fn ensure_network_syncs_dhcp_reservations_live() {
     );
     d.ensure_network(&one).unwrap();
     assert!(!network_xml(&one.name).contains("t-dhcp-m02"), "a removed node's reservation goes");
-    d.delete_network(&one.name).unwrap();
+    d.delete_network(&one.name, &one.owner).unwrap();
 }
 
 #[test]
@@ -142,8 +154,8 @@ fn nat_network_forwards_and_conflicts_are_refused() {
         matches!(err, DriverError::NetworkConflict { ref found, .. } if found.contains("default")),
         "{err:?}"
     );
-    d.delete_network(&nat.name).unwrap();
-    d.delete_network(&nat.name).unwrap();
+    d.delete_network(&nat.name, &nat.owner).unwrap();
+    d.delete_network(&nat.name, &nat.owner).unwrap();
 }
 
 #[test]
@@ -156,13 +168,16 @@ fn foreign_networks_are_never_touched() {
     let spec = net_spec("t-foreign", NetworkKind::HostOnly, "192.168.205.0/24", &[]);
     assert!(matches!(d.ensure_network(&spec), Err(DriverError::ForeignNetwork { .. })));
     assert!(matches!(
-        d.delete_network("kubelab-t-foreign"),
+        d.delete_network("kubelab-t-foreign", &spec.owner),
         Err(DriverError::ForeignNetwork { .. })
     ));
-    assert!(matches!(d.delete_network("default"), Err(DriverError::ForeignNetwork { .. })));
+    assert!(matches!(
+        d.delete_network("default", &spec.owner),
+        Err(DriverError::ForeignNetwork { .. })
+    ));
     assert!(conn.lookup_network_by_name("kubelab-t-foreign").is_ok());
     assert!(conn.lookup_network_by_name("default").unwrap().is_active().unwrap());
-    d.delete_network("kubelab-t-missing").unwrap();
+    d.delete_network("kubelab-t-missing", &spec.owner).unwrap();
     conn.lookup_network_by_name("kubelab-t-foreign").unwrap().undefine().unwrap();
 }
 
@@ -200,17 +215,24 @@ fn create_builds_an_overlay_and_cleans_up_a_failed_upload() {
 
     let err = d.create(&vm).unwrap_err();
     assert!(
-        matches!(err, DriverError::Backend { action: Action::UploadVolume, ref object, .. } if object == "node-t-vol-seed.iso")
+        matches!(err, DriverError::Backend { action: Action::UploadVolume, ref object, .. } if object == "node-0123456789abcdef-t-vol-seed.iso")
     );
-    let overlay = pool.lookup_storage_vol_by_name("node-t-vol.qcow2").unwrap().xml_desc(0).unwrap();
+    let overlay = pool
+        .lookup_storage_vol_by_name("node-0123456789abcdef-t-vol.qcow2")
+        .unwrap()
+        .xml_desc(0)
+        .unwrap();
     assert!(overlay.contains("<compat>1.1</compat>"), "{overlay}");
     assert!(overlay.contains("<path>/kubelab-pool/base-t-vol-base.qcow2</path>"), "{overlay}");
     assert!(overlay.contains("<capacity unit='bytes'>5368709120</capacity>"), "{overlay}");
-    assert!(pool.lookup_storage_vol_by_name("node-t-vol-seed.iso").is_err());
+    assert!(pool.lookup_storage_vol_by_name("node-0123456789abcdef-t-vol-seed.iso").is_err());
 
-    d.delete("t-vol").unwrap();
-    assert!(pool.lookup_storage_vol_by_name("node-t-vol.qcow2").is_err(), "leftover disk removed");
-    d.delete("t-vol").unwrap();
+    d.delete("t-vol", &vm.owner).unwrap();
+    assert!(
+        pool.lookup_storage_vol_by_name("node-0123456789abcdef-t-vol.qcow2").is_err(),
+        "leftover disk removed"
+    );
+    d.delete("t-vol", &vm.owner).unwrap();
     d.delete_image("t-vol-base").unwrap();
     assert!(pool.lookup_storage_vol_by_name("base-t-vol-base.qcow2").is_err());
     d.delete_image("t-vol-base").unwrap();
@@ -229,8 +251,8 @@ fn domain_lifecycle_and_state_mapping() {
     assert_eq!(d.state("t-dom").unwrap(), VmState::Stopped);
     assert_eq!(d.ip("t-dom").unwrap(), None);
 
-    d.start("t-dom").unwrap();
-    d.start("t-dom").unwrap();
+    d.start("t-dom", &vm.owner).unwrap();
+    d.start("t-dom", &vm.owner).unwrap();
     assert_eq!(d.state("t-dom").unwrap(), VmState::Running);
     // The test driver invents a lease per interface; it must be the host-only NIC's.
     let ip = d.ip("t-dom").unwrap();
@@ -240,21 +262,21 @@ fn domain_lifecycle_and_state_mapping() {
     assert_eq!(d.state("t-dom").unwrap(), VmState::Paused);
     dom.resume().unwrap();
 
-    d.stop("t-dom", StopMode::Graceful).unwrap();
+    d.stop("t-dom", &vm.owner, StopMode::Graceful).unwrap();
     assert_eq!(d.state("t-dom").unwrap(), VmState::Stopped);
-    d.stop("t-dom", StopMode::Graceful).unwrap();
-    d.start("t-dom").unwrap();
-    d.stop("t-dom", StopMode::Force).unwrap();
+    d.stop("t-dom", &vm.owner, StopMode::Graceful).unwrap();
+    d.start("t-dom", &vm.owner).unwrap();
+    d.stop("t-dom", &vm.owner, StopMode::Force).unwrap();
     assert_eq!(d.state("t-dom").unwrap(), VmState::Stopped);
 
-    d.start("t-dom").unwrap();
-    d.delete("t-dom").unwrap();
+    d.start("t-dom", &vm.owner).unwrap();
+    d.delete("t-dom", &vm.owner).unwrap();
     assert_eq!(d.state("t-dom").unwrap(), VmState::Missing);
-    d.delete("t-dom").unwrap();
-    d.stop("t-dom", StopMode::Graceful).unwrap();
-    assert!(matches!(d.start("t-dom"), Err(DriverError::NoSuchVm { .. })));
+    d.delete("t-dom", &vm.owner).unwrap();
+    d.stop("t-dom", &vm.owner, StopMode::Graceful).unwrap();
+    assert!(matches!(d.start("t-dom", &vm.owner), Err(DriverError::NoSuchVm { .. })));
     for name in [host_only.name, network_names("t-dom").1] {
-        d.delete_network(&name).unwrap();
+        d.delete_network(&name, &vm.owner).unwrap();
     }
 }
 
@@ -262,17 +284,18 @@ fn domain_lifecycle_and_state_mapping() {
 fn foreign_domains_and_macs_are_refused() {
     let d = driver();
     // The test driver's own `test` domain has no kubelab marker.
-    for result in [d.delete("test"), d.stop("test", StopMode::Force), d.start("test")] {
+    let mine = vm_spec("t-own", "t-own");
+    let o = &mine.owner;
+    for result in [d.delete("test", o), d.stop("test", o, StopMode::Force), d.start("test", o)] {
         assert!(matches!(result, Err(DriverError::ForeignVm { owner: None, .. })), "{result:?}");
     }
     assert_eq!(d.state("test").unwrap(), VmState::Running, "left alone");
 
-    let mine = vm_spec("t-own", "t-own");
     define(&mine);
-    let other_profile = VmSpec { profile: "t-other".into(), ..mine.clone() };
+    let other_profile = VmSpec { owner: owner("t-other"), ..mine.clone() };
     let err = d.create(&other_profile).unwrap_err();
     assert!(
-        matches!(err, DriverError::ForeignVm { owner: Some(ref p), .. } if p == "t-own"),
+        matches!(err, DriverError::ForeignVm { owner: Some(ref o), .. } if *o == mine.owner.node("t-own")),
         "{err:?}"
     );
 
@@ -282,7 +305,7 @@ fn foreign_domains_and_macs_are_refused() {
         matches!(err, DriverError::MacConflict { ref other, .. } if other == "t-own"),
         "{err:?}"
     );
-    d.delete("t-own").unwrap();
+    d.delete("t-own", &mine.owner).unwrap();
 }
 
 #[test]
@@ -347,4 +370,180 @@ fn golden_xml_validates_against_libvirt_schemas() {
         checked += 1;
     }
     assert!(checked >= 6, "only {checked} golden files found in {}", dir.display());
+}
+
+fn reason_id(err: DriverError) -> &'static str {
+    let err = kubelab::Error::from(err);
+    kubelab::reason::reason(&err).unwrap_or_else(|| panic!("no reason for {err:?}")).id
+}
+
+/// Issue "Never touch what is not yours": a second home with the same profile name wants
+/// the same VM and network names. Every action of the second home on them is refused
+/// with the owner named, and the first home's objects are left as they were.
+#[test]
+fn another_homes_objects_of_the_same_names_are_refused_and_untouched() {
+    let d = driver();
+    let mine = vm_spec("t-homes", "t-homes");
+    let host_only = net_spec("t-homes", NetworkKind::HostOnly, "192.168.208.0/24", &["t-homes"]);
+    let nat = net_spec("t-homes", NetworkKind::Nat, "192.168.209.0/24", &[]);
+    d.ensure_network(&host_only).unwrap();
+    d.ensure_network(&nat).unwrap();
+    define(&mine);
+    d.start("t-homes", &mine.owner).unwrap();
+    let before = raw().lookup_domain_by_name("t-homes").unwrap().xml_desc(0).unwrap();
+
+    let theirs = owner_in(OTHER_HOME, "t-homes");
+    let their_net = NetworkSpec { owner: theirs.clone(), ..host_only.clone() };
+    for err in [
+        d.check_network(&their_net).unwrap_err(),
+        d.ensure_network(&their_net).unwrap_err(),
+        d.delete_network(&host_only.name, &theirs).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, DriverError::ForeignNetwork { owner: Some(ref o), .. } if *o == host_only.owner),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("belongs to kubelab home 0123456789abcdef"), "{err}");
+        assert_eq!(reason_id(err), "DRV_NET_NOT_KUBELAB");
+    }
+    let their_vm = VmSpec { owner: theirs.clone(), ..mine.clone() };
+    for err in [
+        d.check_vm("t-homes", &theirs).unwrap_err(),
+        d.create(&their_vm).unwrap_err(),
+        d.start("t-homes", &theirs).unwrap_err(),
+        d.stop("t-homes", &theirs, StopMode::Force).unwrap_err(),
+        d.delete("t-homes", &theirs).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, DriverError::ForeignVm { owner: Some(ref o), .. } if *o == mine.owner.node("t-homes")),
+            "{err:?}"
+        );
+        assert_eq!(reason_id(err), "DRV_VM_NOT_KUBELAB");
+    }
+    // Another profile of the same home, and a marker naming another node, are refused too.
+    assert!(d.check_vm("t-homes", &owner("t-homes-x")).is_err());
+    let renamed = before.replace("<name>t-homes</name>", "<name>t-homes-m02</name>");
+    let renamed = renamed.replace(&mine.nat.mac.to_string(), "52:54:00:00:00:01");
+    let renamed = renamed.replace(&mine.host_only.mac.to_string(), "52:54:00:00:00:02");
+    let renamed = renamed.lines().filter(|l| !l.contains("<uuid>")).collect::<Vec<_>>().join("\n");
+    raw().define_domain_xml(&renamed).unwrap();
+    let err = d.delete("t-homes-m02", &mine.owner).unwrap_err();
+    assert!(
+        matches!(err, DriverError::ForeignVm { owner: Some(ref o), .. } if o.node.as_deref() == Some("t-homes")),
+        "{err:?}"
+    );
+    raw().lookup_domain_by_name("t-homes-m02").unwrap().undefine().unwrap();
+
+    assert_eq!(d.state("t-homes").unwrap(), VmState::Running, "left alone");
+    let after = raw().lookup_domain_by_name("t-homes").unwrap().xml_desc(0).unwrap();
+    assert_eq!(after, before);
+    assert!(raw().lookup_network_by_name(&host_only.name).unwrap().is_active().unwrap());
+
+    // The first home still deletes its own.
+    d.delete("t-homes", &mine.owner).unwrap();
+    assert_eq!(d.state("t-homes").unwrap(), VmState::Missing);
+    d.delete_network(&host_only.name, &host_only.owner).unwrap();
+    d.delete_network(&nat.name, &nat.owner).unwrap();
+    assert!(raw().lookup_network_by_name(&host_only.name).is_err());
+}
+
+/// The second home's `up` (the real operation) is refused by the ownership check before
+/// it creates or records anything: no network, volume or VM of its own, no profile left.
+#[test]
+fn up_in_a_second_home_is_refused_before_anything_is_created() {
+    let d = driver();
+    let mine = vm_spec("t-up", "t-up");
+    let host_only = net_spec("t-up", NetworkKind::HostOnly, "192.168.210.0/24", &["t-up"]);
+    d.ensure_network(&host_only).unwrap();
+    d.ensure_network(&net_spec("t-up", NetworkKind::Nat, "192.168.211.0/24", &[])).unwrap();
+    define(&mine);
+    d.start("t-up", &mine.owner).unwrap();
+    let networks_before = raw().list_all_networks(0).unwrap().len();
+    let domains_before = raw().list_all_domains(0).unwrap().len();
+
+    let files = tempfile::tempdir().unwrap();
+    let image = files.path().join("base.qcow2");
+    std::fs::write(&image, b"QFI\xfb").unwrap();
+    let home = kubelab::home::Home::new(files.path().join("home-b"));
+    let profile = kubelab::profile::Profile::new(&home, "t-up".parse().unwrap());
+    let opts = kubelab::ops::up::UpOptions {
+        driver: Some(kubelab::driver::DriverKind::Kvm2),
+        libvirt_uri: Some(URI.into()),
+        image: Some(image.to_string_lossy().into_owned()),
+        bootstrapper: Some(kubelab::bootstrap::BootstrapperKind::None),
+        ssh_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let err = kubelab::ops::up::up(&home, &profile, &opts, &()).unwrap_err();
+    let kubelab::Error::Driver(DriverError::ForeignNetwork { ref owner, .. }) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(owner.as_ref(), Some(&host_only.owner));
+    assert_eq!(kubelab::reason::reason(&err).map(|r| r.id), Some("DRV_NET_NOT_KUBELAB"));
+    assert_ne!(home.id().unwrap().to_string(), HOME, "a home of its own");
+    assert!(!profile.dir().exists(), "nothing of the refused profile is left");
+    assert_eq!(raw().list_all_networks(0).unwrap().len(), networks_before);
+    assert_eq!(raw().list_all_domains(0).unwrap().len(), domains_before);
+    if let Ok(pool) = raw().lookup_storage_pool_by_name(POOL) {
+        let b = home.id().unwrap().to_string();
+        assert!(
+            !pool.list_volumes().unwrap().iter().any(|v| v.contains(&b)),
+            "no volume of home b"
+        );
+    }
+    assert_eq!(d.state("t-up").unwrap(), VmState::Running, "home a's VM untouched");
+
+    d.delete("t-up", &mine.owner).unwrap();
+    for name in [host_only.name, network_names("t-up").1] {
+        d.delete_network(&name, &mine.owner).unwrap();
+    }
+}
+
+/// `delete` removes a shared base volume (or boot ISO) only when no volume's backing
+/// store and no domain's disk, of any home, still uses it.
+#[test]
+fn base_volume_is_kept_while_another_homes_overlay_uses_it() {
+    let d = driver();
+    let files = tempfile::tempdir().unwrap();
+    let base_image = files.path().join("base.qcow2");
+    std::fs::write(&base_image, b"QFI\xfb").unwrap();
+    let mut probe = vm_spec("t-share", "t-share-probe");
+    probe.disk = DiskSpec::Overlay { base_image, base_id: "t-share-probe".into(), size_gib: 1 };
+    probe.seed_iso = files.path().join("seed.iso");
+    // The test driver cannot upload: the failed upload still makes the pool.
+    assert!(d.create(&probe).is_err());
+    let pool = raw().lookup_storage_pool_by_name(POOL).unwrap();
+    let vol = |name: &str, backing: &str| {
+        let backing = if backing.is_empty() {
+            String::new()
+        } else {
+            format!("<backingStore><path>{backing}</path><format type='qcow2'/></backingStore>")
+        };
+        let xml = format!(
+            "<volume><name>{name}</name><capacity>1048576</capacity>\
+             <target><format type='qcow2'/></target>{backing}</volume>"
+        );
+        StorageVol::create_xml(&pool, &xml, 0).unwrap()
+    };
+    let exists = |name: &str| pool.lookup_storage_vol_by_name(name).is_ok();
+    vol("base-t-share.qcow2", "");
+    let overlay =
+        vol(&format!("node-{OTHER_HOME}-t-share.qcow2"), "/kubelab-pool/base-t-share.qcow2");
+    d.delete_image("t-share").unwrap();
+    assert!(exists("base-t-share.qcow2"), "another home's overlay still uses it");
+    overlay.delete(0).unwrap();
+    d.delete_image("t-share").unwrap();
+    assert!(!exists("base-t-share.qcow2"), "unused: removed");
+
+    // A boot ISO is used by domains directly, as a cdrom.
+    vol("iso-t-share.iso", "");
+    let mut booting = vm_spec("t-share", "t-share");
+    booting.disk =
+        DiskSpec::IsoWithDataDisk { iso: "/x.iso".into(), iso_id: "t-share".into(), size_gib: 1 };
+    define(&booting);
+    d.delete_image("t-share").unwrap();
+    assert!(exists("iso-t-share.iso"), "a domain still boots it");
+    d.delete("t-share", &booting.owner).unwrap();
+    d.delete_image("t-share").unwrap();
+    assert!(!exists("iso-t-share.iso"));
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use kubelab::driver::virtualbox::VirtualBoxDriver;
 use kubelab::driver::virtualbox::vboxmanage::VBoxManage;
-use kubelab::driver::{self, Driver, NetworkKind, NetworkSpec};
+use kubelab::driver::{self, Driver, NetworkKind, NetworkSpec, Owner};
 use serde_json::Value;
 use util::{Kubelab, Run};
 
@@ -55,8 +55,13 @@ impl Lab {
     }
 
     fn run(&self, args: &[&str]) -> Run {
+        self.run_in(&self.kubelab, "lab", args)
+    }
+
+    /// `kubelab -p PROFILE ARGS` in the home of `kubelab`, on this lab's simulator.
+    fn run_in(&self, kubelab: &Kubelab, profile: &str, args: &[&str]) -> Run {
         let path = format!("{}:{}", sim_dir().display(), std::env::var("PATH").unwrap_or_default());
-        let mut cmd = self.kubelab.cmd(["-p", "lab"].iter().chain(args));
+        let mut cmd = kubelab.cmd(["-p", profile].iter().chain(args));
         cmd.env("PATH", path).env("VBOXSIM_STATE", self.state_dir()).env_remove("VBOXSIM_FAIL");
         if let Some(fail) = self.fail {
             cmd.env("VBOXSIM_FAIL", fail);
@@ -67,6 +72,11 @@ impl Lab {
 
     /// `up` of two nodes; the image is the fake VMDK unless `extra` has `--image`.
     fn up(&self, extra: &[&str]) -> Run {
+        self.up_in(&self.kubelab, "lab", extra)
+    }
+
+    /// [`Lab::up`] of `profile` in the home of `kubelab`.
+    fn up_in(&self, kubelab: &Kubelab, profile: &str, extra: &[&str]) -> Run {
         let image = self.dir.path().join("base.vmdk");
         let mut args =
             vec!["up", "--driver", "virtualbox", "--nodes", "2", "--bootstrapper", "none"];
@@ -75,7 +85,13 @@ impl Lab {
             args.extend(["--image", image.to_str().unwrap()]);
         }
         args.extend(extra);
-        self.run(&args)
+        self.run_in(kubelab, profile, &args)
+    }
+
+    /// The id of the kubelab home (`home-id`, made by the first command).
+    fn home_id(&self) -> String {
+        let text = fs::read_to_string(self.kubelab.home().join("home-id")).unwrap();
+        text.trim_end().to_owned()
     }
 
     fn state(&self) -> Value {
@@ -148,6 +164,7 @@ fn up_status_down_up_delete_two_nodes() {
     for (name, vm) in vms {
         assert_eq!(vm["state"], "running", "{name}");
         assert_eq!(vm["group"], "/kubelab-lab");
+        assert_eq!(vm["extradata"]["kubelab/owner"], format!("{}/lab/{name}", lab.home_id()));
         let rule = vm["forwards"][0].as_str().unwrap();
         assert!(rule.starts_with("ssh,tcp,127.0.0.1,") && rule.ends_with(",,22"), "{rule}");
         ports.insert(name.clone(), rule.split(',').nth(3).unwrap().to_owned());
@@ -165,6 +182,7 @@ fn up_status_down_up_delete_two_nodes() {
     // Around these, `showvminfo` calls read the state, the NEM check and SSH address.
     let changes = [
         "createvm",
+        "setextradata",
         "modifyvm",
         "storagectl --add",
         "storageattach 0",
@@ -174,10 +192,11 @@ fn up_status_down_up_delete_two_nodes() {
     for vm in ["lab", "lab-m02"] {
         let commands = lab.vm_commands(vm);
         let (reads, acts): (Vec<&String>, Vec<&String>) =
-            commands.iter().partition(|c| c.as_str() == "showvminfo");
+            commands.iter().partition(|c| ["showvminfo", "getextradata"].contains(&c.as_str()));
         assert_eq!(acts, changes, "{vm}: {commands:?}");
-        assert_eq!(commands[0], "showvminfo", "state is read before creating");
         let start = commands.iter().position(|c| c == "startvm headless").unwrap();
+        assert_eq!(commands[start - 1], "getextradata", "the owner is checked before starting");
+        assert_eq!(commands[0], "showvminfo", "state is read before creating");
         assert_eq!(commands[start + 1], "showvminfo", "VBox.log is checked after starting");
         assert!(reads.len() >= 3);
     }
@@ -296,12 +315,13 @@ fn wrapper(lab: &Lab, fail: &str) -> PathBuf {
     wrapper
 }
 
-fn host_only_spec(cidr: &str) -> NetworkSpec {
-    let (name, _) = driver::network_names("lab");
+/// Profile `profile`'s host-only network, in the home `0123456789abcdef`.
+fn host_only_spec(profile: &str, cidr: &str) -> NetworkSpec {
+    let (name, _) = driver::network_names(profile);
     NetworkSpec {
         bridge: driver::bridge_name(&name),
         name,
-        profile: "lab".into(),
+        owner: Owner::new("0123456789abcdef".parse().unwrap(), &profile.parse().unwrap()),
         kind: NetworkKind::HostOnly,
         cidr: cidr.parse().unwrap(),
         hosts: Vec::new(),
@@ -332,7 +352,7 @@ fn hostonly_adapter_creation_waiting_on_a_hidden_prompt() {
     let lab = Lab::new();
     let vbox = VBoxManage::at(wrapper(&lab, "hostonlyif-create:HANG")).unwrap();
     let driver = VirtualBoxDriver::new(vbox).with_hostonly_timeout(Duration::from_secs(2));
-    let err = driver.ensure_network(&host_only_spec("192.168.58.0/24")).unwrap_err();
+    let err = driver.ensure_network(&host_only_spec("lab", "192.168.58.0/24")).unwrap_err();
     assert_eq!(reason_id(err), "HOST_VBOX_HOSTONLY_PROMPT");
     let reason = &kubelab::reason::HOST_VBOX_HOSTONLY_PROMPT;
     assert!(reason.advice.contains("hidden behind other windows"));
@@ -348,19 +368,18 @@ fn hostonly_adapters_are_found_or_created_and_removed_by_their_last_user() {
     let users = vbox.hostonlyif_create(Duration::from_secs(30)).unwrap();
     vbox.hostonlyif_ipconfig(&users, &"192.168.60.0/24".parse().unwrap()).unwrap();
     let driver = VirtualBoxDriver::new(vbox);
-    let mut found = host_only_spec("192.168.60.0/24");
-    found.name = "kubelab-found".into();
+    let found = host_only_spec("found", "192.168.60.0/24");
     driver.ensure_network(&found).unwrap();
-    let created = host_only_spec("192.168.61.0/24");
+    let created = host_only_spec("lab", "192.168.61.0/24");
     driver.ensure_network(&created).unwrap();
     driver.ensure_network(&created).unwrap(); // idempotent
     let ifs = lab.state()["hostonlyifs"].clone();
     assert_eq!(ifs.as_object().unwrap().len(), 2, "{ifs}");
     assert_eq!(ifs["vboxnet1"]["ip"], "192.168.61.1");
 
-    driver.delete_network(&created.name).unwrap();
-    driver.delete_network(&found.name).unwrap();
-    driver.delete_network(&found.name).unwrap(); // already gone
+    driver.delete_network(&created.name, &created.owner).unwrap();
+    driver.delete_network(&found.name, &found.owner).unwrap();
+    driver.delete_network(&found.name, &found.owner).unwrap(); // already gone
     let state = lab.state();
     assert_eq!(state["hostonlyifs"].as_object().unwrap().keys().collect::<Vec<_>>(), [&users]);
     assert_eq!(obj_len(&state, "extradata"), 0, "{state}");
@@ -387,4 +406,65 @@ fn vboxmanage_missing_or_of_an_unsupported_version() {
     let run = lab.up(&[]).failure(30);
     assert!(run.stderr.contains("VirtualBox 6.0.24 is not supported"), "{run}");
     assert_eq!(lab.transcript(), ["--version"], "nothing but the version check ran");
+}
+
+/// Issue "Never touch what is not yours", on one simulated VirtualBox: a profile named
+/// like another's worker is refused at once; a second home with the same profile name
+/// is refused before it creates anything; a second home's profile of the same image
+/// keeps the first home's base medium, which still has child disks, on `delete`.
+#[test]
+fn other_homes_and_worker_named_profiles_touch_nothing() {
+    let lab = Lab::new();
+    lab.up(&[]).success();
+    let home_a = lab.home_id();
+    let state_a = lab.state();
+
+    let before = lab.transcript().len();
+    let run = lab.up_in(&lab.kubelab, "lab-m02", &[]).failure(11);
+    assert!(run.stderr.contains("hint (PROFILE_NAME_INVALID)"), "{run}");
+    assert!(run.stderr.contains("ends like a worker node's name"), "{run}");
+    assert_eq!(lab.transcript().len(), before, "VirtualBox not even asked");
+
+    let home_b = Kubelab::new();
+    let run = lab.up_in(&home_b, "lab", &[]).failure(43);
+    assert!(run.stderr.contains("hint (DRV_VM_NOT_KUBELAB)"), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("VM lab belongs to kubelab home {home_a} profile lab node lab")),
+        "{run}"
+    );
+    let changes = [
+        "createvm",
+        "setextradata",
+        "modifyvm",
+        "storage",
+        "medium",
+        "hostonlyif",
+        "startvm",
+        "controlvm",
+        "unregistervm",
+        "closemedium",
+    ];
+    let refused = &lab.transcript()[before..];
+    assert!(!refused.iter().any(|l| changes.iter().any(|c| l.starts_with(c))), "{refused:?}");
+    assert_eq!(lab.state(), state_a, "home a's VMs, media, adapter and records untouched");
+    assert!(!home_b.home().join("profiles/lab").exists(), "nothing of the refused profile");
+    lab.run_in(&home_b, "lab", &["delete"]).success();
+    assert_eq!(lab.state(), state_a);
+
+    // Home b's own profile of the same image: its own base medium (its cache's file).
+    lab.up_in(&home_b, "other", &[]).success();
+    lab.run_in(&home_b, "other", &["delete"]).success();
+    let state = lab.state();
+    assert_eq!(state["vms"], state_a["vms"], "home a's VMs untouched");
+    assert_eq!(state["media"], state_a["media"], "home a's base medium kept: it has children");
+    assert_eq!(state["extradata"], state_a["extradata"]);
+    assert_eq!(state["hostonlyifs"], state_a["hostonlyifs"]);
+
+    lab.run(&["delete"]).success();
+    let state = lab.state();
+    for key in ["vms", "media", "hostonlyifs", "hostonlynets", "extradata"] {
+        assert_eq!(obj_len(&state, key), 0, "{key} left: {state}");
+    }
+    lab.assert_no_guest_running();
 }

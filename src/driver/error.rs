@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::Owner;
 use crate::net::NetError;
 use crate::process::ProcessError;
 
@@ -101,11 +102,14 @@ pub enum DriverError {
         /// What kubelab asked for.
         expected: String,
     },
-    /// The network exists but kubelab did not create it; kubelab leaves it alone.
-    #[error("network {name} was not created by kubelab")]
+    /// The network exists but kubelab did not create it for this home and profile;
+    /// kubelab leaves it alone.
+    #[error("network {name} {}", owned_by(owner.as_ref()))]
     ForeignNetwork {
         /// The network.
         name: String,
+        /// Its marker's owner, when another kubelab home or profile created it.
+        owner: Option<Owner>,
     },
     /// The network could not be started.
     #[error("cannot start network {name}")]
@@ -116,14 +120,14 @@ pub enum DriverError {
         #[source]
         source: Cause,
     },
-    /// A VM of that name exists but kubelab did not create it (or created it for
-    /// another profile).
-    #[error("VM {name} {}", owner.as_ref().map_or("was not created by kubelab".to_owned(), |p| format!("belongs to kubelab profile {p}")))]
+    /// A VM of that name exists but kubelab did not create it for this home, profile
+    /// and node.
+    #[error("VM {name} {}", owned_by(owner.as_ref()))]
     ForeignVm {
         /// The VM.
         name: String,
-        /// The profile that owns it, when kubelab created it for another profile.
-        owner: Option<String>,
+        /// Its marker's owner, when another kubelab home, profile or node created it.
+        owner: Option<Owner>,
     },
     /// Another VM already uses the MAC address kubelab derived.
     #[error("MAC address {mac} of VM {name} is already used by VM {other}")]
@@ -181,6 +185,13 @@ pub enum DriverError {
         #[source]
         source: Cause,
     },
+}
+
+/// How a foreign object's owner is told: by its marker, or as not kubelab's at all.
+fn owned_by(owner: Option<&Owner>) -> String {
+    owner.map_or("has no kubelab owner marker (not created by this kubelab)".to_owned(), |o| {
+        format!("belongs to {o}")
+    })
 }
 
 /// The step of a [`DriverError::Backend`] failure.

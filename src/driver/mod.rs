@@ -2,6 +2,36 @@
 //! profile's networks), the plain data it passes (`VmSpec`, `NetworkSpec`), and the
 //! naming rules that mark what kubelab created. Backends live in sub-directories;
 //! a backend knows nothing of Kubernetes.
+//!
+//! # Ownership: never touch what is not yours
+//!
+//! One hypervisor is shared by many kubelab homes (each with a random id, see
+//! `home::Home::id`), their profiles, and the user's own VMs; names alone cannot tell
+//! them apart (two homes both have a profile `lab`, so both want a VM `lab` and a
+//! network `kubelab-lab`). So every object kubelab creates carries an [`Owner`] marker
+//! naming the home, the profile and, for a VM, the node:
+//!
+//! | object | marker |
+//! |---|---|
+//! | libvirt domain | `<metadata><kubelab:owner home=.. profile=.. node=../>` |
+//! | libvirt network | the same element, without `node` |
+//! | libvirt node volumes | the home id in the name: `node-<home>-<node>.qcow2` (volumes have no metadata) |
+//! | libvirt base image/ISO volume | shared by every home (named by digest); removed only when no volume's backing store and no domain's disk uses it |
+//! | VirtualBox VM | extra data `kubelab/owner` = `HOME/PROFILE/NODE` |
+//! | VirtualBox node disk | lives in the home's node directory, attached to that VM only |
+//! | VirtualBox base medium | the home's cached image file; closed only when it has no child disk |
+//! | VirtualBox host-only adapter | global extra data `kubelab/hostonly/<adapter>` = `created|found HOME/PROFILE...` (its users) |
+//! | VirtualBox host-only network (7.x, macOS) | global extra data `kubelab/hostonlynet/<name>` = `HOME/PROFILE` |
+//!
+//! (kubelab configures no VirtualBox DHCP server: nodes have static addresses.)
+//!
+//! Every backend action that changes an object (adopt in `create`/`ensure_network`,
+//! `start`, `stop`, `delete`, `delete_network`) first reads the marker and fails with
+//! [`DriverError::ForeignVm`] or [`DriverError::ForeignNetwork`], changing nothing, unless
+//! it names exactly this owner; an object without a marker (the user's, or made by a
+//! kubelab from before markers had a home id) is foreign too. `up` and `node add` run
+//! [`Driver::check_vm`] and [`Driver::check_network`] over every object they will make
+//! before they make any, so a name taken by another home is refused up front.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -14,6 +44,7 @@ use crate::reason::Reason;
 mod error;
 #[cfg(all(feature = "libvirt", target_os = "linux"))]
 pub mod host;
+mod owner;
 // libvirt (the `virt` crate) is a Linux-only dependency: other targets leave it out.
 #[cfg(all(feature = "libvirt", target_os = "linux"))]
 pub mod libvirt;
@@ -24,6 +55,7 @@ pub mod virtualbox;
 pub mod uri;
 
 pub use error::{Action, Cause, DriverError};
+pub use owner::Owner;
 
 /// Prefix of every network (and the storage pool) kubelab creates, so it never touches
 /// one it did not create.
@@ -146,8 +178,9 @@ pub struct HostWarning {
 pub struct VmSpec {
     /// The VM's name (the node name, e.g. `kubelab-m02`).
     pub name: String,
-    /// The profile it belongs to; written into the VM as kubelab's marker.
-    pub profile: String,
+    /// The home and profile it belongs to; written into the VM, with the node's name,
+    /// as kubelab's marker.
+    pub owner: Owner,
     /// KVM or TCG, from [`HostReport::accel`].
     pub accel: Accel,
     /// Virtual CPUs.
@@ -203,8 +236,8 @@ pub struct Nic {
 pub struct NetworkSpec {
     /// Its name, from [`network_names`].
     pub name: String,
-    /// The profile it belongs to; written into the network as kubelab's marker.
-    pub profile: String,
+    /// The home and profile it belongs to; written into the network as kubelab's marker.
+    pub owner: Owner,
     /// NAT (egress) or host-only (cluster traffic).
     pub kind: NetworkKind,
     /// Its subnet; the host takes `.1`.
@@ -275,22 +308,30 @@ pub trait Driver: Send + Sync {
     /// Subnets of the hypervisor's networks (all of them, kubelab's included), for
     /// [`pick_subnets`].
     fn used_subnets(&self) -> Result<Vec<Ipv4Cidr>, DriverError>;
+    /// Ok if no network of `net.name` exists, or it is `net.owner`'s; else
+    /// [`DriverError::ForeignNetwork`]. Changes nothing.
+    fn check_network(&self, net: &NetworkSpec) -> Result<(), DriverError>;
     /// Makes the network exist, be active and hold exactly `net.hosts` as reservations:
     /// defines a missing one, starts an inactive one. Fails if a network of that name
-    /// has another subnet or was not created by kubelab.
+    /// has another subnet or is not `net.owner`'s.
     fn ensure_network(&self, net: &NetworkSpec) -> Result<(), DriverError>;
-    /// Stops and removes a kubelab network; Ok if it is already gone.
-    fn delete_network(&self, name: &str) -> Result<(), DriverError>;
-    /// Creates the VM's disks and defines it (not started); Ok if it already exists.
+    /// Stops and removes `owner`'s network `name`; Ok if it is already gone.
+    fn delete_network(&self, name: &str, owner: &Owner) -> Result<(), DriverError>;
+    /// Ok if no VM `name` exists or it is node `name` of `owner`; else
+    /// [`DriverError::ForeignVm`]. Changes nothing.
+    fn check_vm(&self, name: &str, owner: &Owner) -> Result<(), DriverError>;
+    /// Creates the VM's disks and defines it (not started); Ok if it already exists
+    /// and is `vm.owner`'s.
     fn create(&self, vm: &VmSpec) -> Result<(), DriverError>;
-    /// Powers the VM on; Ok if it is running.
-    fn start(&self, name: &str) -> Result<(), DriverError>;
-    /// Powers the VM off; Ok if it is stopped or missing.
-    fn stop(&self, name: &str, mode: StopMode) -> Result<(), DriverError>;
-    /// Removes the VM and its own disks (not the shared base image); Ok if already gone.
-    fn delete(&self, name: &str) -> Result<(), DriverError>;
-    /// Removes the hypervisor's copy of a base image or ISO (`base_id`/`iso_id`); Ok if
-    /// gone. Only call it when no VM uses the image (`delete --all`).
+    /// Powers `owner`'s VM on; Ok if it is running.
+    fn start(&self, name: &str, owner: &Owner) -> Result<(), DriverError>;
+    /// Powers `owner`'s VM off; Ok if it is stopped or missing.
+    fn stop(&self, name: &str, owner: &Owner, mode: StopMode) -> Result<(), DriverError>;
+    /// Removes `owner`'s VM and its own disks (not the shared base image); Ok if already
+    /// gone.
+    fn delete(&self, name: &str, owner: &Owner) -> Result<(), DriverError>;
+    /// Removes the hypervisor's copy of a base image or ISO (`base_id`/`iso_id`) unless
+    /// something still uses it (another home's VMs included); Ok if gone or kept.
     fn delete_image(&self, image_id: &str) -> Result<(), DriverError>;
     /// The VM's state.
     fn state(&self, name: &str) -> Result<VmState, DriverError>;

@@ -27,7 +27,7 @@ pub fn user_path() -> Result<PathBuf, Error> {
 
 /// Who writes `profile`'s kubeconfig entries: this home (by its id) and the profile.
 pub fn owner(home: &Home, profile: &Profile) -> Result<Owner, Error> {
-    Ok(Owner { home_id: home.id()?, profile: profile.name().to_string() })
+    Ok(Owner { home_id: home.id()?.to_string(), profile: profile.name().to_string() })
 }
 
 /// `kubelab kubeconfig --path`: the profile's standalone kubeconfig.

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::cluster::{ClusterState, Role};
-use crate::driver::{self, Driver, DriverKind, StopMode, VmState};
+use crate::driver::{self, Driver, DriverKind, Owner, StopMode, VmState};
 use crate::home::Home;
 use crate::journal::{Journal, Resource};
 use crate::kubeconfig;
@@ -23,7 +23,8 @@ pub fn down(profile: &Profile, wait_lock: bool) -> Result<Vec<String>, Error> {
     let _lock = profile.lock_existing(wait_lock)?;
     let state: ClusterState = profile.load_state()?;
     let driver = open_driver(&state)?;
-    super::in_parallel(&state.nodes, |n| Ok(driver.stop(&n.name, StopMode::Graceful)?))
+    let owner = super::provision::owner(profile)?;
+    super::in_parallel(&state.nodes, |n| Ok(driver.stop(&n.name, &owner, StopMode::Graceful)?))
         .into_iter()
         .collect::<Result<Vec<()>, _>>()?;
     Ok(state.nodes.iter().map(|n| n.name.clone()).collect())
@@ -31,11 +32,16 @@ pub fn down(profile: &Profile, wait_lock: bool) -> Result<Vec<String>, Error> {
 
 /// Removes the journal's `entries`, all at once (a VM's power-off alone takes about a
 /// second: QEMU exits and libvirt notices), forgetting each one removed.
-fn remove_all(driver: &dyn Driver, journal: &Journal, entries: &[&Resource]) -> Result<(), Error> {
+fn remove_all(
+    driver: &dyn Driver,
+    journal: &Journal,
+    entries: &[&Resource],
+    owner: &Owner,
+) -> Result<(), Error> {
     let results = super::in_parallel(entries, |entry| {
         match entry {
-            Resource::Vm(name) => driver.delete(name)?,
-            Resource::Network(name) => driver.delete_network(name)?,
+            Resource::Vm(name) => driver.delete(name, owner)?,
+            Resource::Network(name) => driver.delete_network(name, owner)?,
         }
         Ok(())
     });
@@ -50,8 +56,8 @@ fn remove_all(driver: &dyn Driver, journal: &Journal, entries: &[&Resource]) -> 
 /// `kubelab delete`: removes every resource the profile's journal lists (newest first),
 /// the profile's entries in the user's kubeconfig, then the profile's directory.
 /// Deleting a profile that does not exist is not an error. The hypervisor's copy of the
-/// base image goes too unless another profile of this home still uses it, so nothing
-/// is left behind.
+/// base image goes too unless another profile of this home, or anything on the
+/// hypervisor (another home's disks), still uses it, so nothing is left behind.
 pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, Error> {
     if !profile.dir().exists() {
         return Ok(false);
@@ -66,11 +72,12 @@ pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, E
     };
     if let Some(state) = &state {
         let driver = open_driver(state)?;
+        let owner = super::provision::owner(profile)?;
         // The VMs first: they use the networks.
         let (vms, networks): (Vec<&Resource>, Vec<&Resource>) =
             entries.iter().rev().partition(|e| matches!(e, Resource::Vm(_)));
-        remove_all(&*driver, &journal, &vms)?;
-        remove_all(&*driver, &journal, &networks)?;
+        remove_all(&*driver, &journal, &vms, &owner)?;
+        remove_all(&*driver, &journal, &networks, &owner)?;
         let sha256 = serde_json::Value::from(state.image.sha256.clone());
         let shared = profile::list(home)?.iter().any(|p| {
             p.name != state.profile

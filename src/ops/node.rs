@@ -33,15 +33,18 @@ pub fn add(
     let image = image::ensure(home, &state.image.request()?, progress)?;
     let node = new_node(&state, state.free_index())?;
     state.nodes.push(node.clone());
+    let owner = provision::owner(profile)?;
+    provision::check_owned(&*driver, &state, &owner)?;
     profile.save_state(&state)?;
     let user_key = keys::user_key(profile.dir())?;
     provision::write_known_hosts(&*driver, profile, &state)?;
     let journal = Journal::new(profile.dir());
-    provision::ensure_networks(&*driver, &journal, &state)?;
+    provision::ensure_networks(&*driver, &journal, &state, &owner)?;
     let ctx = provision::Ctx {
         driver: &*driver,
         profile,
         state: &state,
+        owner: &owner,
         journal: &journal,
         image_path: image.path,
         user_key: &user_key,
@@ -71,13 +74,16 @@ pub fn remove(profile: &Profile, node: &str, wait_lock: bool) -> Result<(), Erro
         return Err(ClusterError::ControlPlane { node: node.to_owned() }.into());
     }
     let driver = open_driver(&state)?;
+    let owner = provision::owner(profile)?;
+    // Refused before Kubernetes drains it, if the VM of that name is not this node's.
+    driver.check_vm(node, &owner)?;
     // Out of Kubernetes (drained) before the VM goes.
     provision::with_bootstrapper(&*driver, profile, &state, &(), |b, c| b.remove_node(c, node))?;
     let journal = Journal::new(profile.dir());
-    provision::remove_node(&*driver, &journal, profile, node)?;
+    provision::remove_node(&*driver, &journal, profile, node, &owner)?;
     state.nodes.retain(|n| n.name != node);
     profile.save_state(&state)?;
-    provision::ensure_networks(&*driver, &journal, &state)?;
+    provision::ensure_networks(&*driver, &journal, &state, &owner)?;
     provision::write_known_hosts(&*driver, profile, &state)?;
     Ok(())
 }

@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::bootstrap::{self, BootstrapError, Bootstrapper, BootstrapperKind};
 use crate::cloudinit::{self, SeedSpec};
 use crate::cluster::{ClusterState, NodeState, SSH_USER};
-use crate::driver::{self, DiskSpec, Driver, NetworkKind, NetworkSpec, Nic, VmSpec, VmState};
+use crate::driver::{
+    self, DiskSpec, Driver, NetworkKind, NetworkSpec, Nic, Owner, VmSpec, VmState,
+};
 use crate::image::catalog::Format;
 use crate::journal::{Journal, Resource};
 use crate::keys::{self, KeyPair, KnownHost};
@@ -32,14 +34,19 @@ pub struct Timing {
     pub secs: f64,
 }
 
+/// The owner marker of `profile`'s objects: its home's id (made on first use) and name.
+pub fn owner(profile: &Profile) -> Result<Owner, Error> {
+    Ok(Owner::new(profile.home().id()?, profile.name()))
+}
+
 /// The profile's networks as the driver wants them: host-only (with a DHCP reservation
 /// per node) and NAT.
-pub fn network_specs(state: &ClusterState) -> [NetworkSpec; 2] {
+pub fn network_specs(state: &ClusterState, owner: &Owner) -> [NetworkSpec; 2] {
     let (host_only, nat) = driver::network_names(&state.profile);
     let spec = |name: String, kind, cidr, hosts| NetworkSpec {
         bridge: driver::bridge_name(&name),
         name,
-        profile: state.profile.clone(),
+        owner: owner.clone(),
         kind,
         cidr,
         hosts,
@@ -55,13 +62,27 @@ pub fn network_specs(state: &ClusterState) -> [NetworkSpec; 2] {
     ]
 }
 
+/// Refuses, before anything is created or recorded, a network or VM of the cluster's
+/// names that exists and is not `owner`'s (another home's, another profile's, or not
+/// kubelab's): so such an `up` leaves nothing behind, and `delete` never meets it.
+pub fn check_owned(driver: &dyn Driver, state: &ClusterState, owner: &Owner) -> Result<(), Error> {
+    for net in network_specs(state, owner) {
+        driver.check_network(&net)?;
+    }
+    for node in &state.nodes {
+        driver.check_vm(&node.name, owner)?;
+    }
+    Ok(())
+}
+
 /// Records and ensures both networks (self-healing: missing or inactive ones come back).
 pub fn ensure_networks(
     driver: &dyn Driver,
     journal: &Journal,
     state: &ClusterState,
+    owner: &Owner,
 ) -> Result<(), Error> {
-    for net in network_specs(state) {
+    for net in network_specs(state, owner) {
         journal.record(&Resource::Network(net.name.clone()))?;
         driver.ensure_network(&net)?;
     }
@@ -106,6 +127,8 @@ pub struct Ctx<'a> {
     pub profile: &'a Profile,
     /// The cluster's saved state.
     pub state: &'a ClusterState,
+    /// The owner marker of the profile's objects.
+    pub owner: &'a Owner,
     /// The journal.
     pub journal: &'a Journal,
     /// The cached boot image.
@@ -170,7 +193,7 @@ fn node_up(
     if !matches!(state, VmState::Running | VmState::Starting) {
         let start = Instant::now();
         report("starting VM");
-        ctx.driver.start(&node.name)?;
+        ctx.driver.start(&node.name, ctx.owner)?;
         phase("start", start);
     }
     let start = Instant::now();
@@ -218,10 +241,10 @@ fn vm_spec(ctx: &Ctx<'_>, node: &NodeState) -> Result<VmSpec, Error> {
             size_gib: state.disk_gib,
         }
     };
-    let [host_only, nat] = network_specs(state);
+    let [host_only, nat] = network_specs(state, ctx.owner);
     Ok(VmSpec {
         name: node.name.clone(),
-        profile: state.profile.clone(),
+        owner: ctx.owner.clone(),
         accel: state.accel,
         cpus: state.cpus,
         memory_mib: state.memory_mib,
@@ -259,8 +282,9 @@ pub fn remove_node(
     journal: &Journal,
     profile: &Profile,
     node: &str,
+    owner: &Owner,
 ) -> Result<(), Error> {
-    driver.delete(node)?;
+    driver.delete(node, owner)?;
     journal.forget(&Resource::Vm(node.to_owned()))?;
     let dir = node_dir(profile, node);
     match fs::remove_dir_all(&dir) {

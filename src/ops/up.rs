@@ -339,19 +339,24 @@ fn converge(
     mut state: ClusterState,
     image_path: std::path::PathBuf,
     opts: &UpOptions,
-    owner: &kubeconfig::Owner,
+    kubeconfig_owner: &kubeconfig::Owner,
     progress: &dyn Progress,
 ) -> Result<UpReport, Error> {
+    let owner = provision::owner(profile)?;
+    // Before anything is made or recorded: a name taken by another home, profile or
+    // the user fails here and leaves nothing behind.
+    provision::check_owned(driver, &state, &owner)?;
     let user_key = keys::user_key(profile.dir())?;
     // The cluster's secrets (CA, token) exist before any node boots.
     bootstrap::open(state.bootstrapper.parse()?).prepare(profile.dir())?;
     provision::write_known_hosts(driver, profile, &state)?;
     let journal = Journal::new(profile.dir());
-    provision::ensure_networks(driver, &journal, &state)?;
+    provision::ensure_networks(driver, &journal, &state, &owner)?;
     let ctx = provision::Ctx {
         driver,
         profile,
         state: &state,
+        owner: &owner,
         journal: &journal,
         image_path,
         user_key: &user_key,
@@ -372,7 +377,9 @@ fn converge(
     timings.extend(outcome.timings);
     timings.sort_by(|a, b| a.node.cmp(&b.node));
     let kubeconfig = match outcome.admin_conf {
-        Some(admin_conf) => install_kubeconfig(profile, &state, &admin_conf, opts, owner)?,
+        Some(admin_conf) => {
+            install_kubeconfig(profile, &state, &admin_conf, opts, kubeconfig_owner)?
+        }
         None => None,
     };
     let created = created.into_iter().map(|n| n.name).collect();

@@ -1,6 +1,7 @@
 //! VM lifecycle on libvirt domains: create (disks + define), start, stop (ACPI with a
 //! deadline, then power off), delete (domain and its own volumes), state and lease IP.
-//! A domain is only touched when it carries kubelab's marker.
+//! A domain is only touched when its kubelab marker names exactly this home, profile and
+//! node (see `driver` on ownership).
 
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -15,9 +16,9 @@ use virt::sys;
 
 use super::domain_xml::domain_xml;
 use super::storage::{self, POOL};
-use super::xml::{domain_macs, marker_profile};
+use super::xml::{domain_macs, marker_owner};
 use super::{is_missing, lv};
-use crate::driver::{Action, DiskSpec, DriverError, StopMode, VmSpec, VmState};
+use crate::driver::{Action, DiskSpec, DriverError, Owner, StopMode, VmSpec, VmState};
 
 /// How often `stop` polls the state while waiting for an ACPI shutdown.
 const STOP_POLL: Duration = Duration::from_millis(250);
@@ -45,21 +46,23 @@ pub fn lookup(conn: &Connect, name: &str) -> Result<Option<Domain>, DriverError>
     }
 }
 
-/// The profile in the domain's kubelab marker; `None` for a VM kubelab did not create.
-fn owner(dom: &Domain, name: &str) -> Result<Option<String>, DriverError> {
-    Ok(marker_profile(&dom.xml_desc(0).map_err(lv(Action::InspectVm, name))?))
-}
-
-/// The domain, which must be kubelab's; `None` if it does not exist.
-fn lookup_ours(conn: &Connect, name: &str) -> Result<Option<Domain>, DriverError> {
+/// The domain `name`, which must be node `name` of `owner`; `None` if it does not exist.
+fn lookup_ours(conn: &Connect, name: &str, owner: &Owner) -> Result<Option<Domain>, DriverError> {
     let Some(dom) = lookup(conn, name)? else { return Ok(None) };
-    match owner(&dom, name)? {
-        Some(_) => Ok(Some(dom)),
-        None => Err(DriverError::ForeignVm { name: name.to_owned(), owner: None }),
+    let found = marker_owner(&dom.xml_desc(0).map_err(lv(Action::InspectVm, name))?);
+    if found.as_ref() == Some(&owner.node(name)) {
+        Ok(Some(dom))
+    } else {
+        Err(DriverError::ForeignVm { name: name.to_owned(), owner: found })
     }
 }
 
-/// Creates the VM's volumes and defines it; Ok if this profile's VM already exists.
+/// Ok if no domain `name` exists or it is node `name` of `owner`.
+pub fn check(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverError> {
+    lookup_ours(conn, name, owner).map(drop)
+}
+
+/// Creates the VM's volumes and defines it; Ok if this owner's VM already exists.
 /// `uploads` serializes base-image uploads, which parallel node creations share.
 pub fn create(
     conn: &Connect,
@@ -67,15 +70,12 @@ pub fn create(
     uploads: &Mutex<()>,
     vm: &VmSpec,
 ) -> Result<(), DriverError> {
-    if let Some(dom) = lookup(conn, &vm.name)? {
-        return match owner(&dom, &vm.name)? {
-            Some(profile) if profile == vm.profile => Ok(()),
-            other => Err(DriverError::ForeignVm { name: vm.name.clone(), owner: other }),
-        };
+    if lookup_ours(conn, &vm.name, &vm.owner)?.is_some() {
+        return Ok(());
     }
     check_macs(conn, vm)?;
     let pool = storage::ensure_pool(conn, pool_path)?;
-    let disk = storage::disk_volume(&vm.name);
+    let disk = storage::disk_volume(&vm.owner.home, &vm.name);
     let (shared, size_gib, src, is_base) = match &vm.disk {
         DiskSpec::Overlay { base_image, base_id, size_gib } => {
             (storage::base_volume(base_id), *size_gib, base_image, true)
@@ -93,7 +93,7 @@ pub fn create(
         storage::create_disk(&pool, &disk, size_gib, is_base.then_some(&shared_vol))?;
     }
     // The seed may have changed since an interrupted run: always upload it afresh.
-    let seed = storage::seed_volume(&vm.name);
+    let seed = storage::seed_volume(&vm.owner.home, &vm.name);
     storage::delete_volume(&pool, &seed)?;
     storage::upload(conn, &pool, &seed, &vm.seed_iso)?;
     conn.define_domain_xml(&domain_xml(vm, POOL)).map(drop).map_err(lv(Action::DefineVm, &vm.name))
@@ -114,10 +114,10 @@ fn check_macs(conn: &Connect, vm: &VmSpec) -> Result<(), DriverError> {
     Ok(())
 }
 
-/// Powers the VM on; Ok if it runs.
-pub fn start(conn: &Connect, name: &str) -> Result<(), DriverError> {
-    let dom =
-        lookup_ours(conn, name)?.ok_or_else(|| DriverError::NoSuchVm { name: name.to_owned() })?;
+/// Powers `owner`'s VM on; Ok if it runs.
+pub fn start(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverError> {
+    let dom = lookup_ours(conn, name, owner)?
+        .ok_or_else(|| DriverError::NoSuchVm { name: name.to_owned() })?;
     if dom.is_active().map_err(lv(Action::InspectVm, name))? {
         return Ok(());
     }
@@ -129,10 +129,11 @@ pub fn start(conn: &Connect, name: &str) -> Result<(), DriverError> {
 pub fn stop(
     conn: &Connect,
     name: &str,
+    owner: &Owner,
     mode: StopMode,
     timeout: Duration,
 ) -> Result<(), DriverError> {
-    let Some(dom) = lookup_ours(conn, name)? else { return Ok(()) };
+    let Some(dom) = lookup_ours(conn, name, owner)? else { return Ok(()) };
     let active = || dom.is_active().map_err(lv(Action::InspectVm, name));
     if !active()? {
         return Ok(());
@@ -156,11 +157,12 @@ pub fn stop(
     }
 }
 
-/// Removes the VM (powered off first, with its managed save and NVRAM) and its own
-/// volumes; Ok if already gone. Leftover volumes of a missing VM are removed too.
-pub fn delete(conn: &Connect, name: &str) -> Result<(), DriverError> {
-    if let Some(dom) = lookup_ours(conn, name)? {
-        stop(conn, name, StopMode::Force, Duration::ZERO)?;
+/// Removes `owner`'s VM (powered off first, with its managed save and NVRAM) and its
+/// own volumes; Ok if already gone. Leftover volumes of a missing VM are removed too:
+/// their names carry the home's id.
+pub fn delete(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverError> {
+    if let Some(dom) = lookup_ours(conn, name, owner)? {
+        stop(conn, name, owner, StopMode::Force, Duration::ZERO)?;
         let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
         match dom.undefine_flags(flags) {
             Ok(()) => {}
@@ -176,15 +178,16 @@ pub fn delete(conn: &Connect, name: &str) -> Result<(), DriverError> {
         }
     }
     let Some(pool) = find_pool(conn)? else { return Ok(()) };
-    storage::delete_volume(&pool, &storage::disk_volume(name))?;
-    storage::delete_volume(&pool, &storage::seed_volume(name))
+    storage::delete_volume(&pool, &storage::disk_volume(&owner.home, name))?;
+    storage::delete_volume(&pool, &storage::seed_volume(&owner.home, name))
 }
 
-/// Removes a shared base image or ISO volume; Ok if gone.
+/// Removes a shared base image or ISO volume unless a volume or domain (of any home)
+/// still uses it; Ok if gone or kept.
 pub fn delete_image(conn: &Connect, image_id: &str) -> Result<(), DriverError> {
     let Some(pool) = find_pool(conn)? else { return Ok(()) };
-    storage::delete_volume(&pool, &storage::base_volume(image_id))?;
-    storage::delete_volume(&pool, &storage::iso_volume(image_id))
+    storage::delete_unused(conn, &pool, &storage::base_volume(image_id))?;
+    storage::delete_unused(conn, &pool, &storage::iso_volume(image_id))
 }
 
 fn find_pool(conn: &Connect) -> Result<Option<StoragePool>, DriverError> {

@@ -23,7 +23,7 @@ pub fn domain_xml(vm: &VmSpec, pool: &str) -> String {
     };
     let mut x = String::new();
     x.push_str(&format!("<domain type='{domain_type}'>\n  <name>{}</name>\n", escape(&vm.name)));
-    x.push_str(&marker(&vm.profile));
+    x.push_str(&marker(&vm.owner.node(&vm.name)));
     let _ = write!(
         x,
         "  <memory unit='MiB'>{}</memory>\n  <vcpu>{}</vcpu>\n  <os>\n    \
@@ -34,11 +34,12 @@ pub fn domain_xml(vm: &VmSpec, pool: &str) -> String {
          <on_crash>destroy</on_crash>\n  <devices>\n",
         vm.memory_mib, vm.cpus
     );
-    x.push_str(&disk(pool, &storage::disk_volume(&vm.name), "disk", "qcow2", "vda", "virtio"));
+    let disk_volume = storage::disk_volume(&vm.owner.home, &vm.name);
+    x.push_str(&disk(pool, &disk_volume, "disk", "qcow2", "vda", "virtio"));
     // SATA cdroms: q35 has no IDE, and cloud-init finds the seed by its label. A boot
     // ISO comes first: the firmware's `<boot dev='cdrom'/>` tries only the first drive.
     let mut cdroms: Vec<String> = volume.into_iter().collect();
-    cdroms.push(storage::seed_volume(&vm.name));
+    cdroms.push(storage::seed_volume(&vm.owner.home, &vm.name));
     for (i, cdrom) in cdroms.iter().enumerate() {
         let dev = format!("sd{}", char::from(b'a' + i as u8));
         x.push_str(&disk(pool, cdrom, "cdrom", "raw", &dev, "sata"));
@@ -81,6 +82,7 @@ fn interface(nic: &Nic) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::driver::Owner;
     use crate::driver::libvirt::xml::assert_golden;
     use crate::net::MacAddr;
 
@@ -89,7 +91,7 @@ pub(crate) mod tests {
         let (host_only, nat) = crate::driver::network_names(profile);
         VmSpec {
             name: name.to_owned(),
-            profile: profile.to_owned(),
+            owner: Owner::new("0123456789abcdef".parse().unwrap(), &profile.parse().unwrap()),
             accel: Accel::Tcg,
             cpus: 2,
             memory_mib: 2048,

@@ -12,7 +12,7 @@ use virt::error::{Error as VirtError, ErrorNumber};
 
 use super::host::{self, decide_accel, probe_local};
 use super::{AccelPolicy, Action, DiskFormat, Driver, DriverError, DriverKind, HostReport};
-use super::{NetworkSpec, StopMode, VmSpec, VmState};
+use super::{NetworkSpec, Owner, StopMode, VmSpec, VmState};
 use crate::net::Ipv4Cidr;
 
 mod domain;
@@ -131,28 +131,36 @@ impl Driver for LibvirtDriver {
         Ok(network::all_subnets(&self.conn)?.into_iter().flat_map(|(_, s)| s).collect())
     }
 
+    fn check_network(&self, net: &NetworkSpec) -> Result<(), DriverError> {
+        network::check(&self.conn, &net.name, &net.owner)
+    }
+
     fn ensure_network(&self, net: &NetworkSpec) -> Result<(), DriverError> {
         network::ensure(&self.conn, net)
     }
 
-    fn delete_network(&self, name: &str) -> Result<(), DriverError> {
-        network::delete(&self.conn, name)
+    fn delete_network(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        network::delete(&self.conn, name, owner)
+    }
+
+    fn check_vm(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        domain::check(&self.conn, name, owner)
     }
 
     fn create(&self, vm: &VmSpec) -> Result<(), DriverError> {
         domain::create(&self.conn, &self.pool_path, &self.uploads, vm)
     }
 
-    fn start(&self, name: &str) -> Result<(), DriverError> {
-        domain::start(&self.conn, name)
+    fn start(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        domain::start(&self.conn, name, owner)
     }
 
-    fn stop(&self, name: &str, mode: StopMode) -> Result<(), DriverError> {
-        domain::stop(&self.conn, name, mode, self.stop_timeout)
+    fn stop(&self, name: &str, owner: &Owner, mode: StopMode) -> Result<(), DriverError> {
+        domain::stop(&self.conn, name, owner, mode, self.stop_timeout)
     }
 
-    fn delete(&self, name: &str) -> Result<(), DriverError> {
-        domain::delete(&self.conn, name)
+    fn delete(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        domain::delete(&self.conn, name, owner)
     }
 
     fn delete_image(&self, image_id: &str) -> Result<(), DriverError> {

@@ -1,6 +1,7 @@
 //! A profile's libvirt networks: the XML (pure; golden-tested), and making a network
 //! exist, run and hold exactly the wanted DHCP reservations (self-healing), or go away.
-//! Only networks named `kubelab-*` that carry kubelab's marker are ever changed.
+//! Only networks named `kubelab-*` whose kubelab marker names this home and profile are
+//! ever changed.
 //! Syntax: <https://libvirt.org/formatnetwork.html>.
 
 use std::fmt::Write as _;
@@ -11,7 +12,7 @@ use virt::sys;
 
 use super::xml::{NetworkInfo, escape, marker, network_info};
 use super::{is_missing, lv};
-use crate::driver::{Action, DhcpHost, DriverError, NAME_PREFIX, NetworkKind, NetworkSpec};
+use crate::driver::{Action, DhcpHost, DriverError, NAME_PREFIX, NetworkKind, NetworkSpec, Owner};
 use crate::net::Ipv4Cidr;
 
 /// The network definition: a bridge with the host at `.1`; NAT networks forward and
@@ -19,7 +20,7 @@ use crate::net::Ipv4Cidr;
 /// serve DHCP only to the reserved hosts.
 pub fn network_xml(net: &NetworkSpec) -> String {
     let mut x = format!("<network>\n  <name>{}</name>\n", escape(&net.name));
-    x.push_str(&marker(&net.profile));
+    x.push_str(&marker(&net.owner));
     if net.kind == NetworkKind::Nat {
         x.push_str("  <forward mode='nat'/>\n");
     }
@@ -63,9 +64,7 @@ pub fn ensure(conn: &Connect, net: &NetworkSpec) -> Result<(), DriverError> {
         return start(&defined, &net.name);
     };
     let info = inspect(&existing, &net.name)?;
-    if info.profile.as_deref() != Some(net.profile.as_str()) {
-        return Err(DriverError::ForeignNetwork { name: net.name.clone() });
-    }
+    check_owner(&net.name, &info, &net.owner)?;
     let found = describe(&info.subnets, info.forwards);
     let expected = describe(&[net.cidr], net.kind == NetworkKind::Nat);
     if found != expected {
@@ -143,15 +142,29 @@ pub fn all_subnets(conn: &Connect) -> Result<Vec<(String, Vec<Ipv4Cidr>)>, Drive
     Ok(all)
 }
 
-/// Stops and undefines a kubelab network; Ok if it does not exist.
-pub fn delete(conn: &Connect, name: &str) -> Result<(), DriverError> {
+/// Fails unless the network's marker names exactly `owner`.
+fn check_owner(name: &str, info: &NetworkInfo, owner: &Owner) -> Result<(), DriverError> {
+    if info.owner.as_ref() == Some(owner) {
+        return Ok(());
+    }
+    Err(DriverError::ForeignNetwork { name: name.to_owned(), owner: info.owner.clone() })
+}
+
+/// Ok if no network `name` exists or it is `owner`'s.
+pub fn check(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverError> {
+    match lookup(conn, name)? {
+        Some(network) => check_owner(name, &inspect(&network, name)?, owner),
+        None => Ok(()),
+    }
+}
+
+/// Stops and undefines `owner`'s network; Ok if it does not exist.
+pub fn delete(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverError> {
     if !name.starts_with(NAME_PREFIX) {
-        return Err(DriverError::ForeignNetwork { name: name.to_owned() });
+        return Err(DriverError::ForeignNetwork { name: name.to_owned(), owner: None });
     }
     let Some(network) = lookup(conn, name)? else { return Ok(()) };
-    if inspect(&network, name)?.profile.is_none() {
-        return Err(DriverError::ForeignNetwork { name: name.to_owned() });
-    }
+    check_owner(name, &inspect(&network, name)?, owner)?;
     let fail = lv(Action::DeleteNetwork, name);
     if network.is_active().map_err(&fail)? {
         network.destroy().map_err(&fail)?;
@@ -199,7 +212,8 @@ mod tests {
                 name: (*n).into(),
             })
             .collect();
-        NetworkSpec { bridge: bridge_name(&name), name, profile: "lab".into(), kind, cidr, hosts }
+        let owner = Owner::new("0123456789abcdef".parse().unwrap(), &"lab".parse().unwrap());
+        NetworkSpec { bridge: bridge_name(&name), name, owner, kind, cidr, hosts }
     }
 
     #[test]
@@ -218,7 +232,7 @@ mod tests {
         let net = spec(NetworkKind::HostOnly);
         let info = network_info(&network_xml(&net));
         assert_eq!(info.subnets, [net.cidr]);
-        assert_eq!(info.profile.as_deref(), Some("lab"));
+        assert_eq!(info.owner, Some(net.owner.clone()));
         assert!(!info.forwards);
         assert_eq!(
             info.hosts[1],

@@ -1,7 +1,10 @@
 //! Disks as volumes of kubelab's own storage pool, so a remote libvirt works too:
-//! base images and ISOs are uploaded once (`base-<id>.qcow2`, `iso-<id>.iso`) and shared;
-//! each node has a qcow2 overlay or blank data disk (`node-<name>.qcow2`) and its seed
-//! (`node-<name>-seed.iso`). The prefixes keep the two kinds from ever sharing a name.
+//! base images and ISOs are uploaded once (`base-<id>.qcow2`, `iso-<id>.iso`) and shared
+//! by every home; each node has a qcow2 overlay or blank data disk
+//! (`node-<home>-<name>.qcow2`) and its seed (`node-<home>-<name>-seed.iso`). The
+//! prefixes keep the two kinds from ever sharing a name; volumes carry no metadata, so
+//! the home id in a node volume's name is its owner marker (two homes' node `lab` have
+//! two disks). A shared volume is removed only when nothing uses it ([`users`]).
 //! A shared volume is checked before reuse, since an interrupted upload leaves it behind
 //! half-written (see [`ensure_uploaded`]).
 //! Syntax: <https://libvirt.org/formatstorage.html>.
@@ -16,9 +19,10 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 
-use super::xml::escape;
+use super::xml::{escape, uses_volume};
 use super::{is_missing, lv};
 use crate::driver::{Action, DriverError};
+use crate::home::HomeId;
 
 /// The storage pool kubelab creates and uses for every profile.
 pub const POOL: &str = "kubelab";
@@ -29,14 +33,14 @@ const GIB: u64 = 1 << 30;
 /// is read back from the volume.
 const MARK: u64 = 64 << 10;
 
-/// The node's boot disk (overlay or blank data disk).
-pub fn disk_volume(node: &str) -> String {
-    format!("node-{node}.qcow2")
+/// The boot disk (overlay or blank data disk) of node `node` of home `home`.
+pub fn disk_volume(home: &HomeId, node: &str) -> String {
+    format!("node-{home}-{node}.qcow2")
 }
 
-/// The node's cloud-init seed.
-pub fn seed_volume(node: &str) -> String {
-    format!("node-{node}-seed.iso")
+/// The cloud-init seed of node `node` of home `home`.
+pub fn seed_volume(home: &HomeId, node: &str) -> String {
+    format!("node-{home}-{node}-seed.iso")
 }
 
 /// A shared base disk image.
@@ -272,6 +276,48 @@ pub fn create_disk(
         .map_err(fail)
 }
 
+/// What still uses the shared volume `vol` of `pool`: the name of the first other
+/// volume whose backing store it is or domain with it as a disk (any home's, any pool's
+/// volume, any domain, kubelab's or not), `None` if nothing does.
+pub fn user_of(
+    conn: &Connect,
+    pool: &StoragePool,
+    vol: &StorageVol,
+    name: &str,
+) -> Result<Option<String>, DriverError> {
+    let fail = lv(Action::DeleteVolume, name);
+    let path = vol.path().map_err(&fail)?;
+    let pool_name = pool.name().map_err(&fail)?;
+    let pools = conn.list_all_storage_pools(0).map_err(&fail)?;
+    for other_pool in pools.iter().filter(|p| p.is_active().unwrap_or(false)) {
+        for other in other_pool.list_all_volumes(0).map_err(&fail)? {
+            let other_name = other.name().map_err(&fail)?;
+            let xml = other.xml_desc(0).map_err(&fail)?;
+            if other.path().map_err(&fail)? != path && uses_volume(&xml, &pool_name, name, &path) {
+                return Ok(Some(format!("volume {other_name}")));
+            }
+        }
+    }
+    for dom in conn.list_all_domains(0).map_err(&fail)? {
+        let xml = dom.xml_desc(0).map_err(&fail)?;
+        if uses_volume(&xml, &pool_name, name, &path) {
+            return Ok(Some(format!("VM {}", dom.name().map_err(&fail)?)));
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes the shared volume `name` unless something uses it ([`user_of`]); Ok if it
+/// does not exist.
+pub fn delete_unused(conn: &Connect, pool: &StoragePool, name: &str) -> Result<(), DriverError> {
+    let Some(vol) = find_volume(pool, name)? else { return Ok(()) };
+    if let Some(user) = user_of(conn, pool, &vol, name)? {
+        tracing::info!(volume = name, user, "kept: still in use");
+        return Ok(());
+    }
+    vol.delete(0).map_err(lv(Action::DeleteVolume, name))
+}
+
 /// Deletes volume `name`; Ok if it does not exist.
 pub fn delete_volume(pool: &StoragePool, name: &str) -> Result<(), DriverError> {
     match pool.lookup_storage_vol_by_name(name) {
@@ -287,9 +333,12 @@ mod tests {
     use crate::driver::libvirt::xml::assert_golden;
 
     #[test]
-    fn volume_names_have_kind_prefixes() {
-        assert_eq!(disk_volume("lab-m02"), "node-lab-m02.qcow2");
-        assert_eq!(seed_volume("lab"), "node-lab-seed.iso");
+    fn volume_names_have_kind_prefixes_and_the_home() {
+        let home: HomeId = "0123456789abcdef".parse().unwrap();
+        assert_eq!(disk_volume(&home, "lab-m02"), "node-0123456789abcdef-lab-m02.qcow2");
+        assert_eq!(seed_volume(&home, "lab"), "node-0123456789abcdef-lab-seed.iso");
+        let other: HomeId = "fedcba9876543210".parse().unwrap();
+        assert_ne!(disk_volume(&home, "lab"), disk_volume(&other, "lab"));
         assert_eq!(base_volume("ab12"), "base-ab12.qcow2");
         assert_eq!(iso_volume("cd34"), "iso-cd34.iso");
     }

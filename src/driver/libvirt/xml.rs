@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::driver::Owner;
 use crate::net::Ipv4Cidr;
 
 /// XML namespace of kubelab's `<metadata>` marker on domains and networks.
@@ -25,19 +26,24 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// The `<metadata>` block marking an object as created by kubelab for `profile`.
-pub fn marker(profile: &str) -> String {
+/// The `<metadata>` block marking an object as created by kubelab for `owner`.
+pub fn marker(owner: &Owner) -> String {
+    let node = owner.node.as_ref().map_or(String::new(), |n| format!(" node=\"{}\"", escape(n)));
     format!(
-        "  <metadata>\n    <kubelab:profile xmlns:kubelab=\"{MARKER_NS}\">{}</kubelab:profile>\n  </metadata>\n",
-        escape(profile)
+        "  <metadata>\n    <kubelab:owner xmlns:kubelab=\"{MARKER_NS}\" home=\"{}\" profile=\"{}\"{node}/>\n  </metadata>\n",
+        escape(owner.home.as_str()),
+        escape(&owner.profile)
     )
 }
 
-/// The profile in a domain's or network's kubelab marker, `None` if it has none.
-pub fn marker_profile(xml: &str) -> Option<String> {
+/// The owner in a domain's or network's kubelab marker; `None` if it has none, or one
+/// that is not valid (an older kubelab's `<kubelab:profile>` without a home, or one
+/// edited by hand): such an object is not this home's.
+pub fn marker_owner(xml: &str) -> Option<Owner> {
     let doc = roxmltree::Document::parse(xml).ok()?;
-    let node = doc.descendants().find(|n| n.has_tag_name((MARKER_NS, "profile")))?;
-    Some(node.text().unwrap_or_default().to_owned())
+    let node = doc.descendants().find(|n| n.has_tag_name((MARKER_NS, "owner")))?;
+    Owner::from_parts(node.attribute("home")?, node.attribute("profile")?, node.attribute("node"))
+        .ok()
 }
 
 /// What kubelab reads back from a network definition.
@@ -49,14 +55,14 @@ pub struct NetworkInfo {
     pub hosts: Vec<(String, String, String)>,
     /// Whether it has a `<forward>` element (NAT, route, bridge...).
     pub forwards: bool,
-    /// The profile in its kubelab marker.
-    pub profile: Option<String>,
+    /// The owner in its kubelab marker.
+    pub owner: Option<Owner>,
 }
 
 /// Reads a network definition; unparseable XML or addresses yield what could be read.
 pub fn network_info(xml: &str) -> NetworkInfo {
     let Ok(doc) = roxmltree::Document::parse(xml) else { return NetworkInfo::default() };
-    let mut info = NetworkInfo { profile: marker_profile(xml), ..NetworkInfo::default() };
+    let mut info = NetworkInfo { owner: marker_owner(xml), ..NetworkInfo::default() };
     info.forwards = doc.descendants().any(|n| n.has_tag_name("forward"));
     for ip in doc.descendants().filter(|n| n.has_tag_name("ip")) {
         if ip.attribute("family").is_some_and(|f| f != "ipv4") {
@@ -94,6 +100,24 @@ pub fn domain_macs(xml: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a domain's or volume's XML uses the volume `volume` of pool `pool`, whose
+/// path is `path`: as a disk (`<source pool= volume=>`, `<source file=>` or `dev=`) or as
+/// a backing store (`<backingStore><path>`). Unparseable XML counts as a user, so an
+/// image is never removed on a guess.
+pub fn uses_volume(xml: &str, pool: &str, volume: &str, path: &str) -> bool {
+    let Ok(doc) = roxmltree::Document::parse(xml) else { return true };
+    doc.descendants().any(|n| {
+        let attr = |name| n.attribute(name);
+        (n.has_tag_name("source")
+            && ((attr("pool") == Some(pool) && attr("volume") == Some(volume))
+                || attr("file") == Some(path)
+                || attr("dev") == Some(path)))
+            || (n.has_tag_name("path")
+                && n.parent().is_some_and(|p| p.has_tag_name("backingStore"))
+                && n.text().map(str::trim) == Some(path))
+    })
+}
+
 /// Test helper: compares `actual` with the golden file `tests/fixtures/libvirt/<name>`,
 /// or rewrites the file when `UPDATE_GOLDEN=1`.
 #[cfg(test)]
@@ -120,9 +144,31 @@ mod tests {
 
     #[test]
     fn reads_marker_back() {
-        let xml = format!("<domain><name>x</name>\n{}</domain>", marker("a&b"));
-        assert_eq!(marker_profile(&xml).as_deref(), Some("a&b"));
-        assert_eq!(marker_profile("<domain><metadata><other/></metadata></domain>"), None);
+        let owner = Owner::new("0123456789abcdef".parse().unwrap(), &"lab".parse().unwrap());
+        for owner in [owner.clone(), owner.node("lab-m02")] {
+            let xml = format!("<domain><name>x</name>\n{}</domain>", marker(&owner));
+            assert_eq!(marker_owner(&xml), Some(owner));
+        }
+        assert_eq!(marker_owner("<domain><metadata><other/></metadata></domain>"), None);
+        let ns = format!("xmlns:k='{MARKER_NS}'");
+        for bad in [
+            // An older kubelab's marker: a profile, no home.
+            format!("<domain><metadata><k:profile {ns}>lab</k:profile></metadata></domain>"),
+            format!("<domain><metadata><k:owner {ns} profile='lab'/></metadata></domain>"),
+            format!(
+                "<domain><metadata><k:owner {ns} home='0123' profile='lab'/></metadata></domain>"
+            ),
+            format!(
+                "<domain><metadata><k:owner {ns} home='0123456789abcdef' profile='lab' \
+                 node='other'/></metadata></domain>"
+            ),
+            // The right element in another namespace is not kubelab's.
+            "<domain><metadata><k:owner xmlns:k='urn:x' home='0123456789abcdef' \
+             profile='lab'/></metadata></domain>"
+                .to_owned(),
+        ] {
+            assert_eq!(marker_owner(&bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -137,7 +183,26 @@ mod tests {
         assert_eq!(subnets, ["192.168.122.0/24", "10.1.0.0/16"]);
         assert_eq!(info.hosts, [("52:54:00:aa:00:01".into(), "192.168.122.10".into(), "a".into())]);
         assert!(info.forwards);
-        assert_eq!(info.profile, None);
+        assert_eq!(info.owner, None);
+    }
+
+    #[test]
+    fn finds_users_of_a_volume() {
+        let (pool, vol, path) = ("kubelab", "base-ab.qcow2", "/pool/base-ab.qcow2");
+        let overlay = "<volume><name>node-x.qcow2</name><backingStore>\
+            <path>/pool/base-ab.qcow2</path><format type='qcow2'/></backingStore></volume>";
+        assert!(uses_volume(overlay, pool, vol, path));
+        let other = overlay.replace("base-ab", "base-cd");
+        assert!(!uses_volume(&other, pool, vol, path));
+        let by_volume = "<domain><devices><disk type='volume'>\
+            <source pool='kubelab' volume='base-ab.qcow2'/></disk></devices></domain>";
+        assert!(uses_volume(by_volume, pool, vol, path));
+        assert!(!uses_volume(&by_volume.replace("'kubelab'", "'other'"), pool, vol, path));
+        let by_file = "<domain><devices><disk type='file'>\
+            <source file='/pool/base-ab.qcow2'/></disk></devices></domain>";
+        assert!(uses_volume(by_file, pool, vol, path));
+        assert!(!uses_volume("<volume><path>/pool/base-ab.qcow2</path></volume>", pool, vol, path));
+        assert!(uses_volume("<domain", pool, vol, path), "unreadable: assume used");
     }
 
     #[test]

@@ -108,6 +108,15 @@ pub enum VBoxError {
         /// The image.
         path: PathBuf,
     },
+    /// A host-only adapter with the subnet's address carries an extra-data record
+    /// kubelab cannot read: it is neither used nor changed.
+    #[error(
+        "host-only adapter {adapter} has an unreadable kubelab record (kubelab/hostonly/{adapter})"
+    )]
+    ForeignAdapter {
+        /// The adapter.
+        adapter: String,
+    },
     /// A graceful stop did not end before the deadline and power-off failed too.
     #[error("VM {vm} did not stop")]
     Stop {

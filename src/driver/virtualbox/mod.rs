@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{AccelPolicy, Action, DiskFormat, DiskSpec, Driver, DriverError, DriverKind};
-use super::{HostReport, HostWarning, NetworkKind, NetworkSpec, StopMode, VmSpec, VmState};
+use super::{HostReport, HostWarning, NetworkKind, NetworkSpec, Owner, StopMode, VmSpec, VmState};
 use crate::net::Ipv4Cidr;
 use crate::reason;
 
@@ -70,6 +70,20 @@ impl VirtualBoxDriver {
         self.vbox.show_vm_info(name).map_err(drv(Action::InspectVm, name))
     }
 
+    /// The VM `name`, which must be node `name` of `owner` by its marker; `None` if it
+    /// does not exist.
+    fn info_ours(&self, name: &str, owner: &Owner) -> Result<Option<parse::VmInfo>, DriverError> {
+        let Some(info) = self.info(name)? else { return Ok(None) };
+        let marker =
+            self.vbox.get_extradata(name, vm::OWNER_KEY).map_err(drv(Action::InspectVm, name))?;
+        let found = marker.and_then(|m| Owner::parse_marker(&m).ok());
+        if found.as_ref() == Some(&owner.node(name)) {
+            Ok(Some(info))
+        } else {
+            Err(DriverError::ForeignVm { name: name.to_owned(), owner: found })
+        }
+    }
+
     /// A free 127.0.0.1 port no other node of this run was given.
     fn free_port(&self) -> Result<u16, VBoxError> {
         let mut given = self.shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,7 +103,7 @@ impl VirtualBoxDriver {
     fn prepare_base(&self, base: &Path) -> Result<(), VBoxError> {
         let _guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let file = base.to_string_lossy();
-        let info = self.vbox.show_medium_info(&file)?;
+        let info = self.vbox.show_medium_info("disk", &file)?;
         if info.is_none_or(|m| m.kind != "multiattach") {
             self.vbox.modify_medium(&[file.into_owned(), "--type".into(), "multiattach".into()])?;
         }
@@ -99,7 +113,8 @@ impl VirtualBoxDriver {
     fn define(&self, spec: &VmSpec, node_dir: &Path) -> Result<(), DriverError> {
         let name = spec.name.as_str();
         let vb = drv(Action::DefineVm, name);
-        let attachment = network::attachment(&self.vbox, self.mode, &spec.host_only.network)?;
+        let attachment =
+            network::attachment(&self.vbox, self.mode, &spec.host_only.network, &spec.owner)?;
         let port = self.free_port().map_err(&vb)?;
         let boot_iso = matches!(spec.disk, DiskSpec::IsoWithDataDisk { .. });
         let nic2 = network::nic2_args(self.mode, &attachment);
@@ -115,8 +130,11 @@ impl VirtualBoxDriver {
                     .map_err(&vol)?;
                 let file = disk.to_string_lossy();
                 let size_mib = size_gib * 1024;
-                let current =
-                    self.vbox.show_medium_info(&file).map_err(&vol)?.and_then(|m| m.capacity_mib);
+                let current = self
+                    .vbox
+                    .show_medium_info("disk", &file)
+                    .map_err(&vol)?
+                    .and_then(|m| m.capacity_mib);
                 if current.is_some_and(|c| c < size_mib) {
                     let resize = [file.into_owned(), "--resize".into(), size_mib.to_string()];
                     self.vbox.modify_medium(&resize).map_err(&vol)?;
@@ -136,6 +154,63 @@ impl VirtualBoxDriver {
             .map_err(&vb)?;
         let seed = vm::attach_args(vm::SEED_PORT, "dvddrive", &spec.seed_iso);
         self.vbox.storage_attach(name, &seed).map_err(&vb)
+    }
+
+    /// Powers the VM off (ACPI first for [`StopMode::Graceful`]); its owner checked.
+    fn power_off(
+        &self,
+        name: &str,
+        info: &parse::VmInfo,
+        mode: StopMode,
+    ) -> Result<(), DriverError> {
+        let vb = drv(Action::StopVm, name);
+        match (vm::map_state(name, &info.state)?, mode) {
+            (VmState::Stopped | VmState::Crashed, _) => Ok(()),
+            _ if info.state == "saved" => self.vbox.discard_state(name).map_err(vb),
+            (VmState::Running, StopMode::Graceful) => {
+                self.vbox.control_vm(name, "acpipowerbutton").map_err(&vb)?;
+                let deadline = Instant::now() + self.stop_timeout;
+                while Instant::now() < deadline {
+                    match self.info(name)? {
+                        None => return Ok(()),
+                        Some(i)
+                            if matches!(
+                                vm::map_state(name, &i.state)?,
+                                VmState::Stopped | VmState::Crashed
+                            ) =>
+                        {
+                            return Ok(());
+                        }
+                        Some(_) => std::thread::sleep(Duration::from_millis(500)),
+                    }
+                }
+                self.vbox.control_vm(name, "poweroff").map_err(vb)
+            }
+            _ => self.vbox.control_vm(name, "poweroff").map_err(vb),
+        }
+    }
+
+    /// Detaches, unregisters and deletes VM `name` (as `info` shows it, read again if
+    /// `None`) and its own disk; its owner checked, or (clean-up in `create`) just made.
+    fn remove(&self, name: &str, info: Option<parse::VmInfo>) -> Result<(), DriverError> {
+        let Some(info) = info.map_or_else(|| self.info(name), |i| Ok(Some(i)))? else {
+            return Ok(());
+        };
+        self.power_off(name, &info, StopMode::Force)?;
+        let vb = drv(Action::DeleteVm, name);
+        let slot = |port: u32| info.media.get(&format!("{}-{port}-0", vm::CONTROLLER));
+        // Detach everything first, so `unregistervm --delete` cannot touch shared media.
+        let remove = ["--name".to_owned(), vm::CONTROLLER.to_owned(), "--remove".to_owned()];
+        self.vbox.storagectl(name, &remove).or_else(ignore_missing_controller).map_err(&vb)?;
+        self.vbox.unregister_vm(name).map_err(&vb)?;
+        if let Some(disk) = slot(vm::DISK_PORT) {
+            self.vbox.close_medium("disk", disk, true).map_err(drv(Action::DeleteVolume, disk))?;
+        }
+        if let Some(seed) = slot(vm::SEED_PORT) {
+            // The seed file belongs to the node directory; only unregister it.
+            self.vbox.close_medium("dvd", seed, false).map_err(drv(Action::DeleteVolume, seed))?;
+        }
+        Ok(())
     }
 
     /// Fails with `HOST_HYPERV_ENABLED` (after powering the VM off) when `VBox.log` shows
@@ -200,28 +275,39 @@ impl Driver for VirtualBoxDriver {
         Ok(used)
     }
 
+    fn check_network(&self, net: &NetworkSpec) -> Result<(), DriverError> {
+        if net.kind == NetworkKind::Nat {
+            return Ok(());
+        }
+        network::check(&self.vbox, self.mode, &net.name, &net.owner)
+    }
+
     fn ensure_network(&self, net: &NetworkSpec) -> Result<(), DriverError> {
         if net.kind == NetworkKind::Nat {
             return Ok(()); // Each VM's NIC 1 has its own NAT engine.
         }
+        network::check(&self.vbox, self.mode, &net.name, &net.owner)?;
         let ranges = network::host_ranges()?;
         network::ensure(&self.vbox, self.mode, net, ranges.as_deref(), self.hostonly_timeout)
             .map_err(drv(Action::DefineNetwork, &net.name))
     }
 
-    fn delete_network(&self, name: &str) -> Result<(), DriverError> {
-        network::delete(&self.vbox, self.mode, name).map_err(drv(Action::DeleteNetwork, name))
+    fn delete_network(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        if name != super::network_names(&owner.profile).0 {
+            return Ok(()); // Only the host-only network exists in VirtualBox (see above).
+        }
+        network::check(&self.vbox, self.mode, name, owner)?;
+        network::delete(&self.vbox, self.mode, name, owner)
+            .map_err(drv(Action::DeleteNetwork, name))
+    }
+
+    fn check_vm(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        self.info_ours(name, owner).map(drop)
     }
 
     fn create(&self, spec: &VmSpec) -> Result<(), DriverError> {
-        if let Some(info) = self.info(&spec.name)? {
-            return match vm::owner(&info.groups) {
-                Some(p) if p == spec.profile => Ok(()),
-                owner => Err(DriverError::ForeignVm {
-                    name: spec.name.clone(),
-                    owner: owner.map(str::to_owned),
-                }),
-            };
+        if self.info_ours(&spec.name, &spec.owner)?.is_some() {
+            return Ok(());
         }
         if let DiskSpec::Overlay { base_image, .. } = &spec.disk
             && !vm::attachable(base_image)
@@ -231,19 +317,26 @@ impl Driver for VirtualBoxDriver {
         }
         let node_dir = spec.seed_iso.parent().map_or_else(PathBuf::new, Path::to_path_buf);
         self.vbox
-            .create_vm(&spec.name, &node_dir, &vm::group(&spec.profile))
+            .create_vm(&spec.name, &node_dir, &vm::group(&spec.owner.profile))
             .map_err(drv(Action::DefineVm, &spec.name))?;
+        // Marked first, so every later step (and the clean-up below) acts on it as ours.
+        let marker = spec.owner.node(&spec.name).marker();
+        let marked = self
+            .vbox
+            .set_extradata(&spec.name, vm::OWNER_KEY, Some(&marker))
+            .map_err(drv(Action::DefineVm, &spec.name));
         // A half-made VM would look "stopped" to the next `up`: remove it and its disk.
-        self.define(spec, &node_dir).inspect_err(|_| {
-            let _ = self.delete(&spec.name);
+        marked.and_then(|()| self.define(spec, &node_dir)).inspect_err(|_| {
+            let _ = self.remove(&spec.name, None);
             let disk = node_dir.join(vm::DISK_FILE);
             let _ = self.vbox.close_medium("disk", &disk.to_string_lossy(), true);
         })
     }
 
-    fn start(&self, name: &str) -> Result<(), DriverError> {
-        let info =
-            self.info(name)?.ok_or_else(|| DriverError::NoSuchVm { name: name.to_owned() })?;
+    fn start(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        let info = self
+            .info_ours(name, owner)?
+            .ok_or_else(|| DriverError::NoSuchVm { name: name.to_owned() })?;
         let vb = drv(Action::StartVm, name);
         match vm::map_state(name, &info.state)? {
             VmState::Running | VmState::Starting => return Ok(()),
@@ -255,69 +348,36 @@ impl Driver for VirtualBoxDriver {
         self.check_nem(name, self.info(name)?)
     }
 
-    fn stop(&self, name: &str, mode: StopMode) -> Result<(), DriverError> {
-        let Some(info) = self.info(name)? else { return Ok(()) };
-        let vb = drv(Action::StopVm, name);
-        match (vm::map_state(name, &info.state)?, mode) {
-            (VmState::Stopped | VmState::Crashed, _) => Ok(()),
-            _ if info.state == "saved" => self.vbox.discard_state(name).map_err(vb),
-            (VmState::Running, StopMode::Graceful) => {
-                self.vbox.control_vm(name, "acpipowerbutton").map_err(&vb)?;
-                let deadline = Instant::now() + self.stop_timeout;
-                while Instant::now() < deadline {
-                    match self.info(name)? {
-                        None => return Ok(()),
-                        Some(i)
-                            if matches!(
-                                vm::map_state(name, &i.state)?,
-                                VmState::Stopped | VmState::Crashed
-                            ) =>
-                        {
-                            return Ok(());
-                        }
-                        Some(_) => std::thread::sleep(Duration::from_millis(500)),
-                    }
-                }
-                self.vbox.control_vm(name, "poweroff").map_err(vb)
-            }
-            _ => self.vbox.control_vm(name, "poweroff").map_err(vb),
-        }
+    fn stop(&self, name: &str, owner: &Owner, mode: StopMode) -> Result<(), DriverError> {
+        let Some(info) = self.info_ours(name, owner)? else { return Ok(()) };
+        self.power_off(name, &info, mode)
     }
 
-    fn delete(&self, name: &str) -> Result<(), DriverError> {
-        let Some(info) = self.info(name)? else { return Ok(()) };
-        if vm::owner(&info.groups).is_none() {
-            return Err(DriverError::ForeignVm { name: name.to_owned(), owner: None });
+    fn delete(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        match self.info_ours(name, owner)? {
+            Some(info) => self.remove(name, Some(info)),
+            None => Ok(()),
         }
-        self.stop(name, StopMode::Force)?;
-        let vb = drv(Action::DeleteVm, name);
-        let slot = |port: u32| info.media.get(&format!("{}-{port}-0", vm::CONTROLLER));
-        // Detach everything first, so `unregistervm --delete` cannot touch shared media.
-        let remove = ["--name".to_owned(), vm::CONTROLLER.to_owned(), "--remove".to_owned()];
-        self.vbox.storagectl(name, &remove).or_else(ignore_missing_controller).map_err(&vb)?;
-        self.vbox.unregister_vm(name).map_err(&vb)?;
-        if let Some(disk) = slot(vm::DISK_PORT) {
-            self.vbox.close_medium("disk", disk, true).map_err(drv(Action::DeleteVolume, disk))?;
-        }
-        if let Some(seed) = slot(vm::SEED_PORT) {
-            // The seed file belongs to the node directory; only unregister it.
-            self.vbox.close_medium("dvd", seed, false).map_err(drv(Action::DeleteVolume, seed))?;
-        }
-        Ok(())
     }
 
     fn delete_image(&self, image_id: &str) -> Result<(), DriverError> {
+        let fail = drv(Action::DeleteVolume, image_id);
         for kind in ["hdds", "dvds"] {
-            let media = self.vbox.list_media(kind).map_err(drv(Action::DeleteVolume, image_id))?;
+            let media = self.vbox.list_media(kind).map_err(&fail)?;
             for m in media
                 .iter()
                 .filter(|m| Path::new(&m.location).file_stem().is_some_and(|s| s == image_id))
             {
-                // The file is the image cache's; VirtualBox only forgets it.
+                // Another home's cached copy of the same image may still be the base of
+                // its VMs' disks: `list` does not show children, `showmediuminfo` does.
                 let medium = if kind == "hdds" { "disk" } else { "dvd" };
-                self.vbox
-                    .close_medium(medium, &m.location, false)
-                    .map_err(drv(Action::DeleteVolume, image_id))?;
+                let info = self.vbox.show_medium_info(medium, &m.location).map_err(&fail)?;
+                if info.is_some_and(|i| i.has_children) {
+                    tracing::info!(medium = m.location, "kept: it has child disks");
+                    continue;
+                }
+                // The file is the image cache's; VirtualBox only forgets it.
+                self.vbox.close_medium(medium, &m.location, false).map_err(&fail)?;
             }
         }
         Ok(())

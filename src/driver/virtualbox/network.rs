@@ -1,8 +1,9 @@
 //! The profile's host-only network on VirtualBox: the ranges `/etc/vbox/networks.conf`
 //! allows (checked before anything is created), a `vboxnetN` adapter found or created
 //! for the subnet (6.1, and 7.x outside macOS) or a named host-only network (7.x on
-//! macOS, where adapters are gone), and the bookkeeping that removes an adapter kubelab
-//! created when the last profile using it goes. The NAT side needs nothing: each VM's
+//! macOS, where adapters are gone), and the ownership records (global extra data) that
+//! tell which homes' profiles use an adapter, so one home never adopts or removes
+//! another's, and an adapter kubelab created goes when its last user does. The NAT side needs nothing: each VM's
 //! NIC 1 has its own NAT engine.
 
 use std::collections::BTreeMap;
@@ -13,16 +14,12 @@ use std::time::Duration;
 use super::VBoxError;
 use super::parse::{HostOnlyIf, Version};
 use super::vboxmanage::VBoxManage;
-use crate::driver::{Action, DriverError, NetworkSpec};
+use crate::driver::{Action, DriverError, NetworkSpec, Owner};
 use crate::net::{self, Ipv4Cidr};
 
 /// Where VirtualBox (>= 6.1.28) on Linux, macOS and Solaris reads the host-only ranges
 /// it allows (manual section "Host-Only Networking").
 pub const NETWORKS_CONF: &str = "/etc/vbox/networks.conf";
-/// Extra-data key (global) naming the adapter a kubelab network uses.
-const NETWORK_KEY: &str = "kubelab/hostonly/";
-/// Extra-data key (global) marking an adapter kubelab created.
-const CREATED_KEY: &str = "kubelab/created/";
 
 /// The range VirtualBox allows when `networks.conf` does not exist.
 pub fn default_ranges() -> Vec<Ipv4Cidr> {
@@ -100,7 +97,102 @@ pub fn nic2_args(mode: HostOnlyMode, attachment: &str) -> Vec<String> {
     vec!["--nic2".into(), nic.into(), option.into(), attachment.into()]
 }
 
-/// Makes the host-only network of `net` exist; returns nothing for NAT networks.
+/// Global extra-data key prefix of a host-only adapter's record ([`AdapterRecord`]):
+/// `kubelab/hostonly/<adapter>`.
+const ADAPTER_KEY: &str = "kubelab/hostonly/";
+/// Global extra-data key prefix of a named host-only network's owner marker
+/// (`HOME/PROFILE`): `kubelab/hostonlynet/<network>`.
+const HOSTONLYNET_KEY: &str = "kubelab/hostonlynet/";
+
+/// Who uses a host-only adapter: kubelab shares an adapter between the profiles whose
+/// subnet it carries (or uses one the user made for it), so it records them all and
+/// removes the adapter when the last one goes, only if kubelab created it. Stored as
+/// `created|found HOME/PROFILE...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterRecord {
+    /// Whether kubelab created the adapter (else it only found it).
+    pub created: bool,
+    /// The profiles using it.
+    pub users: Vec<Owner>,
+}
+
+impl AdapterRecord {
+    /// Reads a record back; `None` for anything kubelab does not write (such an
+    /// adapter is never used, changed nor removed).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split(' ');
+        let created = match words.next()? {
+            "created" => true,
+            "found" => false,
+            _ => return None,
+        };
+        let users: Vec<Owner> = words
+            .map(|w| Owner::parse_marker(w).ok().filter(|o| o.node.is_none()))
+            .collect::<Option<_>>()?;
+        (!users.is_empty()).then_some(Self { created, users })
+    }
+
+    /// The stored text.
+    pub fn value(&self) -> String {
+        let origin = if self.created { "created" } else { "found" };
+        let users: Vec<String> = self.users.iter().map(Owner::marker).collect();
+        format!("{origin} {}", users.join(" "))
+    }
+}
+
+/// Every adapter record in global extra data: adapter name -> record (`None`: unreadable).
+fn adapter_records(extra: &BTreeMap<String, String>) -> BTreeMap<String, Option<AdapterRecord>> {
+    extra
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((k.strip_prefix(ADAPTER_KEY)?.to_owned(), AdapterRecord::parse(v)))
+        })
+        .collect()
+}
+
+/// The adapter whose record lists `owner` among its users.
+fn adapter_of<'a>(
+    records: &'a BTreeMap<String, Option<AdapterRecord>>,
+    owner: &Owner,
+) -> Option<(&'a String, &'a AdapterRecord)> {
+    records
+        .iter()
+        .find_map(|(name, r)| r.as_ref().filter(|r| r.users.contains(owner)).map(|r| (name, r)))
+}
+
+fn set_record(vbox: &VBoxManage, adapter: &str, record: &AdapterRecord) -> Result<(), VBoxError> {
+    vbox.set_extradata("global", &format!("{ADAPTER_KEY}{adapter}"), Some(&record.value()))
+}
+
+/// Ok unless `owner`'s network `name` would be another's: a named host-only network
+/// (7.x on macOS) of that name that another home or profile, or the user, made.
+/// Adapters are never taken by name: each profile's record names its own.
+pub fn check(
+    vbox: &VBoxManage,
+    mode: HostOnlyMode,
+    name: &str,
+    owner: &Owner,
+) -> Result<(), DriverError> {
+    if mode == HostOnlyMode::Adapter {
+        return Ok(());
+    }
+    let inspect = super::drv(Action::InspectNetwork, name);
+    if !vbox.list_hostonlynets().map_err(&inspect)?.iter().any(|n| n.name == name) {
+        return Ok(());
+    }
+    let marker =
+        vbox.get_extradata("global", &format!("{HOSTONLYNET_KEY}{name}")).map_err(&inspect)?;
+    let found = marker.and_then(|m| Owner::parse_marker(&m).ok());
+    if found.as_ref() == Some(owner) {
+        Ok(())
+    } else {
+        Err(DriverError::ForeignNetwork { name: name.to_owned(), owner: found })
+    }
+}
+
+/// Makes the host-only network of `net` exist for `net.owner` (checked with [`check`]
+/// first): its recorded adapter, else an adapter with the subnet's gateway (joining its
+/// record), else a new one; on 7.x macOS a named network, marked before it is made.
 pub fn ensure(
     vbox: &VBoxManage,
     mode: HostOnlyMode,
@@ -114,6 +206,8 @@ pub fn ensure(
     let gateway = net.cidr.gateway().unwrap_or(net.cidr.network());
     let mask = net.cidr.netmask().to_string();
     if mode == HostOnlyMode::Network {
+        let key = format!("{HOSTONLYNET_KEY}{}", net.name);
+        vbox.set_extradata("global", &key, Some(&net.owner.marker()))?;
         if !vbox.list_hostonlynets()?.iter().any(|n| n.name == net.name) {
             // The host takes the lowest address; the range ends below the nodes' `.10`.
             let upper = net.cidr.host(9).unwrap_or(gateway).to_string();
@@ -121,45 +215,60 @@ pub fn ensure(
         }
         return Ok(());
     }
-    let key = format!("{NETWORK_KEY}{}", net.name);
-    let recorded = vbox.extradata()?.remove(&key);
+    let records = adapter_records(&vbox.extradata()?);
     let adapters = vbox.list_hostonlyifs()?;
     let configured = |i: &&HostOnlyIf| i.ip == gateway && i.netmask == net.cidr.netmask();
-    // An adapter with the subnet's gateway, else the one an interrupted run recorded.
-    let reusable = adapters
-        .iter()
-        .find(configured)
-        .map(|i| i.name.clone())
-        .or_else(|| recorded.clone().filter(|name| adapters.iter().any(|i| &i.name == name)));
-    let adapter = match reusable {
-        Some(name) => name,
-        None => {
-            let name = vbox.hostonlyif_create(create_timeout)?;
-            vbox.set_extradata(&format!("{CREATED_KEY}{name}"), Some("1"))?;
-            name
+    let exists = |name: &str| adapters.iter().any(|i| i.name == name);
+    let (adapter, created) = match adapter_of(&records, &net.owner) {
+        Some((name, record)) if exists(name) => (name.clone(), record.created),
+        stale => {
+            if let Some((name, _)) = stale {
+                vbox.set_extradata("global", &format!("{ADAPTER_KEY}{name}"), None)?;
+            }
+            match adapters.iter().find(configured) {
+                // Another profile's, or the user's: joined, never reconfigured.
+                Some(found) => {
+                    let mut record = match records.get(&found.name) {
+                        Some(Some(record)) => record.clone(),
+                        Some(None) => {
+                            return Err(VBoxError::ForeignAdapter { adapter: found.name.clone() });
+                        }
+                        None => AdapterRecord { created: false, users: Vec::new() },
+                    };
+                    record.users.push(net.owner.clone());
+                    set_record(vbox, &found.name, &record)?;
+                    (found.name.clone(), record.created)
+                }
+                None => {
+                    let name = vbox.hostonlyif_create(create_timeout)?;
+                    // Recorded before configuring, so `delete` finds an adapter whose
+                    // set-up failed.
+                    let record = AdapterRecord { created: true, users: vec![net.owner.clone()] };
+                    set_record(vbox, &name, &record)?;
+                    (name, true)
+                }
+            }
         }
     };
-    // Recorded before configuring, so `delete` finds an adapter whose set-up failed.
-    if recorded.as_ref() != Some(&adapter) {
-        vbox.set_extradata(&key, Some(&adapter))?;
-    }
-    if !adapters.iter().filter(configured).any(|i| i.name == adapter) {
+    if created && !adapters.iter().filter(configured).any(|i| i.name == adapter) {
         vbox.hostonlyif_ipconfig(&adapter, &net.cidr)?;
     }
     Ok(())
 }
 
-/// The adapter or network name a VM's NIC 2 joins for kubelab network `network`.
+/// The adapter or network name a VM's NIC 2 joins for `owner`'s network `network`.
 pub fn attachment(
     vbox: &VBoxManage,
     mode: HostOnlyMode,
     network: &str,
+    owner: &Owner,
 ) -> Result<String, DriverError> {
     if mode == HostOnlyMode::Network {
         return Ok(network.to_owned());
     }
     let extra = vbox.extradata().map_err(super::drv(Action::InspectNetwork, network))?;
-    extra.get(&format!("{NETWORK_KEY}{network}")).cloned().ok_or_else(|| {
+    let records = adapter_records(&extra);
+    adapter_of(&records, owner).map(|(name, _)| name.clone()).ok_or_else(|| {
         DriverError::NetworkConflict {
             name: network.to_owned(),
             found: "no host-only adapter".into(),
@@ -168,38 +277,36 @@ pub fn attachment(
     })
 }
 
-/// What deleting kubelab network `network` removes: its bookkeeping key, and the
-/// adapter when kubelab created it and no other kubelab network uses it.
-pub fn removal(
-    extra: &BTreeMap<String, String>,
+/// Removes `owner` from its adapter's users; the adapter goes when kubelab created it
+/// and nobody is left. On 7.x macOS, removes `owner`'s named network (checked with
+/// [`check`] first). Ok if nothing of `owner`'s is there.
+pub fn delete(
+    vbox: &VBoxManage,
+    mode: HostOnlyMode,
     network: &str,
-) -> (Option<String>, Option<String>) {
-    let key = format!("{NETWORK_KEY}{network}");
-    let Some(adapter) = extra.get(&key) else { return (None, None) };
-    let shared = extra.iter().any(|(k, v)| k != &key && k.starts_with(NETWORK_KEY) && v == adapter);
-    let created = extra.contains_key(&format!("{CREATED_KEY}{adapter}"));
-    (Some(key), (created && !shared).then(|| adapter.clone()))
-}
-
-/// Removes kubelab network `network`; Ok if it is gone.
-pub fn delete(vbox: &VBoxManage, mode: HostOnlyMode, network: &str) -> Result<(), VBoxError> {
+    owner: &Owner,
+) -> Result<(), VBoxError> {
     if mode == HostOnlyMode::Network {
+        let key = format!("{HOSTONLYNET_KEY}{network}");
         if vbox.list_hostonlynets()?.iter().any(|n| n.name == network) {
             vbox.hostonlynet_remove(network)?;
         }
+        if vbox.get_extradata("global", &key)?.is_some_and(|m| m == owner.marker()) {
+            vbox.set_extradata("global", &key, None)?;
+        }
         return Ok(());
     }
-    let (key, adapter) = removal(&vbox.extradata()?, network);
-    if let Some(adapter) = adapter {
-        if vbox.list_hostonlyifs()?.iter().any(|i| i.name == adapter) {
-            vbox.hostonlyif_remove(&adapter)?;
-        }
-        vbox.set_extradata(&format!("{CREATED_KEY}{adapter}"), None)?;
+    let records = adapter_records(&vbox.extradata()?);
+    let Some((adapter, record)) = adapter_of(&records, owner) else { return Ok(()) };
+    let mut record = record.clone();
+    record.users.retain(|u| u != owner);
+    if !record.users.is_empty() {
+        return set_record(vbox, adapter, &record);
     }
-    if let Some(key) = key {
-        vbox.set_extradata(&key, None)?;
+    if record.created && vbox.list_hostonlyifs()?.iter().any(|i| &i.name == adapter) {
+        vbox.hostonlyif_remove(adapter)?;
     }
-    Ok(())
+    vbox.set_extradata("global", &format!("{ADAPTER_KEY}{adapter}"), None)
 }
 
 #[cfg(test)]
@@ -250,21 +357,36 @@ mod tests {
     }
 
     #[test]
-    fn only_created_unshared_adapters_are_removed() {
+    fn adapter_records_round_trip_and_refuse_what_kubelab_does_not_write() {
+        let a = Owner::new("0123456789abcdef".parse().unwrap(), &"lab".parse().unwrap());
+        let b = Owner::new("fedcba9876543210".parse().unwrap(), &"lab".parse().unwrap());
+        let record = AdapterRecord { created: true, users: vec![a.clone(), b.clone()] };
+        assert_eq!(record.value(), "created 0123456789abcdef/lab fedcba9876543210/lab");
+        assert_eq!(AdapterRecord::parse(&record.value()), Some(record));
+        let found = AdapterRecord::parse("found 0123456789abcdef/lab").unwrap();
+        assert!(!found.created);
+        for bad in [
+            "",
+            "1",
+            "created",
+            "made 0123456789abcdef/lab",
+            "created lab",
+            "created 0123456789abcdef/lab/lab",
+            "created 0123456789abcdef/lab  fedcba9876543210/lab",
+        ] {
+            assert_eq!(AdapterRecord::parse(bad), None, "{bad:?}");
+        }
         let extra: BTreeMap<String, String> = [
-            ("kubelab/hostonly/kubelab-a", "vboxnet1"),
-            ("kubelab/hostonly/kubelab-b", "vboxnet1"),
-            ("kubelab/hostonly/kubelab-c", "vboxnet0"),
-            ("kubelab/created/vboxnet1", "1"),
+            ("kubelab/hostonly/vboxnet0", "found 0123456789abcdef/lab"),
+            ("kubelab/hostonly/vboxnet1", "garbage"),
+            ("other/key", "x"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        assert_eq!(removal(&extra, "kubelab-a"), (Some("kubelab/hostonly/kubelab-a".into()), None));
-        assert_eq!(removal(&extra, "kubelab-c").1, None, "found, not created");
-        let mut last = extra.clone();
-        last.remove("kubelab/hostonly/kubelab-b");
-        assert_eq!(removal(&last, "kubelab-a").1, Some("vboxnet1".into()));
-        assert_eq!(removal(&extra, "kubelab-x"), (None, None));
+        let records = adapter_records(&extra);
+        assert_eq!(records.len(), 2);
+        assert_eq!(adapter_of(&records, &a).map(|(n, _)| n.as_str()), Some("vboxnet0"));
+        assert_eq!(adapter_of(&records, &b), None, "another home's profile of the same name");
     }
 }

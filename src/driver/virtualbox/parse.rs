@@ -111,7 +111,7 @@ impl PortForward {
 pub struct VmInfo {
     /// The raw `VMState` (`running`, `poweroff`, `saved`...).
     pub state: String,
-    /// The `groups` (kubelab's marker is `/kubelab-<profile>`).
+    /// The `groups` (`/kubelab-<profile>` for kubelab's VMs; not the owner marker).
     pub groups: Vec<String>,
     /// The VM's log folder (`LogFldr`), where `VBox.log` is.
     pub log_folder: Option<String>,
@@ -261,6 +261,9 @@ pub struct Medium {
     pub parent: String,
     /// Its virtual size (`Capacity: 3584 MBytes`).
     pub capacity_mib: Option<u64>,
+    /// Whether it has differencing children (`Child UUIDs:`, shown by `showmediuminfo`
+    /// only: `list hdds` never says).
+    pub has_children: bool,
 }
 
 /// Parses `list hdds`/`list dvds` (several records) or `showmediuminfo` (one).
@@ -277,6 +280,7 @@ pub fn parse_media(text: &str) -> Vec<Medium> {
                     .get("Capacity")
                     .and_then(|c| c.strip_suffix(" MBytes"))
                     .and_then(|c| c.parse().ok()),
+                has_children: r.get("Child UUIDs").is_some_and(|c| !c.is_empty()),
             })
         })
         .collect()
@@ -287,6 +291,11 @@ pub fn parse_created_hostonlyif(text: &str) -> Option<String> {
     let start = text.find("Interface '")? + "Interface '".len();
     let end = text[start..].find("' was successfully created")?;
     Some(text[start..start + end].to_owned())
+}
+
+/// `getextradata TARGET KEY`: `Value: V`, or `No value set!` (`None`).
+pub fn parse_extradata_value(text: &str) -> Option<String> {
+    text.lines().find_map(|l| l.strip_prefix("Value: ")).map(str::to_owned)
 }
 
 /// `getextradata global enumerate`: `Key: K, Value: V` per line.

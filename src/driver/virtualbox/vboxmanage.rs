@@ -261,9 +261,9 @@ impl VBoxManage {
         self.run(&prefixed(&["modifymedium", "disk"], args)).map(drop)
     }
 
-    /// `showmediuminfo disk FILE`; `None` if VirtualBox cannot open it.
-    pub fn show_medium_info(&self, file: &str) -> Result<Option<Medium>, VBoxError> {
-        match self.run(&["showmediuminfo", "disk", file]) {
+    /// `showmediuminfo disk|dvd FILE`; `None` if VirtualBox cannot open it.
+    pub fn show_medium_info(&self, kind: &str, file: &str) -> Result<Option<Medium>, VBoxError> {
+        match self.run(&["showmediuminfo", kind, file]) {
             Ok(out) => Ok(parse::parse_media(&out).into_iter().next()),
             Err(VBoxError::Command { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -359,9 +359,19 @@ impl VBoxManage {
         Ok(parse::parse_extradata(&self.run(&["getextradata", "global", "enumerate"])?))
     }
 
-    /// `setextradata global KEY [VALUE]`; no value deletes the key.
-    pub fn set_extradata(&self, key: &str, value: Option<&str>) -> Result<(), VBoxError> {
-        let mut args = vec!["setextradata", "global", key];
+    /// `getextradata TARGET KEY` (`global` or a VM); `None` when no value is set.
+    pub fn get_extradata(&self, target: &str, key: &str) -> Result<Option<String>, VBoxError> {
+        Ok(parse::parse_extradata_value(&self.run(&["getextradata", target, key])?))
+    }
+
+    /// `setextradata TARGET KEY [VALUE]` (`global` or a VM); no value deletes the key.
+    pub fn set_extradata(
+        &self,
+        target: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), VBoxError> {
+        let mut args = vec!["setextradata", target, key];
         args.extend(value);
         self.run(&args).map(drop)
     }

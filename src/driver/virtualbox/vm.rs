@@ -1,6 +1,7 @@
 //! A kubelab VM on VirtualBox as `VBoxManage` arguments: pure builders for
-//! `modifyvm`, `storagectl`, `storageattach` and `createmedium`, kubelab's marker (the
-//! VM group `/kubelab-<profile>`), and the one mapping of VirtualBox machine states to
+//! `modifyvm`, `storagectl`, `storageattach` and `createmedium`, kubelab's owner marker
+//! (extra data [`OWNER_KEY`]; the VM group `/kubelab-<profile>` only sorts VirtualBox
+//! Manager's list), and the one mapping of VirtualBox machine states to
 //! [`VmState`]. Option names follow the manual's "VBoxManage modifyvm",
 //! "VBoxManage storagectl", "VBoxManage storageattach" and "VBoxManage createmedium"
 //! sections, in spellings both 6.1 and 7.x accept.
@@ -21,14 +22,13 @@ pub const SEED_PORT: u32 = 2;
 /// The file name of a node's own disk, beside its seed in the node directory.
 pub const DISK_FILE: &str = "disk.vdi";
 
-/// The VM group marking a VM as kubelab's for `profile`.
+/// The VM's extra-data key holding its owner marker (`HOME/PROFILE/NODE`, see
+/// `driver::Owner`). Groups cannot be the marker: users regroup VMs in the GUI.
+pub const OWNER_KEY: &str = "kubelab/owner";
+
+/// The VM group kubelab files a profile's VMs under, for the GUI's list.
 pub fn group(profile: &str) -> String {
     format!("/{NAME_PREFIX}{profile}")
-}
-
-/// The kubelab profile a VM's groups name, if any.
-pub fn owner(groups: &[String]) -> Option<&str> {
-    groups.iter().find_map(|g| g.strip_prefix('/')?.strip_prefix(NAME_PREFIX))
 }
 
 /// A MAC as `--macaddressN` takes it: 12 hex digits, no separators.
@@ -177,7 +177,10 @@ mod tests {
     fn spec() -> VmSpec {
         VmSpec {
             name: "lab-m02".into(),
-            profile: "lab".into(),
+            owner: crate::driver::Owner::new(
+                "0123456789abcdef".parse().unwrap(),
+                &"lab".parse().unwrap(),
+            ),
             accel: Accel::Kvm,
             cpus: 2,
             memory_mib: 2048,
@@ -253,10 +256,8 @@ mod tests {
     }
 
     #[test]
-    fn marker_group_and_formats() {
+    fn group_and_formats() {
         assert_eq!(group("lab"), "/kubelab-lab");
-        assert_eq!(owner(&["/".into(), "/kubelab-lab".into()]), Some("lab"));
-        assert_eq!(owner(&["/other".into()]), None);
         assert!(attachable(&PathBuf::from("/c/x.VMDK")));
         assert!(!attachable(&PathBuf::from("/c/x.qcow2")));
     }
