@@ -11,3 +11,6 @@ mod cluster;
 
 #[path = "cli/tamper.rs"]
 mod tamper;
+
+#[path = "cli/locking.rs"]
+mod locking;

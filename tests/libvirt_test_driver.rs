@@ -295,13 +295,13 @@ fn check_host_falls_back_to_tcg_without_kvm_guests() {
     let err = d.check_host(AccelPolicy::RequireKvm).unwrap_err();
     assert!(matches!(err, DriverError::KvmUnavailable { .. }), "{err:?}");
     let top = kubelab::Error::from(err);
-    assert_eq!(kubelab::reason::reason(&top).map(|r| r.id), Some("HOST_KVM_UNAVAILABLE"));
+    assert_eq!(kubelab::reason::reason(&top).id, "HOST_KVM_UNAVAILABLE");
 }
 
 #[test]
 fn picked_subnets_avoid_routes_and_libvirt_networks() {
     let d = driver();
-    let picked = kubelab::driver::pick_subnets(&d, 2).unwrap();
+    let picked = kubelab::driver::pick_subnets(&d, &[], 2).unwrap();
     let mut taken = kubelab::net::read_host_routes().unwrap();
     taken.extend(d.used_subnets().unwrap());
     assert!(taken.contains(&"192.168.122.0/24".parse().unwrap()), "{taken:?}");
@@ -323,7 +323,7 @@ fn connection_errors_are_typed() {
     let top = kubelab::Error::from(
         LibvirtDriver::connect("qemu+unix:///system?socket=/nonexistent/s").unwrap_err(),
     );
-    assert_eq!(kubelab::reason::reason(&top).map(|r| r.id), Some("HOST_LIBVIRT_UNREACHABLE"));
+    assert_eq!(kubelab::reason::reason(&top).id, "HOST_LIBVIRT_UNREACHABLE");
 }
 
 /// The golden files (which the unit tests compare the builders with) are valid for
