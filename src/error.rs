@@ -60,6 +60,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A command needs a running node and its VM is not running.
+    #[error("node {node} is {state}, not running")]
+    NotRunning {
+        /// The node.
+        node: String,
+        /// What the hypervisor reports.
+        state: &'static str,
+    },
     /// An external program (`ssh`, `qemu-img`, ...).
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),

@@ -56,8 +56,7 @@ fn nofollow(options: &mut OpenOptions) -> &mut OpenOptions {
 }
 
 /// Refuses `path` if it is a symbolic link (a missing path is fine).
-#[cfg(not(unix))]
-fn refuse_link(path: &Path) -> io::Result<()> {
+pub fn refuse_link(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => Err(refused(path, "a symbolic link")),
         _ => Ok(()),

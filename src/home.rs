@@ -1,5 +1,6 @@
 //! The kubelab home directory (`--home`, `KUBELAB_HOME`, else `~/.kubelab`), the
-//! layout under it (`home-id`, `profiles/<name>/`, `cache/images/`) and the home's id.
+//! layout under it (`home-id`, `profiles/<name>/`, `locks/`, `cache/images/`) and the
+//! home's id.
 //!
 //! Many homes share one hypervisor (two users, or `KUBELAB_HOME` pointing elsewhere), and
 //! their profiles may have the same names: every hypervisor object kubelab creates
@@ -99,6 +100,34 @@ impl Home {
     /// Where profile directories live.
     pub fn profiles_dir(&self) -> PathBuf {
         self.root.join("profiles")
+    }
+
+    /// Where the lock files live: `<profile>.lock` per profile and `networks.lock` for
+    /// the choice of subnets. Outside the profile directories, because a lock file must
+    /// never be removed while another process may wait on it: that waiter would hold a
+    /// lock on an unlinked file while the next command locks a new one, and two
+    /// commands would run at once. Lock files are small and are never removed.
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    /// Takes the home-wide lock that serialises the choice of subnets and the creation
+    /// of networks across this home's profiles (`<home>/locks/networks.lock`).
+    pub fn lock_networks(&self, wait: bool) -> Result<crate::lock::FileLock, crate::Error> {
+        self.lock("networks.lock", "the networks of this kubelab home", wait)
+    }
+
+    /// Takes the lock `<home>/locks/<file>`, creating its directory (0700, no links).
+    pub fn lock(
+        &self,
+        file: &str,
+        what: &str,
+        wait: bool,
+    ) -> Result<crate::lock::FileLock, crate::Error> {
+        let dir = self.locks_dir();
+        crate::fsutil::create_private_dir(&self.root, &dir)
+            .map_err(|source| crate::lock::LockError::Io { path: dir.clone(), source })?;
+        Ok(crate::lock::acquire(&dir.join(file), what, wait)?)
     }
 
     /// Where verified images are cached, named by their SHA-256.

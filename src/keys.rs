@@ -251,8 +251,14 @@ pub fn write_known_hosts(profile_dir: &Path, hosts: &[KnownHost<'_>]) -> Result<
     Ok(path)
 }
 
+/// How long the user's `ssh` tries to connect before it gives up: without it, a node
+/// that stops after kubelab checked it leaves `ssh` hanging for the system's TCP
+/// timeout (minutes).
+pub const SSH_CONNECT_TIMEOUT_SECS: u32 = 10;
+
 /// The `ssh` argv (program first) that logs in as `user@host:port` with `key_file`,
-/// trusting only the host keys in `known_hosts` (no prompt, no other identities).
+/// trusting only the host keys in `known_hosts` (no prompt, no other identities), and
+/// giving up on a connection after [`SSH_CONNECT_TIMEOUT_SECS`].
 pub fn ssh_command_line(
     key_file: &Path,
     known_hosts: &Path,
@@ -273,9 +279,11 @@ pub fn ssh_command_line(
     }
     let mut argv: Vec<OsString> = vec!["ssh".into(), "-i".into(), key_file.into(), "-o".into()];
     argv.push(hosts_file);
-    for arg in ["-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-p"] {
+    for arg in ["-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o"] {
         argv.push(arg.into());
     }
+    argv.push(format!("ConnectTimeout={SSH_CONNECT_TIMEOUT_SECS}").into());
+    argv.push("-p".into());
     argv.push(port.to_string().into());
     argv.push(format!("{user}@{host}").into());
     argv
@@ -379,7 +387,8 @@ mod tests {
             40022,
         );
         let expected = "ssh -i /p/id_ed25519 -o UserKnownHostsFile=/p/known_hosts \
-                        -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -p 40022 kubelab@127.0.0.1";
+                        -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes \
+                        -o ConnectTimeout=10 -p 40022 kubelab@127.0.0.1";
         let argv: Vec<_> = argv.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(argv.join(" "), expected);
 

@@ -50,7 +50,12 @@ pub fn acquire(path: &Path, what: &str, wait: bool) -> Result<FileLock, LockErro
     .map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
-        Err(TryLockError::WouldBlock) if wait => file.lock().map_err(io)?,
+        Err(TryLockError::WouldBlock) if wait => {
+            // Said before blocking, so the user knows why nothing happens (and a test
+            // knows this process is queued).
+            tracing::warn!("{what} is busy, held by {}; waiting", holder(read_pid(&mut file)));
+            file.lock().map_err(io)?;
+        }
         Err(TryLockError::WouldBlock) => {
             return Err(LockError::Busy { what: what.to_owned(), pid: read_pid(&mut file) });
         }

@@ -1,6 +1,13 @@
 //! Profiles: one cluster each, a directory `<home>/profiles/<name>/` (mode 0700) holding
-//! its state file `profile.json` (written atomically, mode 0600) and its `lock`, taken by
-//! every command that changes the profile.
+//! its state file `profile.json` (written atomically, mode 0600), and its lock
+//! `<home>/locks/<name>.lock`.
+//!
+//! Locking rule: every command that writes anything of a profile (its state, keys,
+//! known_hosts, journal, node files) takes the lock first and reads the state only
+//! after that, so it never saves a copy another command changed meanwhile. Read-only
+//! commands (`status`, `ip`, `list`, `kubeconfig --print/--path`) read without it: the
+//! state file is replaced atomically, so they see the old or the new document, and a
+//! running `up` does not make them fail.
 
 use std::fmt;
 use std::fs;
@@ -11,7 +18,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::fsutil;
 use crate::home::Home;
-use crate::lock::{self, FileLock, LockError};
+use crate::lock::FileLock;
 
 /// The default profile name (also the control-plane node's name).
 pub const DEFAULT_PROFILE: &str = "kubelab";
@@ -179,20 +186,22 @@ impl fmt::Display for ProfileName {
     }
 }
 
-/// One profile's directory. Opening it creates nothing; `lock` creates the directory.
+/// One profile's directory. Opening it creates nothing; the first save creates it.
 #[derive(Debug, Clone)]
 pub struct Profile {
     name: ProfileName,
     dir: PathBuf,
     /// The home's root: directories below it are created without following links.
     root: PathBuf,
+    /// The home, for its lock directory.
+    home: Home,
 }
 
 impl Profile {
     /// The profile `name` under `home`.
     pub fn new(home: &Home, name: ProfileName) -> Self {
         let dir = home.profiles_dir().join(name.as_str());
-        Self { name, dir, root: home.root().to_owned() }
+        Self { name, dir, root: home.root().to_owned(), home: home.clone() }
     }
 
     /// The profile's name.
@@ -215,20 +224,30 @@ impl Profile {
         self.state_path().is_file()
     }
 
-    /// Creates the directory (0700) if needed and takes the profile's exclusive lock.
+    /// Takes the profile's exclusive lock (`<home>/locks/<name>.lock`, see
+    /// [`Home::locks_dir`] for why it lives there). Creates nothing in the profile
+    /// directory, and refuses one that is a symbolic link.
     pub fn lock(&self, wait: bool) -> Result<FileLock, crate::Error> {
-        self.create_dir()?;
         let what = format!("profile {:?}", self.name.as_str());
-        lock::acquire(&self.dir.join("lock"), &what, wait).map_err(|e: LockError| e.into())
+        let lock = self.home.lock(&format!("{}.lock", self.name), &what, wait)?;
+        fsutil::refuse_link(&self.dir)
+            .map_err(|source| ProfileError::CreateDir { path: self.dir.clone(), source })?;
+        Ok(lock)
     }
 
     /// Takes the lock of a profile that must already exist (`NotFound` otherwise, and
-    /// nothing is created).
+    /// nothing is created). Checked again once the lock is held: a `delete` may have
+    /// run while this command waited.
     pub fn lock_existing(&self, wait: bool) -> Result<FileLock, crate::Error> {
+        let not_found = || ProfileError::NotFound { name: self.name.to_string() }.into();
         if !self.exists() {
-            return Err(ProfileError::NotFound { name: self.name.to_string() }.into());
+            return Err(not_found());
         }
-        self.lock(wait)
+        let lock = self.lock(wait)?;
+        if !self.exists() {
+            return Err(not_found());
+        }
+        Ok(lock)
     }
 
     /// Reads and checks the state file; `NotFound` if the profile has none.
@@ -256,7 +275,7 @@ impl Profile {
     }
 
     /// Creates the directory (0700), refusing a link anywhere below the home's root.
-    fn create_dir(&self) -> Result<(), ProfileError> {
+    pub fn create_dir(&self) -> Result<(), ProfileError> {
         fsutil::create_private_dir(&self.root, &self.dir)
             .map_err(|source| ProfileError::CreateDir { path: self.dir.clone(), source })
     }
@@ -368,8 +387,8 @@ mod tests {
         profile.save_state(&serde_json::json!({"driver": "kvm2"})).unwrap();
         let state: serde_json::Value = profile.load_state().unwrap();
         assert_eq!(state["driver"], "kvm2");
-        // A directory without state (e.g. a lock only) is not a profile.
-        Profile::new(&home, "empty".parse().unwrap()).lock(false).unwrap();
+        // A directory without state (e.g. a node's files only) is not a profile.
+        fs::create_dir_all(home.profiles_dir().join("empty/nodes")).unwrap();
         let listed = list(&home).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].name, "lab");
@@ -393,5 +412,8 @@ mod tests {
         let _held = profile.lock(false).unwrap();
         let err = profile.lock(false).unwrap_err().to_string();
         assert!(err.contains("profile \"lab\" is busy, held by PID"), "{err}");
+        // The lock is not in the profile directory, which removing a profile deletes.
+        assert!(dir.path().join("locks/lab.lock").is_file());
+        assert!(!profile.dir().exists(), "locking creates nothing in the profile");
     }
 }

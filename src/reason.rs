@@ -2,7 +2,8 @@
 //! All advice lives here; `reason()` maps a typed error to its entry (minikube's
 //! `pkg/minikube/reason/reason.go` is the model).
 //!
-//! Exit codes are grouped by layer: 1 unknown, 2 usage (clap), 10-19 `PROFILE_`,
+//! Exit codes are grouped by layer: 1 unused (every failure has a reason), 2 usage
+//! (clap), 3-9 `KUBELAB_` (bugs), 10-19 `PROFILE_`,
 //! 20-39 `HOST_`, 40-49 `DRV_`, 50-59 `IMG_`, 60-69 `GUEST_`, 70-79 `K8S_`.
 
 use crate::Error;
@@ -13,6 +14,7 @@ use crate::driver::DriverError;
 use crate::fsutil;
 use crate::home::HomeError;
 use crate::image::ImageError;
+use crate::journal::JournalError;
 use crate::keys::KeyError;
 use crate::kubeconfig::KubeconfigError;
 use crate::lock::LockError;
@@ -352,7 +354,7 @@ pub const DRV_VM_NOT_KUBELAB: Reason = Reason {
 /// home and profile.
 pub const DRV_NET_NOT_KUBELAB: Reason = Reason {
     id: "DRV_NET_NOT_KUBELAB",
-    exit_code: 45,
+    exit_code: 47,
     advice: "a network of this name exists that kubelab did not create for this home and \
              profile (the error names its owner, if it is another kubelab home or profile) \
              and will not touch; use another profile name, or remove that network yourself",
@@ -438,64 +440,105 @@ pub const K8S_KUBECONFIG_NAME_TAKEN: Reason = Reason {
              delete-context|delete-cluster|delete-user NAME`) if you no longer need it",
 };
 
-/// The catalogue entry for `err`, if it is a failure the user can act on.
-pub fn reason(err: &Error) -> Option<&'static Reason> {
+/// kubelab itself failed (a bug): a worker thread panicked, or something built into
+/// the binary (catalogue, templates) does not parse.
+pub const KUBELAB_BUG: Reason = Reason {
+    id: "KUBELAB_BUG",
+    exit_code: 3,
+    advice: "this is a bug in kubelab: please report it with the whole message and the \
+             output of `kubelab version`",
+};
+/// A file in kubelab's home (profiles, locks, image cache) could not be read or written.
+pub const HOST_HOME_IO: Reason = Reason {
+    id: "HOST_HOME_IO",
+    exit_code: 37,
+    advice: "check the permissions of kubelab's home (--home, KUBELAB_HOME, else ~/.kubelab) \
+             and the free space on its file system, then run the command again (downloads \
+             resume)",
+};
+/// The host could not be read, or output could not be written.
+pub const HOST_IO_FAILED: Reason = Reason {
+    id: "HOST_IO_FAILED",
+    exit_code: 33,
+    advice: "the message names the file or stream: check that it is readable (and that the \
+             pipe kubelab writes to is still open)",
+};
+/// No home directory for kubelab.
+pub const HOST_NO_HOME: Reason = Reason {
+    id: "HOST_NO_HOME",
+    exit_code: 34,
+    advice: "set HOME (USERPROFILE on Windows), or pass --home DIR / set KUBELAB_HOME",
+};
+/// An external program kubelab needs is not installed.
+pub const HOST_TOOL_MISSING: Reason = Reason {
+    id: "HOST_TOOL_MISSING",
+    exit_code: 35,
+    advice: "install the program named above (e.g. `sudo apt-get install openssh-client` for \
+             ssh) or put it on PATH",
+};
+/// An external program failed or did not finish in time.
+pub const HOST_COMMAND_FAILED: Reason = Reason {
+    id: "HOST_COMMAND_FAILED",
+    exit_code: 36,
+    advice: "the message ends with the program's stderr; run the command again with -vv to \
+             see the full command line",
+};
+/// A hypervisor call failed for a reason kubelab has no advice for.
+pub const DRV_BACKEND_FAILED: Reason = Reason {
+    id: "DRV_BACKEND_FAILED",
+    exit_code: 45,
+    advice: "the message ends with the hypervisor's own error; check its log (libvirtd's \
+             journal, VBoxSVC.log) and `kubelab status`, then run the command again",
+};
+/// A node's VM does not exist.
+pub const DRV_VM_MISSING: Reason = Reason {
+    id: "DRV_VM_MISSING",
+    exit_code: 46,
+    advice: "the VM was removed outside kubelab: `kubelab up` creates it again",
+};
+/// A command needs a running node.
+pub const GUEST_NOT_RUNNING: Reason = Reason {
+    id: "GUEST_NOT_RUNNING",
+    exit_code: 66,
+    advice: "start the cluster with `kubelab up` (`kubelab status` shows each node's state)",
+};
+/// The user's kubeconfig could not be read or written.
+pub const K8S_KUBECONFIG_IO: Reason = Reason {
+    id: "K8S_KUBECONFIG_IO",
+    exit_code: 79,
+    advice: "check the permissions of the kubeconfig named above (the first file of \
+             $KUBECONFIG, else ~/.kube/config) and of its directory",
+};
+
+/// The catalogue entry for `err`. Every variant of every module's error is matched by
+/// name, without a catch-all, so a new variant does not compile until it has a reason
+/// (and an exit code from the catalogue).
+pub fn reason(err: &Error) -> &'static Reason {
     if refuses_a_link(err) {
-        return Some(&PROFILE_LINK_REFUSED);
+        return &PROFILE_LINK_REFUSED;
     }
     match err {
-        Error::Lock(LockError::Busy { .. }) => Some(&PROFILE_BUSY),
-        Error::Profile(ProfileError::InvalidName { .. }) => Some(&PROFILE_NAME_INVALID),
-        Error::Profile(ProfileError::NotFound { .. }) => Some(&PROFILE_NOT_FOUND),
-        Error::Home(HomeError::Corrupt { .. }) => Some(&PROFILE_HOME_ID_CORRUPT),
-        Error::Profile(ProfileError::ParseState { .. } | ProfileError::InvalidState { .. }) => {
-            Some(&PROFILE_STATE_CORRUPT)
-        }
-        Error::Cluster(e) => Some(match e {
-            ClusterError::Contradicts { .. } => &PROFILE_FLAG_CONFLICT,
-            ClusterError::UnknownNode { .. } | ClusterError::ControlPlane { .. } => {
-                &PROFILE_UNKNOWN_NODE
-            }
-            ClusterError::BadSize { .. }
-            | ClusterError::OutOfRange { .. }
-            | ClusterError::SizeOutOfRange { .. }
-            | ClusterError::NotPrivate { .. }
-            | ClusterError::CidrInUse { .. }
-            | ClusterError::SubnetFull { .. } => &PROFILE_BAD_OPTION,
-        }),
+        Error::Profile(e) => profile_reason(e),
+        Error::Home(HomeError::Corrupt { .. }) => &PROFILE_HOME_ID_CORRUPT,
+        Error::Home(HomeError::Io { .. }) => &HOST_HOME_IO,
+        Error::Lock(LockError::Busy { .. }) => &PROFILE_BUSY,
+        Error::Lock(LockError::Io { .. }) => &HOST_HOME_IO,
+        Error::Cluster(e) => cluster_reason(e),
         Error::Image(e) => image_reason(e),
         Error::Driver(e) => driver_reason(e),
-        Error::CloudInit(
-            CloudInitError::NotCloudConfig
-            | CloudInitError::ParseExtraUserData { .. }
-            | CloudInitError::MergeExtraUserData { .. }
-            | CloudInitError::InvalidUser { .. },
-        ) => Some(&GUEST_SEED_INVALID),
+        Error::CloudInit(e) => cloudinit_reason(e),
         Error::Ssh(e) => ssh_reason(e),
-        Error::Key(KeyError::Parse { .. } | KeyError::Unusable { .. }) => {
-            Some(&PROFILE_KEY_CORRUPT)
-        }
-        Error::Bootstrap(e) => match e {
-            BootstrapError::Step { source, .. } => match **source {
-                SshError::CommandFailed { .. } => Some(&K8S_BOOTSTRAP_FAILED),
-                ref other => ssh_reason(other),
-            },
-            BootstrapError::NotReady { .. } => Some(&K8S_NOT_READY),
-            BootstrapError::ApiTimeout { .. } => Some(&K8S_API_UNREACHABLE),
-            BootstrapError::BadSecret { .. } | BootstrapError::ReadSecret { .. } => {
-                Some(&K8S_SECRETS_CORRUPT)
-            }
-            BootstrapError::NotKubernetes { .. } => Some(&K8S_NOT_KUBERNETES),
-            BootstrapError::UnsupportedVersion { .. } => Some(&K8S_VERSION_UNSUPPORTED),
-            BootstrapError::Unknown { .. }
-            | BootstrapError::BadVersion { .. }
-            | BootstrapError::NoSubnet { .. } => Some(&PROFILE_BAD_OPTION),
-            _ => None,
-        },
-        Error::Kubeconfig(KubeconfigError::Locked { .. }) => Some(&K8S_KUBECONFIG_LOCKED),
-        Error::Kubeconfig(KubeconfigError::Parse { .. }) => Some(&K8S_KUBECONFIG_INVALID),
-        Error::Kubeconfig(KubeconfigError::NameTaken { .. }) => Some(&K8S_KUBECONFIG_NAME_TAKEN),
-        _ => None,
+        Error::Key(e) => key_reason(e),
+        Error::Bootstrap(e) => bootstrap_reason(e),
+        Error::Kubeconfig(e) => kubeconfig_reason(e),
+        Error::Journal(JournalError::Append { .. } | JournalError::Read { .. })
+        | Error::NodeDir { .. }
+        | Error::RemoveProfile { .. } => &HOST_HOME_IO,
+        Error::Process(e) => process_reason(e),
+        Error::NotRunning { .. } => &GUEST_NOT_RUNNING,
+        Error::Panicked => &KUBELAB_BUG,
+        Error::NoHome => &HOST_NO_HOME,
+        Error::Output(_) => &HOST_IO_FAILED,
     }
 }
 
@@ -512,83 +555,200 @@ fn refuses_a_link(err: &Error) -> bool {
     false
 }
 
-fn ssh_reason(err: &SshError) -> Option<&'static Reason> {
+fn profile_reason(err: &ProfileError) -> &'static Reason {
+    use ProfileError as E;
     match err {
-        SshError::HostKeyMismatch { .. } => Some(&GUEST_HOSTKEY_MISMATCH),
-        SshError::Timeout { .. } => Some(&GUEST_SSH_TIMEOUT),
-        SshError::Auth { .. } => Some(&GUEST_SSH_AUTH),
-        SshError::CommandFailed { .. } => Some(&GUEST_COMMAND_FAILED),
-        SshError::Connect { .. }
-        | SshError::Handshake { .. }
-        | SshError::Exec { .. }
-        | SshError::ConnectionLost { .. } => Some(&GUEST_SSH_UNREACHABLE),
-        _ => None,
+        E::InvalidName { .. } => &PROFILE_NAME_INVALID,
+        E::NotFound { .. } => &PROFILE_NOT_FOUND,
+        E::ParseState { .. } | E::InvalidState { .. } => &PROFILE_STATE_CORRUPT,
+        E::CreateDir { .. } | E::ReadState { .. } | E::WriteState { .. } | E::List { .. } => {
+            &HOST_HOME_IO
+        }
     }
 }
 
-fn image_reason(err: &ImageError) -> Option<&'static Reason> {
+fn cluster_reason(err: &ClusterError) -> &'static Reason {
+    use ClusterError as E;
+    match err {
+        E::Contradicts { .. } => &PROFILE_FLAG_CONFLICT,
+        E::UnknownNode { .. } | E::ControlPlane { .. } => &PROFILE_UNKNOWN_NODE,
+        E::BadSize { .. }
+        | E::OutOfRange { .. }
+        | E::SizeOutOfRange { .. }
+        | E::NotPrivate { .. }
+        | E::CidrInUse { .. }
+        | E::SubnetFull { .. } => &PROFILE_BAD_OPTION,
+    }
+}
+
+fn cloudinit_reason(err: &CloudInitError) -> &'static Reason {
+    use CloudInitError as E;
+    match err {
+        E::NotCloudConfig
+        | E::ParseExtraUserData { .. }
+        | E::MergeExtraUserData { .. }
+        | E::InvalidUser { .. }
+        | E::InvalidHostname { .. }
+        | E::InvalidInstanceId { .. }
+        | E::InvalidMac { .. }
+        | E::InvalidAddress { .. } => &GUEST_SEED_INVALID,
+        E::ParseKey { .. } | E::HostKey { .. } => &PROFILE_KEY_CORRUPT,
+        E::Template { .. } | E::ParseTemplate { .. } | E::Serialize { .. } => &KUBELAB_BUG,
+        E::WriteIso { .. } => &HOST_HOME_IO,
+    }
+}
+
+fn key_reason(err: &KeyError) -> &'static Reason {
+    use KeyError as E;
+    match err {
+        E::Parse { .. } | E::Unusable { .. } => &PROFILE_KEY_CORRUPT,
+        E::InvalidNode { .. } => &PROFILE_STATE_CORRUPT,
+        E::CreateDir { .. } | E::Read { .. } | E::Write { .. } | E::Generate(_) => &HOST_HOME_IO,
+    }
+}
+
+fn bootstrap_reason(err: &BootstrapError) -> &'static Reason {
+    use BootstrapError as E;
+    match err {
+        E::Step { source, .. } => match **source {
+            SshError::CommandFailed { .. } => &K8S_BOOTSTRAP_FAILED,
+            ref other => ssh_reason(other),
+        },
+        E::ControlPlaneFailed { .. } => &K8S_BOOTSTRAP_FAILED,
+        E::NotReady { .. } => &K8S_NOT_READY,
+        E::ApiTimeout { .. } => &K8S_API_UNREACHABLE,
+        E::BadSecret { .. } | E::ReadSecret { .. } => &K8S_SECRETS_CORRUPT,
+        E::NotKubernetes { .. } => &K8S_NOT_KUBERNETES,
+        E::UnsupportedVersion { .. } => &K8S_VERSION_UNSUPPORTED,
+        E::Unknown { .. } | E::BadVersion { .. } | E::NoSubnet { .. } => &PROFILE_BAD_OPTION,
+        E::NoControlPlane { .. } | E::NoSuchNode { .. } => &DRV_VM_MISSING,
+        E::WriteSecret { .. } | E::OpenLog { .. } | E::WriteLog { .. } => &HOST_HOME_IO,
+        E::GenerateCa(_) | E::ApiClient(_) | E::Panicked { .. } | E::ParseKubectl { .. } => {
+            &KUBELAB_BUG
+        }
+    }
+}
+
+fn kubeconfig_reason(err: &KubeconfigError) -> &'static Reason {
+    use KubeconfigError as E;
+    match err {
+        E::Locked { .. } => &K8S_KUBECONFIG_LOCKED,
+        E::Parse { .. } => &K8S_KUBECONFIG_INVALID,
+        E::NameTaken { .. } => &K8S_KUBECONFIG_NAME_TAKEN,
+        E::ParseAdminConf { .. } | E::AdminConf { .. } => &K8S_BOOTSTRAP_FAILED,
+        E::Read { .. } | E::CreateDir { .. } | E::Lock { .. } | E::Write { .. } => {
+            &K8S_KUBECONFIG_IO
+        }
+        E::Serialize { .. } => &KUBELAB_BUG,
+    }
+}
+
+fn process_reason(err: &ProcessError) -> &'static Reason {
+    match err {
+        ProcessError::NotFound { .. } => &HOST_TOOL_MISSING,
+        ProcessError::Spawn { .. }
+        | ProcessError::Failed { .. }
+        | ProcessError::TimedOut { .. } => &HOST_COMMAND_FAILED,
+    }
+}
+
+fn ssh_reason(err: &SshError) -> &'static Reason {
+    use SshError as E;
+    match err {
+        E::HostKeyMismatch { .. } => &GUEST_HOSTKEY_MISMATCH,
+        E::Timeout { .. } => &GUEST_SSH_TIMEOUT,
+        E::Auth { .. } => &GUEST_SSH_AUTH,
+        E::CommandFailed { .. } => &GUEST_COMMAND_FAILED,
+        E::Connect { .. }
+        | E::Handshake { .. }
+        | E::Exec { .. }
+        | E::ConnectionLost { .. }
+        | E::Upload { .. }
+        | E::Download { .. } => &GUEST_SSH_UNREACHABLE,
+        E::WriteLog { .. } => &HOST_HOME_IO,
+        E::UserKey(_) => &PROFILE_KEY_CORRUPT,
+    }
+}
+
+fn image_reason(err: &ImageError) -> &'static Reason {
     use ImageError as E;
     match err {
-        E::ChecksumMismatch { .. } => Some(&IMG_CHECKSUM_MISMATCH),
-        E::UnknownName { .. } => Some(&IMG_NOT_FOUND),
-        E::DigestRequired { .. } => Some(&IMG_DIGEST_REQUIRED),
+        E::ChecksumMismatch { .. } => &IMG_CHECKSUM_MISMATCH,
+        E::UnknownName { .. } => &IMG_NOT_FOUND,
+        E::DigestRequired { .. } => &IMG_DIGEST_REQUIRED,
         E::Request { .. }
         | E::HttpStatus { .. }
         | E::ReadBody { .. }
         | E::Truncated { .. }
-        | E::NotListed { .. } => Some(&IMG_DOWNLOAD_FAILED),
+        | E::NotListed { .. } => &IMG_DOWNLOAD_FAILED,
         E::BadSource { .. }
         | E::BadUrl { .. }
         | E::BadDigest { .. }
         | E::FormatUnavailable { .. }
-        | E::ReadLocal { .. } => Some(&IMG_BAD_SOURCE),
-        E::NotCached { .. } => Some(&IMG_NOT_CACHED),
-        E::NotRegularFile { .. } => Some(&IMG_NOT_REGULAR_FILE),
-        E::TooLarge { .. } => Some(&IMG_TOO_LARGE),
-        E::RedirectRefused { .. } => Some(&IMG_REDIRECT_REFUSED),
-        E::BadSidecar { .. } => Some(&IMG_CACHE_CORRUPT),
-        _ => None,
+        | E::ReadLocal { .. } => &IMG_BAD_SOURCE,
+        E::NotCached { .. } => &IMG_NOT_CACHED,
+        E::BadSidecar { .. } => &IMG_CACHE_CORRUPT,
+        E::NotRegularFile { .. } => &IMG_NOT_REGULAR_FILE,
+        E::TooLarge { .. } => &IMG_TOO_LARGE,
+        E::RedirectRefused { .. } => &IMG_REDIRECT_REFUSED,
+        E::CreateCache { .. }
+        | E::ReadCache { .. }
+        | E::WritePart { .. }
+        | E::Commit { .. }
+        | E::WriteSidecar { .. }
+        | E::Remove { .. }
+        | E::Lock { .. } => &HOST_HOME_IO,
+        E::Catalog { .. } | E::CatalogEntry { .. } | E::HttpClient { .. } => &KUBELAB_BUG,
     }
 }
 
-fn driver_reason(err: &DriverError) -> Option<&'static Reason> {
+fn driver_reason(err: &DriverError) -> &'static Reason {
     use DriverError as E;
     match err {
-        E::KvmUnavailable { .. } => Some(&HOST_KVM_UNAVAILABLE),
-        E::Unreachable { .. } => Some(&HOST_LIBVIRT_UNREACHABLE),
-        E::PermissionDenied { .. } => Some(&HOST_LIBVIRT_PERMISSION),
-        E::QemuImg { source: ProcessError::NotFound { .. } } => Some(&HOST_QEMU_IMG_MISSING),
-        E::StartNetwork { .. } => Some(&DRV_NET_INACTIVE),
-        E::NetworkConflict { .. } | E::NoFreeSubnet { .. } => Some(&DRV_NET_CONFLICT),
-        E::ForeignNetwork { .. } => Some(&DRV_NET_NOT_KUBELAB),
-        E::MacConflict { .. } => Some(&DRV_MAC_CONFLICT),
-        E::RefusedUri { .. } => Some(&DRV_URI_REFUSED),
-        E::ForeignVm { .. } => Some(&DRV_VM_NOT_KUBELAB),
+        E::KvmUnavailable { .. } => &HOST_KVM_UNAVAILABLE,
+        E::Unreachable { .. } | E::Connect { .. } => &HOST_LIBVIRT_UNREACHABLE,
+        E::PermissionDenied { .. } => &HOST_LIBVIRT_PERMISSION,
+        E::QemuImg { source: ProcessError::NotFound { .. } } => &HOST_QEMU_IMG_MISSING,
+        E::QemuImg { source } => process_reason(source),
+        E::StartNetwork { .. } => &DRV_NET_INACTIVE,
+        E::NetworkConflict { .. } | E::NoFreeSubnet { .. } => &DRV_NET_CONFLICT,
+        E::ForeignNetwork { .. } => &DRV_NET_NOT_KUBELAB,
+        E::MacConflict { .. } => &DRV_MAC_CONFLICT,
+        E::RefusedUri { .. } => &DRV_URI_REFUSED,
+        E::ForeignVm { .. } => &DRV_VM_NOT_KUBELAB,
+        E::UnknownDriver { .. } => &PROFILE_BAD_OPTION,
+        E::NoSuchVm { .. } => &DRV_VM_MISSING,
+        E::ReadHost { .. } | E::Routes { .. } | E::ReadFile { .. } => &HOST_IO_FAILED,
+        E::UnknownState { .. } | E::Backend { .. } => &DRV_BACKEND_FAILED,
         #[cfg(feature = "virtualbox")]
         E::VirtualBox { source, .. } => vbox_reason(source),
-        _ => None,
     }
 }
 
 #[cfg(feature = "virtualbox")]
-fn vbox_reason(err: &crate::driver::virtualbox::VBoxError) -> Option<&'static Reason> {
+fn vbox_reason(err: &crate::driver::virtualbox::VBoxError) -> &'static Reason {
     use crate::driver::virtualbox::VBoxError as E;
     match err {
-        E::VtxDisabled { .. } => Some(&HOST_VTX_DISABLED),
-        E::VtxMissing { .. } => Some(&HOST_VTX_MISSING),
-        E::KvmHoldsVtx { .. } => Some(&HOST_KVM_HOLDS_VTX),
-        E::HyperV { .. } => Some(&HOST_HYPERV_ENABLED),
-        E::NotFound { .. } => Some(&HOST_VBOX_NOT_FOUND),
-        E::UnsupportedVersion { .. } => Some(&HOST_VBOX_VERSION),
-        E::HostOnlyRange { .. } => Some(&HOST_VBOX_HOSTONLY_RANGE),
-        E::HostOnlyPrompt { .. } => Some(&HOST_VBOX_HOSTONLY_PROMPT),
-        _ => None,
+        E::VtxDisabled { .. } => &HOST_VTX_DISABLED,
+        E::VtxMissing { .. } => &HOST_VTX_MISSING,
+        E::KvmHoldsVtx { .. } => &HOST_KVM_HOLDS_VTX,
+        E::HyperV { .. } => &HOST_HYPERV_ENABLED,
+        E::NotFound { .. } => &HOST_VBOX_NOT_FOUND,
+        E::UnsupportedVersion { .. } => &HOST_VBOX_VERSION,
+        E::HostOnlyRange { .. } => &HOST_VBOX_HOSTONLY_RANGE,
+        E::HostOnlyPrompt { .. } => &HOST_VBOX_HOSTONLY_PROMPT,
+        E::NoSuchVm { .. } => &DRV_VM_MISSING,
+        E::ForeignAdapter { .. } => &DRV_NET_NOT_KUBELAB,
+        E::DiskFormat { .. } => &IMG_BAD_SOURCE,
+        E::Command { .. } | E::Parse { .. } | E::FreePort { .. } | E::Stop { .. } => {
+            &DRV_BACKEND_FAILED
+        }
     }
 }
 
-/// The exit code for `err`: its reason's, else 1.
+/// The exit code for `err`: its reason's.
 pub fn exit_code(err: &Error) -> u8 {
-    reason(err).map_or(1, |r| r.exit_code)
+    reason(err).exit_code
 }
 
 #[cfg(test)]
@@ -651,6 +811,16 @@ mod tests {
         &K8S_SECRETS_CORRUPT,
         &K8S_NOT_KUBERNETES,
         &K8S_VERSION_UNSUPPORTED,
+        &KUBELAB_BUG,
+        &HOST_HOME_IO,
+        &HOST_IO_FAILED,
+        &HOST_NO_HOME,
+        &HOST_TOOL_MISSING,
+        &HOST_COMMAND_FAILED,
+        &DRV_BACKEND_FAILED,
+        &DRV_VM_MISSING,
+        &GUEST_NOT_RUNNING,
+        &K8S_KUBECONFIG_IO,
     ];
 
     #[test]
@@ -667,6 +837,7 @@ mod tests {
                 "IMG" => 50..=59,
                 "GUEST" => 60..=69,
                 "K8S" => 70..=79,
+                "KUBELAB" => 3..=9,
                 other => panic!("unknown layer {other}"),
             };
             assert!(range.contains(&r.exit_code), "{} has code {}", r.id, r.exit_code);
@@ -674,10 +845,60 @@ mod tests {
         }
     }
 
+    /// One error of each kind that used to have no reason (and exit 1), plus the
+    /// common ones: each has its catalogue entry, a code other than 1, and is in ALL.
+    #[test]
+    fn representative_errors_have_their_reason() {
+        use std::path::PathBuf;
+        let io = || std::io::Error::other("boom");
+        let path = || PathBuf::from("/x");
+        let cases: Vec<(Error, &Reason)> = vec![
+            (Error::Panicked, &KUBELAB_BUG),
+            (Error::NoHome, &HOST_NO_HOME),
+            (Error::Output(io()), &HOST_IO_FAILED),
+            (Error::NotRunning { node: "lab".into(), state: "stopped" }, &GUEST_NOT_RUNNING),
+            (Error::NodeDir { path: path(), source: io() }, &HOST_HOME_IO),
+            (Error::RemoveProfile { path: path(), source: io() }, &HOST_HOME_IO),
+            (LockError::Io { path: path(), source: io() }.into(), &HOST_HOME_IO),
+            (ProfileError::WriteState { path: path(), source: io() }.into(), &HOST_HOME_IO),
+            (ProfileError::NotFound { name: "lab".into() }.into(), &PROFILE_NOT_FOUND),
+            (JournalError::Read { path: path(), source: io() }.into(), &HOST_HOME_IO),
+            (KeyError::Write { path: path(), source: io() }.into(), &HOST_HOME_IO),
+            (ProcessError::NotFound { program: "ssh".into() }.into(), &HOST_TOOL_MISSING),
+            (
+                ProcessError::TimedOut { program: "x".into(), args: vec![], secs: 1 }.into(),
+                &HOST_COMMAND_FAILED,
+            ),
+            (DriverError::NoSuchVm { name: "lab".into() }.into(), &DRV_VM_MISSING),
+            (
+                DriverError::UnknownDriver { name: "xen".into(), known: "kvm2".into() }.into(),
+                &PROFILE_BAD_OPTION,
+            ),
+            (
+                DriverError::QemuImg { source: ProcessError::NotFound { program: "q".into() } }
+                    .into(),
+                &HOST_QEMU_IMG_MISSING,
+            ),
+            (
+                ImageError::Lock { source: LockError::Busy { what: "x".into(), pid: None } }.into(),
+                &HOST_HOME_IO,
+            ),
+            (KubeconfigError::Write { path: path(), source: io() }.into(), &K8S_KUBECONFIG_IO),
+            (BootstrapError::NoControlPlane { profile: "lab".into() }.into(), &DRV_VM_MISSING),
+            (ClusterError::ControlPlane { node: "lab".into() }.into(), &PROFILE_UNKNOWN_NODE),
+        ];
+        for (err, expected) in &cases {
+            let got = reason(err);
+            assert_eq!(got, *expected, "{err:?}");
+            assert_ne!(exit_code(err), 1, "{err:?}");
+            assert!(ALL.contains(&got), "{} is not in ALL", got.id);
+        }
+    }
+
     #[test]
     fn busy_lock_maps_to_profile_busy() {
         let err = Error::Lock(LockError::Busy { what: "x".into(), pid: Some(1) });
-        assert_eq!(reason(&err), Some(&PROFILE_BUSY));
+        assert_eq!(reason(&err), &PROFILE_BUSY);
         assert_eq!(exit_code(&err), 10);
     }
 }

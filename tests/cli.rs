@@ -13,3 +13,6 @@ mod cluster;
 mod image_bounds;
 #[path = "cli/tamper.rs"]
 mod tamper;
+
+#[path = "cli/locking.rs"]
+mod locking;

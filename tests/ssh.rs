@@ -30,7 +30,7 @@ fn run(
 }
 
 fn reason_id(err: SshError) -> &'static str {
-    kubelab::reason::reason(&kubelab::Error::Ssh(err)).map_or("none", |r| r.id)
+    kubelab::reason::reason(&kubelab::Error::Ssh(err)).id
 }
 
 #[test]

@@ -330,7 +330,7 @@ fn host_only_spec(profile: &str, cidr: &str) -> NetworkSpec {
 
 fn reason_id(err: driver::DriverError) -> &'static str {
     let err = kubelab::Error::from(err);
-    kubelab::reason::reason(&err).unwrap_or_else(|| panic!("no reason for {err:?}")).id
+    kubelab::reason::reason(&err).id
 }
 
 /// Where kubelab does not check networks.conf itself (Windows has none, or the file
@@ -391,7 +391,8 @@ fn qcow2_image_is_refused_before_a_vm_is_created() {
     let lab = Lab::new();
     let image = lab.dir.path().join("base.qcow2");
     fs::write(&image, b"QFI\xfb simulated").unwrap();
-    let run = lab.up(&["--image", image.to_str().unwrap()]).failure(1);
+    let run = lab.up(&["--image", image.to_str().unwrap()]);
+    let run = run.failure(kubelab::reason::IMG_BAD_SOURCE.exit_code);
     assert!(run.stderr.contains("needs a VMDK, VDI or VHD image"), "{run}");
     assert!(!lab.transcript().iter().any(|l| l.starts_with("createvm")), "{:?}", lab.transcript());
 }

@@ -1,8 +1,7 @@
 //! `kubelab delete [--all]`: remove a cluster and everything kubelab created for it.
 
-use std::io::Write;
-
 use clap::Args;
+use serde::Serialize;
 
 use super::Ctx;
 use crate::ops::lifecycle;
@@ -27,11 +26,28 @@ pub fn exec(ctx: &Ctx, args: DeleteArgs) -> Result<(), crate::Error> {
     } else {
         vec![ctx.profile()?]
     };
-    let mut out = std::io::stdout().lock();
+    let mut deleted = Deleted { profiles: Vec::new() };
     for profile in &profiles {
         let existed = lifecycle::delete(&ctx.home, profile, ctx.wait)?;
-        let text = if existed { "deleted" } else { "does not exist" };
-        writeln!(out, "profile {}: {text}", profile.name()).map_err(crate::Error::Output)?;
+        deleted.profiles.push(Outcome { name: profile.name().to_string(), existed });
     }
-    Ok(())
+    ctx.emit(&deleted, |out, d| {
+        for p in &d.profiles {
+            let text = if p.existed { "deleted" } else { "does not exist" };
+            writeln!(out, "profile {}: {text}", p.name)?;
+        }
+        Ok(())
+    })
+}
+
+/// What `delete -o json` prints: each profile asked for, and whether it existed.
+#[derive(Serialize)]
+struct Deleted {
+    profiles: Vec<Outcome>,
+}
+
+#[derive(Serialize)]
+struct Outcome {
+    name: String,
+    existed: bool,
 }

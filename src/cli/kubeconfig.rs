@@ -1,8 +1,9 @@
 //! `kubelab kubeconfig [--print|--path|--update]`: the profile's kubectl context.
 
-use std::io::Write;
+use std::path::PathBuf;
 
 use clap::Args;
+use serde::Serialize;
 
 use super::Ctx;
 use crate::ops::kubeconfig;
@@ -26,21 +27,41 @@ pub struct KubeconfigArgs {
     update: bool,
 }
 
+/// What `kubeconfig -o json` prints: `path` always (the standalone file, or with
+/// --update the file merged into), `context` with --update, `kubeconfig` (the
+/// document's text) with --print.
+#[derive(Serialize)]
+struct Printed {
+    path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubeconfig: Option<String>,
+}
+
 /// Runs `kubelab kubeconfig`.
 pub fn exec(ctx: &Ctx, args: KubeconfigArgs) -> Result<(), crate::Error> {
     let profile = ctx.profile()?;
-    let mut out = std::io::stdout().lock();
-    let text = if args.path {
-        format!("{}\n", kubeconfig::path(&profile)?.display())
-    } else if args.update {
-        let target = kubeconfig::update(&ctx.home, &profile, &kubeconfig::user_path()?)?;
-        format!(
-            "kubectl context {:?} merged into {}\n",
-            profile.name().to_string(),
-            target.display()
-        )
-    } else {
-        kubeconfig::print(&profile)?
+    if args.path {
+        let printed =
+            Printed { path: kubeconfig::path(&profile)?, context: None, kubeconfig: None };
+        return ctx.emit(&printed, |out, p| writeln!(out, "{}", p.path.display()));
+    }
+    if args.update {
+        let path = kubeconfig::update(&ctx.home, &profile, &kubeconfig::user_path()?, ctx.wait)?;
+        let context = Some(profile.name().to_string());
+        let printed = Printed { path, context, kubeconfig: None };
+        return ctx.emit(&printed, |out, p| {
+            let context = p.context.as_deref().unwrap_or_default();
+            writeln!(out, "kubectl context {context:?} merged into {}", p.path.display())
+        });
+    }
+    let printed = Printed {
+        path: kubeconfig::path(&profile)?,
+        context: None,
+        kubeconfig: Some(kubeconfig::print(&profile)?),
     };
-    out.write_all(text.as_bytes()).map_err(crate::Error::Output)
+    ctx.emit(&printed, |out, p| {
+        out.write_all(p.kubeconfig.as_deref().unwrap_or_default().as_bytes())
+    })
 }

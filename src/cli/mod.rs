@@ -43,6 +43,11 @@ pub struct Cli {
     verbose: u8,
 
     /// Output format.
+    ///
+    /// With `json`, stdout holds exactly one JSON object: the command's result, or on
+    /// failure `{"error": {"reason", "message", "hint", "exit_code"}}` (the text error
+    /// still goes to stderr). `ssh` without --print-command and `completion` print no
+    /// result of their own.
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
 
@@ -115,11 +120,28 @@ impl Ctx {
 
     /// Writes `value` as pretty JSON on stdout.
     fn print_json(&self, value: &impl serde::Serialize) -> Result<(), crate::Error> {
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, value)
-            .map_err(|e| crate::Error::Output(e.into()))?;
-        writeln!(out).map_err(crate::Error::Output)
+        print_json(value)
     }
+
+    /// Prints what a command returns: `value` as one JSON object with `-o json`, else
+    /// the lines `text` writes.
+    fn emit<T: serde::Serialize>(
+        &self,
+        value: &T,
+        text: impl FnOnce(&mut dyn Write, &T) -> std::io::Result<()>,
+    ) -> Result<(), crate::Error> {
+        if self.output == OutputFormat::Json {
+            return self.print_json(value);
+        }
+        text(&mut std::io::stdout().lock(), value).map_err(crate::Error::Output)
+    }
+}
+
+/// Writes `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<(), crate::Error> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).map_err(|e| crate::Error::Output(e.into()))?;
+    writeln!(out).map_err(crate::Error::Output)
 }
 
 /// Parses the command line, runs the command and reports a failure.
@@ -128,10 +150,14 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     // reqwest is built without a default TLS provider; ring builds fast and is enough.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let output = cli.output;
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
             report(&err);
+            if output == OutputFormat::Json {
+                let _ = print_json(&ErrorReport::new(&err));
+            }
             ExitCode::from(reason::exit_code(&err))
         }
     }
@@ -180,6 +206,38 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// A failure as `-o json` prints it on stdout.
+#[derive(serde::Serialize)]
+struct ErrorReport {
+    error: ErrorBody,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorBody {
+    /// The reason id (`PROFILE_BUSY`, ...).
+    reason: &'static str,
+    /// The error and its causes, joined by `: `.
+    message: String,
+    /// The reason's advice.
+    hint: &'static str,
+    /// The process's exit code.
+    exit_code: u8,
+}
+
+impl ErrorReport {
+    fn new(err: &crate::Error) -> Self {
+        let r = reason::reason(err);
+        Self {
+            error: ErrorBody {
+                reason: r.id,
+                message: crate::error::chain(err),
+                hint: r.advice,
+                exit_code: r.exit_code,
+            },
+        }
+    }
+}
+
 /// Prints `error: ...`, each cause as `caused by: ...`, and the reason's hint.
 fn report(err: &crate::Error) {
     let mut out = std::io::stderr().lock();
@@ -189,9 +247,8 @@ fn report(err: &crate::Error) {
         let _ = writeln!(out, "caused by: {cause}");
         source = cause.source();
     }
-    if let Some(r) = reason::reason(err) {
-        let _ = writeln!(out, "hint ({}): {}", r.id, r.advice);
-    }
+    let r = reason::reason(err);
+    let _ = writeln!(out, "hint ({}): {}", r.id, r.advice);
 }
 
 #[cfg(test)]

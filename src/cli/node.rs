@@ -1,13 +1,14 @@
 //! `kubelab node add` / `kubelab node delete NODE`.
 
-use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
 use super::Ctx;
 use super::progress::CliProgress;
-use crate::ops;
+use crate::cluster::NodeState;
+use crate::ops::{self, provision::Timing};
 
 /// Arguments of `kubelab node`.
 #[derive(Debug, Args)]
@@ -37,21 +38,35 @@ enum NodeCommand {
 /// Runs `kubelab node ...`.
 pub fn exec(ctx: &Ctx, args: NodeArgs) -> Result<(), crate::Error> {
     let profile = ctx.profile()?;
-    let mut out = std::io::stdout().lock();
     match args.command {
-        NodeCommand::Add { ssh_timeout, timings } => {
+        NodeCommand::Add { ssh_timeout, timings: show_timings } => {
             let progress = CliProgress::new();
             let secs = Duration::from_secs(ssh_timeout);
-            let (node, phases) = ops::node::add(&ctx.home, &profile, secs, ctx.wait, &progress)?;
-            writeln!(out, "added {} ({})", node.name, node.ip).map_err(crate::Error::Output)?;
-            if timings {
-                super::up::print_timings(&mut out, &phases)?;
-            }
-            Ok(())
+            let (node, timings) = ops::node::add(&ctx.home, &profile, secs, ctx.wait, &progress)?;
+            ctx.emit(&Added { node, timings }, |out, a| {
+                writeln!(out, "added {} ({})", a.node.name, a.node.ip)?;
+                if show_timings {
+                    super::up::write_timings(out, &a.timings)?;
+                }
+                Ok(())
+            })
         }
         NodeCommand::Delete { node } => {
             ops::node::remove(&profile, &node, ctx.wait)?;
-            writeln!(out, "deleted {node}").map_err(crate::Error::Output)
+            ctx.emit(&Deleted { deleted: node }, |out, d| writeln!(out, "deleted {}", d.deleted))
         }
     }
+}
+
+/// What `node add -o json` prints: the node as saved, and the phases' timings.
+#[derive(Serialize)]
+struct Added {
+    node: NodeState,
+    timings: Vec<Timing>,
+}
+
+/// What `node delete -o json` prints.
+#[derive(Serialize)]
+struct Deleted {
+    deleted: String,
 }

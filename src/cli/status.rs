@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use clap::Args;
+use serde::Serialize;
 
 use super::{Ctx, OutputFormat};
 use crate::ops::lifecycle;
@@ -42,8 +43,15 @@ pub struct IpArgs {
     node: Option<String>,
 }
 
+/// What `ip -o json` prints.
+#[derive(Serialize)]
+struct Ip {
+    node: String,
+    ip: std::net::Ipv4Addr,
+}
+
 /// Runs `kubelab ip`.
 pub fn exec_ip(ctx: &Ctx, args: IpArgs) -> Result<(), crate::Error> {
-    let ip = lifecycle::ip(&ctx.profile()?, args.node.as_deref())?;
-    writeln!(std::io::stdout(), "{ip}").map_err(crate::Error::Output)
+    let (node, ip) = lifecycle::ip(&ctx.profile()?, args.node.as_deref())?;
+    ctx.emit(&Ip { node, ip }, |out, i| writeln!(out, "{}", i.ip))
 }

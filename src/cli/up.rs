@@ -168,17 +168,16 @@ pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
         )?;
     }
     if args.timings {
-        print_timings(&mut out, &report.timings)?;
+        write_timings(&mut out, &report.timings).map_err(crate::Error::Output)?;
     }
     Ok(())
 }
 
-/// Prints `--timings` as a table: node, phase, seconds.
-pub fn print_timings(out: &mut dyn Write, timings: &[Timing]) -> Result<(), crate::Error> {
-    writeln!(out, "timings:").map_err(crate::Error::Output)?;
+/// Writes `--timings` as a table: node, phase, seconds.
+pub fn write_timings(out: &mut dyn Write, timings: &[Timing]) -> std::io::Result<()> {
+    writeln!(out, "timings:")?;
     for t in timings {
-        writeln!(out, "  {:<24} {:<8} {:>7.1}s", t.node, t.phase, t.secs)
-            .map_err(crate::Error::Output)?;
+        writeln!(out, "  {:<24} {:<8} {:>7.1}s", t.node, t.phase, t.secs)?;
     }
     Ok(())
 }

@@ -378,10 +378,16 @@ pub fn bridge_name(network: &str) -> String {
     format!("kl{}", &hex::encode(digest)[..10])
 }
 
-/// `count` free /24 subnets for a new profile: not overlapping the host's routes nor
-/// any of the hypervisor's networks (see [`net::choose_subnets`]).
-pub fn pick_subnets(driver: &dyn Driver, count: usize) -> Result<Vec<Ipv4Cidr>, DriverError> {
-    let taken = taken_subnets(driver)?;
+/// `count` free /24 subnets for a new profile: not overlapping the host's routes, any
+/// of the hypervisor's networks, nor `also_taken` (the subnets the home's other
+/// profiles saved; see [`net::choose_subnets`]).
+pub fn pick_subnets(
+    driver: &dyn Driver,
+    also_taken: &[Ipv4Cidr],
+    count: usize,
+) -> Result<Vec<Ipv4Cidr>, DriverError> {
+    let mut taken = taken_subnets(driver)?;
+    taken.extend_from_slice(also_taken);
     net::choose_subnets(&taken, count).ok_or(DriverError::NoFreeSubnet { count })
 }
 

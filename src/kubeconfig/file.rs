@@ -174,7 +174,7 @@ mod tests {
         );
         assert!(lock_path(&path).exists(), "someone else's lock must stay");
         let reason = crate::reason::reason(&crate::Error::from(err));
-        assert_eq!(reason.map(|r| r.id), Some("K8S_KUBECONFIG_LOCKED"));
+        assert_eq!(reason.id, "K8S_KUBECONFIG_LOCKED");
         assert!(!path.exists());
     }
 

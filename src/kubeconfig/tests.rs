@@ -214,8 +214,7 @@ fn install_over_a_foreign_entry_leaves_the_file_byte_for_byte() {
     fs::write(&config, &text).unwrap();
     let err = install(&config, dir.path(), ADMIN_CONF, &owner("lab"), SERVER, true).unwrap_err();
     assert!(matches!(&err, KubeconfigError::NameTaken { kind: "cluster", .. }), "{err}");
-    let reason = crate::reason::reason(&crate::Error::from(err)).map(|r| r.id);
-    assert_eq!(reason, Some("K8S_KUBECONFIG_NAME_TAKEN"));
+    assert_eq!(crate::reason::reason(&crate::Error::from(err)).id, "K8S_KUBECONFIG_NAME_TAKEN");
     assert_eq!(fs::read_to_string(&config).unwrap(), text);
     assert!(matches!(check_free(&config, &owner("lab")), Err(KubeconfigError::NameTaken { .. })));
     assert!(check_free(&dir.path().join("absent"), &owner("lab")).is_ok());

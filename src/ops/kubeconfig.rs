@@ -47,8 +47,15 @@ pub fn print(profile: &Profile) -> Result<String, Error> {
 }
 
 /// `kubelab kubeconfig --update`: merges the profile's entries into `target` again,
-/// pointed at the control plane's host-only address, and makes them current.
-pub fn update(home: &Home, profile: &Profile, target: &Path) -> Result<PathBuf, Error> {
+/// pointed at the control plane's host-only address, and makes them current. It writes
+/// the profile's record of what it merged, so it holds the profile's lock.
+pub fn update(
+    home: &Home,
+    profile: &Profile,
+    target: &Path,
+    wait_lock: bool,
+) -> Result<PathBuf, Error> {
+    let _lock = profile.lock_existing(wait_lock)?;
     let text = print(profile)?;
     let state: ClusterState = profile.load_state()?;
     let server = kubeconfig::server_url(state.node(None)?.ip.into());

@@ -62,7 +62,11 @@ pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, E
     if !profile.dir().exists() {
         return Ok(false);
     }
-    let lock = profile.lock(wait_lock)?;
+    let _lock = profile.lock(wait_lock)?;
+    if !profile.dir().exists() {
+        // Deleted by the command this one waited for.
+        return Ok(false);
+    }
     let journal = Journal::new(profile.dir());
     let entries = journal.entries()?;
     let state = match profile.load_state::<ClusterState>() {
@@ -93,7 +97,8 @@ pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, E
         let owner = super::kubeconfig::owner(home, profile)?;
         kubeconfig::uninstall(&super::kubeconfig::user_path()?, profile.dir(), &owner)?;
     }
-    drop(lock);
+    // Removed under the lock (which lives outside the directory, so a command waiting
+    // on it keeps a valid lock and finds the profile gone).
     std::fs::remove_dir_all(profile.dir())
         .map_err(|source| Error::RemoveProfile { path: profile.dir().to_owned(), source })?;
     Ok(true)
@@ -160,7 +165,8 @@ pub fn status(profile: &Profile) -> Result<Status, Error> {
     })
 }
 
-fn state_name(state: VmState) -> &'static str {
+/// How `status` and errors name a VM state.
+pub fn state_name(state: VmState) -> &'static str {
     match state {
         VmState::Missing => "missing",
         VmState::Stopped => "stopped",
@@ -172,8 +178,10 @@ fn state_name(state: VmState) -> &'static str {
     }
 }
 
-/// `kubelab ip [NODE]`: a node's host-only address (the control plane's by default).
-pub fn ip(profile: &Profile, node: Option<&str>) -> Result<std::net::Ipv4Addr, Error> {
+/// `kubelab ip [NODE]`: a node's name and host-only address (the control plane's by
+/// default).
+pub fn ip(profile: &Profile, node: Option<&str>) -> Result<(String, std::net::Ipv4Addr), Error> {
     let state: ClusterState = profile.load_state()?;
-    Ok(state.node(node)?.ip)
+    let node = state.node(node)?;
+    Ok((node.name.clone(), node.ip))
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::cluster::{ClusterError, ClusterState, NodeState, Role};
+use crate::driver::{Driver, Owner};
 use crate::home::Home;
 use crate::image;
 use crate::journal::Journal;
@@ -18,7 +19,10 @@ use crate::progress::Progress;
 const READY_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// `kubelab node add`: a new worker with the next free name, booted, reachable and, with
-/// the kubeadm bootstrapper, joined with a fresh token and Ready.
+/// the kubeadm bootstrapper, joined with a fresh token and Ready. A failure after the
+/// node was saved rolls it back (VM, disks, seed, files, journal entry, DHCP
+/// reservation and its entry in profile.json), so no phantom node is left for `up` to
+/// resurrect or `status` to show.
 pub fn add(
     home: &Home,
     profile: &Profile,
@@ -36,32 +40,89 @@ pub fn add(
     let owner = provision::owner(profile)?;
     provision::check_owned(&*driver, &state, &owner)?;
     profile.save_state(&state)?;
-    let user_key = keys::user_key(profile.dir())?;
-    provision::write_known_hosts(&*driver, profile, &state)?;
     let journal = Journal::new(profile.dir());
-    provision::ensure_networks(&*driver, &journal, &state, &owner)?;
-    let ctx = provision::Ctx {
-        driver: &*driver,
+    let added = join(
+        &*driver,
         profile,
-        state: &state,
-        owner: &owner,
-        journal: &journal,
-        image_path: image.path,
+        &mut state,
+        &node,
+        &owner,
+        &journal,
+        image.path,
+        ssh_timeout,
+        progress,
+    );
+    if added.is_err() {
+        state.nodes.retain(|n| n.name != node.name);
+        if let Err(undo) = forget_node(&*driver, &journal, profile, &state, &node.name, &owner) {
+            progress.message(&format!(
+                "warning: cannot roll back node {}: {}; `kubelab node delete {}` removes it",
+                node.name,
+                crate::error::chain(&undo),
+                node.name
+            ));
+        }
+    }
+    let timings = added?;
+    let node = state.nodes.iter().find(|n| n.name == node.name).cloned().unwrap_or(node);
+    Ok((node, timings))
+}
+
+/// Brings `node` (saved in `state`) up and joins it; saves its instance id.
+#[allow(clippy::too_many_arguments)] // the whole context of one node's provisioning
+fn join(
+    driver: &dyn Driver,
+    profile: &Profile,
+    state: &mut ClusterState,
+    node: &NodeState,
+    owner: &Owner,
+    journal: &Journal,
+    image_path: std::path::PathBuf,
+    ssh_timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<Vec<Timing>, Error> {
+    let user_key = keys::user_key(profile.dir())?;
+    provision::write_known_hosts(driver, profile, state)?;
+    provision::ensure_networks(driver, journal, state, owner)?;
+    let ctx = provision::Ctx {
+        driver,
+        profile,
+        state,
+        owner,
+        journal,
+        image_path,
         user_key: &user_key,
         ssh_timeout,
         progress,
     };
-    let (created, mut timings) = provision::bring_up(&ctx, std::slice::from_ref(&node))?;
-    let node = created.into_iter().next().unwrap_or(node);
-    if let Some(saved) = state.nodes.iter_mut().find(|n| n.name == node.name) {
-        saved.instance_id.clone_from(&node.instance_id);
+    let (created, mut timings) = provision::bring_up(&ctx, std::slice::from_ref(node))?;
+    let saved = state.nodes.iter_mut().find(|n| n.name == node.name);
+    if let (Some(fresh), Some(saved)) = (created.first(), saved) {
+        saved.instance_id.clone_from(&fresh.instance_id);
     }
-    profile.save_state(&state)?;
-    let joined = provision::with_bootstrapper(&*driver, profile, &state, progress, |b, c| {
+    profile.save_state(state)?;
+    let joined = provision::with_bootstrapper(driver, profile, state, progress, |b, c| {
         b.add_node(c, &node.name, Some(READY_TIMEOUT))
     })?;
     timings.extend(joined);
-    Ok((node, timings))
+    Ok(timings)
+}
+
+/// Removes `node` (already out of `state`): its VM, disks and files, then saves
+/// `state` and brings the networks' reservations and known_hosts in line with it.
+fn forget_node(
+    driver: &dyn Driver,
+    journal: &Journal,
+    profile: &Profile,
+    state: &ClusterState,
+    node: &str,
+    owner: &Owner,
+) -> Result<(), Error> {
+    provision::remove_node(driver, journal, profile, node, owner)?;
+    profile.save_state(state)?;
+    provision::ensure_networks(driver, journal, state, owner)?;
+    provision::write_known_hosts(driver, profile, state)?;
+    Ok(())
 }
 
 /// `kubelab node delete NODE`: drains the worker and removes it from Kubernetes (kubeadm
@@ -79,11 +140,6 @@ pub fn remove(profile: &Profile, node: &str, wait_lock: bool) -> Result<(), Erro
     driver.check_vm(node, &owner)?;
     // Out of Kubernetes (drained) before the VM goes.
     provision::with_bootstrapper(&*driver, profile, &state, &(), |b, c| b.remove_node(c, node))?;
-    let journal = Journal::new(profile.dir());
-    provision::remove_node(&*driver, &journal, profile, node, &owner)?;
     state.nodes.retain(|n| n.name != node);
-    profile.save_state(&state)?;
-    provision::ensure_networks(&*driver, &journal, &state, &owner)?;
-    provision::write_known_hosts(&*driver, profile, &state)?;
-    Ok(())
+    forget_node(&*driver, &Journal::new(profile.dir()), profile, &state, node, &owner)
 }

@@ -7,22 +7,30 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::cluster::{ClusterState, SSH_USER};
+use crate::driver::{Driver, VmState};
 use crate::keys;
-use crate::ops::lifecycle::open_driver;
+use crate::ops::lifecycle::{open_driver, state_name};
 use crate::ops::provision;
 use crate::profile::Profile;
 use crate::ssh::{self, Output};
 
 /// The `ssh` argv that logs in to `node` (the control plane by default) and runs
-/// `command` there, if any.
+/// `command` there, if any. It may create the profile's keys and rewrites its
+/// known_hosts, so it holds the profile's lock while it does (a key pair generated
+/// next to `up` generating it too would be broken for good); the lock is released
+/// before `ssh` runs. A node whose VM is not running fails at once instead of leaving
+/// `ssh` to hang on a dead address.
 pub fn ssh_target(
     profile: &Profile,
     node: Option<&str>,
     command: &[String],
+    wait_lock: bool,
 ) -> Result<Vec<OsString>, Error> {
+    let _lock = profile.lock_existing(wait_lock)?;
     let state: ClusterState = profile.load_state()?;
     let node = state.node(node)?;
     let driver = open_driver(&state)?;
+    check_running(&*driver, &node.name)?;
     let known_hosts = provision::write_known_hosts(&*driver, profile, &state)?;
     let user_key = keys::user_key(profile.dir())?;
     let addr = driver.ssh_address(&node.name, node.ip)?;
@@ -52,17 +60,32 @@ pub struct Logs {
     pub cloud_init: Result<String, String>,
 }
 
-/// `kubelab logs [NODE]`.
-pub fn logs(profile: &Profile, node: Option<&str>) -> Result<Logs, Error> {
+/// Fails at once, naming the state, unless `node`'s VM is running.
+fn check_running(driver: &dyn Driver, node: &str) -> Result<(), Error> {
+    match driver.state(node)? {
+        VmState::Running => Ok(()),
+        other => Err(Error::NotRunning { node: node.to_owned(), state: state_name(other) }),
+    }
+}
+
+/// `kubelab logs [NODE]`. The keys it may create are made under the profile's lock
+/// (see [`ssh_target`]), released before it connects.
+pub fn logs(profile: &Profile, node: Option<&str>, wait_lock: bool) -> Result<Logs, Error> {
+    let lock = profile.lock_existing(wait_lock)?;
     let state: ClusterState = profile.load_state()?;
     let node = state.node(node)?;
     let console_path = provision::node_dir(profile, &node.name).join("console.log");
     let console = std::fs::read(&console_path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(|e| format!("(no console log: {e})"));
+    let reach = (|| -> Result<_, Error> {
+        let driver = open_driver(&state)?;
+        check_running(&*driver, &node.name)?;
+        Ok((provision::ssh_target(&*driver, profile, node)?, keys::user_key(profile.dir())?))
+    })();
+    drop(lock);
     let cloud_init = (|| -> Result<String, Error> {
-        let target = provision::ssh_target(&*open_driver(&state)?, profile, node)?;
-        let user_key = keys::user_key(profile.dir())?;
+        let (target, user_key) = reach?;
         let conn = ssh::connect(&target, &user_key, Duration::from_secs(10))?;
         let mut text = Vec::new();
         let mut sink = std::io::sink();

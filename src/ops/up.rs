@@ -1,7 +1,8 @@
-//! `kubelab up`: create the profile's cluster, or bring an existing one back. Validate
-//! and preflight first (nothing is created before both pass), then lock, resolve the
-//! image, save the state (addresses chosen before boot), ensure the networks and bring
-//! every node up in parallel. An interrupted `up` is resumed by the next one.
+//! `kubelab up`: create the profile's cluster, or bring an existing one back. Lock, read
+//! the saved state, validate and preflight (nothing but the lock file is created before
+//! both pass), resolve the image, save the state (addresses chosen before boot), ensure
+//! the networks and bring every node up in parallel. An interrupted `up` is resumed by
+//! the next one.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use crate::keys;
 use crate::kubeconfig;
 use crate::net::{Ipv4Cidr, MacAddr};
 use crate::ops::provision::{self, Timing};
-use crate::profile::{Profile, ProfileError};
+use crate::profile::{self, Profile, ProfileError};
 use crate::progress::Progress;
 
 /// The image `up` boots when none is given.
@@ -88,6 +89,11 @@ pub fn up(
     progress: &dyn Progress,
 ) -> Result<UpReport, Error> {
     let started = Instant::now();
+    // The lock comes first and the saved state is read under it: an `up --wait` queued
+    // behind a `node add` must see the node added, not save the copy it read before.
+    // The lock file lives outside the profile (see `Home::locks_dir`), so taking it
+    // creates nothing in the profile.
+    let _lock = profile.lock(opts.wait_lock)?;
     let saved = load_saved(profile)?;
     let request = validate(opts, saved.as_ref())?;
     if let Some(saved) = &saved {
@@ -109,7 +115,7 @@ pub fn up(
     let host = driver.check_host(policy)?;
     let request = in_driver_format(request, driver.disk_format())?;
     warn(progress, &host.warnings);
-    let owner = super::kubeconfig::owner(home, profile)?;
+    let kubeconfig_owner = super::kubeconfig::owner(home, profile)?;
     let bootstrapper = match (opts.bootstrapper, &saved) {
         (Some(kind), _) => kind,
         (None, Some(saved)) => saved.bootstrapper.parse()?,
@@ -118,13 +124,17 @@ pub fn up(
     if let Some(path) = opts.kubeconfig.as_ref().filter(|_| bootstrapper != BootstrapperKind::None)
     {
         // A foreign entry with the profile's name is refused before anything is created.
-        kubeconfig::check_free(path, &owner)?;
+        kubeconfig::check_free(path, &kubeconfig_owner)?;
     }
 
-    let _lock = profile.lock(opts.wait_lock)?;
     let fresh = saved.is_none();
     let result = (|| {
         let image = image::ensure(home, &request, progress)?;
+        // Subnets are chosen, saved and their networks made under the home's networks
+        // lock: two profiles created at once would otherwise both see the same subnet
+        // free (a profile's subnets are taken from the moment its state is saved). It is
+        // held for seconds, so it is always waited for.
+        let networks = home.lock_networks(true)?;
         let state = match saved {
             Some(state) => state,
             None => {
@@ -134,15 +144,23 @@ pub fn up(
                     sha256: image.sha256.clone(),
                     format: image.format,
                 };
-                new_state(&*driver, profile, opts, kind, uri.clone(), host.accel, image)?
+                let others = saved_subnets(home, profile);
+                new_state(&*driver, profile, opts, kind, uri.clone(), host.accel, image, &others)?
             }
         };
         profile.save_state(&state)?;
-        converge(&*driver, profile, state, image.path, opts, &owner, progress)
+        let owner = provision::owner(profile)?;
+        // Before anything is made or recorded: a name taken by another home, profile or
+        // the user fails here and leaves nothing behind.
+        provision::check_owned(&*driver, &state, &owner)?;
+        provision::ensure_networks(&*driver, &Journal::new(profile.dir()), &state, &owner)?;
+        drop(networks);
+        converge(&*driver, profile, state, image.path, opts, &kubeconfig_owner, progress)
     })();
     if fresh && result.is_err() && Journal::new(profile.dir()).entries().is_ok_and(|e| e.is_empty())
     {
-        // A new profile that failed before creating anything leaves nothing behind.
+        // A new profile that failed before creating anything leaves nothing behind. Its
+        // lock is not in this directory, so a command queued on it keeps a valid lock.
         let _ = std::fs::remove_dir_all(profile.dir());
     }
     let mut report = result?;
@@ -257,8 +275,22 @@ fn check_consistent(saved: &ClusterState, opts: &UpOptions) -> Result<(), Cluste
     )
 }
 
-/// The state of a new cluster: subnets chosen free of the host's routes and the
-/// hypervisor's networks, addresses and MACs fixed before any VM exists.
+/// The subnets saved by the home's other profiles: taken even before their networks
+/// exist (a profile whose state cannot be read is skipped).
+fn saved_subnets(home: &Home, profile: &Profile) -> Vec<Ipv4Cidr> {
+    let profiles = profile::list(home).unwrap_or_default();
+    let others = profiles.iter().filter(|p| p.name != profile.name().as_str());
+    others
+        .filter_map(|p| p.state.as_ref())
+        .flat_map(|state| ["/host_only_cidr", "/nat_cidr"].map(|key| state.pointer(key)))
+        .filter_map(|cidr| cidr?.as_str()?.parse().ok())
+        .collect()
+}
+
+/// The state of a new cluster: subnets chosen free of the host's routes, the
+/// hypervisor's networks and the subnets the home's `others` profiles saved;
+/// addresses and MACs fixed before any VM exists.
+#[allow(clippy::too_many_arguments)] // each is one fact of the new cluster
 fn new_state(
     driver: &dyn Driver,
     profile: &Profile,
@@ -267,10 +299,12 @@ fn new_state(
     libvirt_uri: Option<String>,
     accel: driver::Accel,
     image: ImageState,
+    others: &[Ipv4Cidr],
 ) -> Result<ClusterState, Error> {
     let (host_only_cidr, nat_cidr) = match opts.network_cidr {
         Some(cidr) => {
             let mut used = driver::taken_subnets(driver)?;
+            used.extend_from_slice(others);
             if let Some(other) = used.iter().find(|t| t.overlaps(&cidr)) {
                 let (cidr, other) = (cidr.to_string(), other.to_string());
                 return Err(ClusterError::CidrInUse { cidr, other }.into());
@@ -282,7 +316,7 @@ fn new_state(
             (cidr, nat)
         }
         None => {
-            let picked = driver::pick_subnets(driver, 2)?;
+            let picked = driver::pick_subnets(driver, others, 2)?;
             (picked[0], picked[1])
         }
     };
@@ -332,7 +366,8 @@ pub fn new_node(state: &ClusterState, index: u32) -> Result<NodeState, Error> {
     })
 }
 
-/// Makes the saved cluster real: keys, networks, every node up; saves what changed.
+/// Makes the saved cluster real (its networks exist): keys, every node up; saves what
+/// changed.
 fn converge(
     driver: &dyn Driver,
     profile: &Profile,
@@ -342,16 +377,13 @@ fn converge(
     kubeconfig_owner: &kubeconfig::Owner,
     progress: &dyn Progress,
 ) -> Result<UpReport, Error> {
+    // The networks were made, and every name checked against its owner, by the caller.
     let owner = provision::owner(profile)?;
-    // Before anything is made or recorded: a name taken by another home, profile or
-    // the user fails here and leaves nothing behind.
-    provision::check_owned(driver, &state, &owner)?;
     let user_key = keys::user_key(profile.dir())?;
     // The cluster's secrets (CA, token) exist before any node boots.
     bootstrap::open(state.bootstrapper.parse()?).prepare(profile.dir())?;
     provision::write_known_hosts(driver, profile, &state)?;
     let journal = Journal::new(profile.dir());
-    provision::ensure_networks(driver, &journal, &state, &owner)?;
     let ctx = provision::Ctx {
         driver,
         profile,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use kubelab::reason;
 
-use crate::cluster::saved_profile_with;
+use crate::cluster::{saved_profile_named, saved_profile_with};
 use crate::util::Kubelab;
 
 /// A directory outside the home holding one file whose content must survive.
@@ -85,7 +85,8 @@ fn symlinked_lock_is_not_truncated() {
     let k = Kubelab::new();
     saved_profile_with(&k, |_| {});
     let outside = victim();
-    symlink(outside.path().join("precious"), k.home().join("profiles/lab/lock")).unwrap();
+    fs::create_dir_all(k.home().join("locks")).unwrap();
+    symlink(outside.path().join("precious"), k.home().join("locks/lab.lock")).unwrap();
     let run = k.run(["-p", "lab", "down"]).failure(reason::PROFILE_LINK_REFUSED.exit_code);
     assert!(run.stderr.contains("is a symbolic link"), "{run}");
     assert_untouched(outside.path());
@@ -113,10 +114,12 @@ fn symlinked_journal_is_not_written_through() {
 #[test]
 fn symlinked_nodes_dir_gets_no_host_keys() {
     let k = Kubelab::new();
-    saved_profile_with(&k, |_| {});
+    // Profile `test`: its control plane runs in libvirt's test driver, so `ssh` goes on
+    // to write the host keys.
+    saved_profile_named(&k, "test", |_| {});
     let outside = victim();
-    symlink(outside.path(), k.home().join("profiles/lab/nodes")).unwrap();
-    let run = k.run(["-p", "lab", "ssh", "lab-m02", "--print-command"]);
+    symlink(outside.path(), k.home().join("profiles/test/nodes")).unwrap();
+    let run = k.run(["-p", "test", "ssh", "--print-command"]);
     let run = run.failure(reason::PROFILE_LINK_REFUSED.exit_code);
     assert!(run.stderr.contains("nodes is a symbolic link"), "{run}");
     assert_untouched(outside.path());
