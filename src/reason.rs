@@ -474,6 +474,7 @@ pub fn reason(err: &Error) -> Option<&'static Reason> {
             BootstrapError::UnsupportedVersion { .. } => Some(&K8S_VERSION_UNSUPPORTED),
             BootstrapError::Unknown { .. }
             | BootstrapError::BadVersion { .. }
+            | BootstrapError::BadRepo { .. }
             | BootstrapError::NoSubnet { .. } => Some(&PROFILE_BAD_OPTION),
             _ => None,
         },
