@@ -2,7 +2,8 @@
 # Installs the Debian/Ubuntu packages kubelab needs, converging from any starting package
 # set (the machine image's included), then checks that every command it promises is there.
 #   scripts/install-deps.sh          build + run (libvirt, QEMU, qemu-img, dnsmasq)
-#   scripts/install-deps.sh --test   also what the test suite uses (sshd, xorriso, debootstrap, kubectl)
+#   scripts/install-deps.sh --test   also what the test suite uses (sshd, xorriso, debootstrap,
+#                                    kubectl, and dpkg-dev/apt-utils/gpg for the test mirror)
 #
 # Why a loop: one apt call can remove what an earlier plan counted as present (bookworm's
 # qemu-system-x86 removes a backported qemu-utils: shared/ENVIRONMENT.md), so the plan is
@@ -22,6 +23,7 @@ declare -A test_cmds=(
     [isoinfo]=genisoimage [debootstrap]=debootstrap [ip]=iproute2 [python3]=python3
     [sfdisk]=fdisk [mksquashfs]=squashfs-tools [extlinux]=extlinux [mkfs.ext4]=e2fsprogs
     [mkfs.vfat]=dosfstools [blkid]=util-linux [unshare]=util-linux [kubectl]=kubernetes-client
+    [dpkg-scanpackages]=dpkg-dev [apt-ftparchive]=apt-utils [gpg]=gpg
 )
 # Packages that provide no command but files the build or the image recipe needs.
 run_pkgs=(libvirt-dev libssl-dev ca-certificates)

@@ -620,7 +620,9 @@ fn bootstrap_reason(err: &BootstrapError) -> &'static Reason {
         E::BadSecret { .. } | E::ReadSecret { .. } => &K8S_SECRETS_CORRUPT,
         E::NotKubernetes { .. } => &K8S_NOT_KUBERNETES,
         E::UnsupportedVersion { .. } => &K8S_VERSION_UNSUPPORTED,
-        E::Unknown { .. } | E::BadVersion { .. } | E::NoSubnet { .. } => &PROFILE_BAD_OPTION,
+        E::Unknown { .. } | E::BadVersion { .. } | E::BadRepo { .. } | E::NoSubnet { .. } => {
+            &PROFILE_BAD_OPTION
+        }
         E::NoControlPlane { .. } | E::NoSuchNode { .. } => &DRV_VM_MISSING,
         E::WriteSecret { .. } | E::OpenLog { .. } | E::WriteLog { .. } => &HOST_HOME_IO,
         E::GenerateCa(_) | E::ApiClient(_) | E::Panicked { .. } | E::ParseKubectl { .. } => {

@@ -10,9 +10,14 @@
 # For kubelab's kubeadm bootstrapper the image carries TEST-ONLY stand-ins for kubeadm,
 # kubectl, the kubelet, containerd and the Kubernetes API (files/k8s-standin/; see
 # standin.py): the real server binaries cannot be installed where the tests run.
+# The `bare` variant has none of them and none of what kubeadm's preflight looks for, like
+# a distribution's cloud image: kubelab's prereqs script installs it all with apt, from
+# the test mirror that scripts/dev/apt-repo.sh builds and the e2e serves at
+# $TEST_MIRROR_ADDR inside its namespace (the variant's only apt source).
 #
 # Usage: build.sh [OUT_DIR]   (root; OUT_DIR must be empty or missing)
-# Env:   KUBELAB_TEST_IMAGE_NO_ISO=1 skips the live ISO.
+# Env:   KUBELAB_TEST_IMAGE_NO_ISO=1 skips the live ISO;
+#        KUBELAB_TEST_IMAGE_VARIANT=standard (default) | bare.
 # Callers normally use ensure.sh, which caches the result.
 set -euo pipefail
 
@@ -35,9 +40,14 @@ readonly PACKAGES=(
     # The Kubernetes stand-ins sign certificates with openssl; kubelab's prereqs
     # script loads kernel modules with modprobe.
     openssl kmod
-    # What kubeadm's preflight looks for (the kubeadm stand-in checks them as kubeadm does).
-    iptables conntrack socat ethtool ebtables
 )
+# What kubeadm's preflight looks for (the kubeadm stand-in checks them as kubeadm does);
+# the bare variant leaves them to kubelab's prereqs script.
+readonly PREFLIGHT_PACKAGES=(iptables conntrack socat ethtool ebtables)
+readonly VARIANT=${KUBELAB_TEST_IMAGE_VARIANT:-standard}
+# Where the e2e serves the test mirror (scripts/dev/apt-repo.sh): an address of the test
+# namespace itself, reached by the VMs through their NAT network.
+readonly TEST_MIRROR_ADDR=172.31.255.1:8098
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 files=$here/files
@@ -112,9 +122,11 @@ EOF
     printf 'MODULES=list\nCOMPRESS=zstd\n' >"$root/etc/initramfs-tools/conf.d/kubelab.conf"
     grep -v '^#' "$files/initramfs-modules" >>"$root/etc/initramfs-tools/modules"
     mount_chroot
-    log "installing ${PACKAGES[*]}"
+    local packages=("${PACKAGES[@]}")
+    if [ "$VARIANT" = standard ]; then packages+=("${PREFLIGHT_PACKAGES[@]}"); fi
+    log "installing ${packages[*]}"
     in_root apt-get update -q >&2
-    apt_install "${PACKAGES[@]}"
+    apt_install "${packages[@]}"
 }
 
 configure() {
@@ -257,7 +269,11 @@ main() {
     mkdir -p "$work/root"
     bootstrap
     configure
-    install_k8s_standins
+    case $VARIANT in
+    standard) install_k8s_standins ;;
+    bare) printf 'deb [trusted=yes] http://%s/debian ./\n' "$TEST_MIRROR_ADDR" >"$work/root/etc/apt/sources.list" ;;
+    *) die "unknown variant $VARIANT (standard or bare)" ;;
+    esac
     kver=$(trim_kernel)
     cp "$work/root/boot/vmlinuz-$kver" "$out/vmlinuz"
     cp "$work/root/boot/initrd.img-$kver" "$out/initrd.img"
@@ -265,11 +281,12 @@ main() {
     in_root dpkg-query -W -f '${Package} ${Version}\n' >"$out/packages.txt"
     finish_root
     build_disk "$kver"
-    if [ "${KUBELAB_TEST_IMAGE_NO_ISO:-0}" != 1 ]; then
+    if [ "${KUBELAB_TEST_IMAGE_NO_ISO:-0}" != 1 ] && [ "$VARIANT" = standard ]; then
         build_iso "$kver"
     fi
     cat >"$out/BUILD_INFO" <<EOF
 suite=$SUITE
+variant=$VARIANT
 kernel=$kver
 cmdline=$CMDLINE
 built=$(date -u +%Y-%m-%dT%H:%M:%SZ)

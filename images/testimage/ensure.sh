@@ -2,6 +2,8 @@
 # Prints the directory of the built test image for the current recipe, building
 # it first when the cache has none. The cache lives outside the repository:
 #   ${KUBELAB_TEST_IMAGE_CACHE:-/var/cache/kubelab/testimage}/<recipe sha256>/
+# KUBELAB_TEST_IMAGE_VARIANT=bare builds and caches the variant without Kubernetes
+# (build.sh); the variant is part of the hash.
 # The recipe hash covers build.sh and files/ (names and contents), so changing
 # the recipe builds a new image while CI on the same machine reuses the old one.
 # Build logs go to stderr; stdout is only the path.
@@ -18,6 +20,7 @@ recipe_hash() {
                 printf '%s\0' "$f"
                 cat -- "$f"
             done
+        printf 'variant=%s\0' "${KUBELAB_TEST_IMAGE_VARIANT:-standard}"
     ) | sha256sum | cut -d' ' -f1
 }
 

@@ -58,7 +58,9 @@ host_canary_check_and_remove() {
 
 cleanup() {
     local status=$?
-    if [ -n "$LAB_HTTP_PID" ]; then kill "$LAB_HTTP_PID" 2>/dev/null || true; fi
+    for pid in "$LAB_HTTP_PID" "$LAB_MIRROR_PID"; do
+        if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+    done
     if [ -n "${KEEP_LAB:-}" ] && [ "$status" -ne 0 ]; then
         log "KEEP_LAB set: namespace $NS left running"
         host_canary_check_and_remove || true
@@ -79,6 +81,11 @@ log "building kubelab and the test image"
 cargo build --locked --quiet
 image_dir=$(images/testimage/ensure.sh)
 qcow2_sha=$(lab_image_sha "$image_dir" disk.qcow2)
+# The bare image (no Kubernetes, none of kubeadm's preflight tools) and the test mirror
+# it installs them from (scripts/dev/apt-repo.sh).
+bare_dir=$(KUBELAB_TEST_IMAGE_VARIANT=bare images/testimage/ensure.sh)
+bare_sha=$(lab_image_sha "$bare_dir" disk.qcow2)
+mirror_dir=$(scripts/dev/apt-repo.sh "$bare_dir")
 iso_sha=$(lab_image_sha "$image_dir" live.iso)
 
 rm -rf "$work"
@@ -92,6 +99,11 @@ trap 'exit 143' TERM
 log "serving $image_dir on 127.0.0.1:8099 inside the namespace"
 lab_serve_image "$image_dir" 8099 "$work/http.log"
 base=http://127.0.0.1:8099
+mkdir -p "$work/mirror"
+ln -s "$mirror_dir/debian" "$mirror_dir/k8s" "$work/mirror/"
+ln -s "$bare_dir" "$work/mirror/bare"
+lab_serve_mirror "$work/mirror" "$work/mirror.log"
+mirror=http://$LAB_MIRROR_ADDR:8098
 
 for kind in dominfo net-info; do
     if lab_virsh "$kind" kubelab-e2e-canary >/dev/null 2>&1; then fail "the lab's libvirtd sees the host's $kind"; fi
@@ -218,12 +230,21 @@ klk() { lab_exec env KUBELAB_HOME="$KUBELAB_HOME" KUBECONFIG="$kcfg" "$kubelab" 
 kctl() { lab_exec env KUBECONFIG="$kcfg" kubectl "$@"; }
 kctl config view --raw -o json >"$work/kubeconfig-before.json"
 k8s_flags=(--driver kvm2 --bootstrapper kubeadm --cpus 1 --memory 1g --disk 4g)
-klk -p e2e-k8s up "${k8s_flags[@]}" --nodes 3 --image "$base/disk.qcow2" \
-    --image-sha256 "$qcow2_sha" --timings | tee "$work/up-k8s.txt"
+# The bare image: every node installs containerd, kubeadm's preflight tools and the
+# Kubernetes packages with apt, from the test mirror (the VMs reach nothing else).
+klk -p e2e-k8s up "${k8s_flags[@]}" --nodes 3 --image "$mirror/bare/disk.qcow2" \
+    --image-sha256 "$bare_sha" --kubernetes-repo "$mirror/k8s/" --timings | tee "$work/up-k8s.txt"
 for phase in prereqs init join ready; do
     grep -Eq "^  e2e-k8s[a-z0-9-]* +$phase " "$work/up-k8s.txt" || fail "--timings lacks $phase"
 done
-pass "up --nodes 3 --bootstrapper kubeadm (timings cover prereqs, init, join, ready)"
+k8s_log=$KUBELAB_HOME/profiles/e2e-k8s/kubelab.log
+for node in e2e-k8s e2e-k8s-m02 e2e-k8s-m03; do
+    grep -q "\[$node\] .*installing from $mirror/k8s/" "$k8s_log" || fail "$node did not install from the mirror"
+    grep -q "\[$node\] .*Setting up kubeadm (1.34.2-1.1)" "$k8s_log" || fail "$node: no kubeadm package set up"
+    grep -q "\[$node\] .*Setting up iptables" "$k8s_log" || fail "$node: iptables not installed"
+done
+grep -q "GET /k8s/InRelease" "$work/mirror.log" || fail "the signed k8s repository was not read"
+pass "up --nodes 3 on the bare image: apt installed containerd, iptables and kubeadm from the mirror"
 
 [ "$(kctl config current-context)" = e2e-k8s ] || fail "current context: $(kctl config current-context)"
 kctl config get-contexts -o name | sort | tr '\n' ' ' | grep -qx 'e2e-k8s other ' \

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# 00-prereqs.sh VERSION: what kubeadm needs on every node, before `kubeadm init` or
+# 00-prereqs.sh VERSION REPO: what kubeadm needs on every node, before `kubeadm init` or
 # `kubeadm join` (https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/install-kubeadm/
 # and .../container-runtimes/): swap off, the overlay and br_netfilter modules, the
 # bridge/forwarding sysctls, containerd with the systemd cgroup driver, and kubeadm,
-# kubelet and kubectl of VERSION (vMAJOR.MINOR.PATCH) from pkgs.k8s.io when the image
-# lacks them, the tools kubeadm's preflight wants (iptables, conntrack, socat, ethtool,
+# kubelet and kubectl of VERSION (vMAJOR.MINOR.PATCH) from REPO (pkgs.k8s.io's repository
+# for VERSION's minor, or a mirror of it: flat, its signing key at REPO/Release.key) when
+# the image lacks them, the tools kubeadm's preflight wants (iptables, conntrack, socat, ethtool,
 # ebtables), and kubeadm's own pause image as containerd's sandbox image.
 # Idempotent: run by kubelab as root over SSH on every `up`.
 set -euo pipefail
-version=${1:?usage: 00-prereqs.sh VERSION}
-minor=${version%.*}
+version=${1:?usage: 00-prereqs.sh VERSION REPO}
+repo=${2:?usage: 00-prereqs.sh VERSION REPO}
 
 # cloud-init's last stage (and unattended-upgrades) may still hold the dpkg lock when SSH
 # first answers: wait for cloud-init, and let apt wait for the lock instead of failing.
@@ -72,18 +73,18 @@ if [ ${#missing[@]} -eq 0 ]; then
         exit 1
     fi
 else
-    echo "kubeadm, kubelet, kubectl $version: installing from pkgs.k8s.io (missing: ${missing[*]})"
+    echo "kubeadm, kubelet, kubectl $version: installing from $repo (missing: ${missing[*]})"
     apt_update
     apt_install apt-transport-https ca-certificates curl gpg
     install -d -m 0755 /etc/apt/keyrings
-    curl -fsSL "https://pkgs.k8s.io/core:/stable:/$minor/deb/Release.key" |
+    curl -fsSL "${repo}Release.key" |
         gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg
-    echo "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/$minor/deb/ /" \
+    echo "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] $repo /" \
         >/etc/apt/sources.list.d/kubernetes.list
     apt_get update -q
     # The repository's package versions look like 1.34.2-1.1.
     pkg_version=$(apt-cache madison kubeadm | awk -v v="${version#v}-" 'index($3, v) == 1 { print $3; exit }')
-    [ -n "$pkg_version" ] || { echo "pkgs.k8s.io has no kubeadm $version" >&2; exit 1; }
+    [ -n "$pkg_version" ] || { echo "$repo has no kubeadm $version" >&2; exit 1; }
     apt-mark unhold kubelet kubeadm kubectl >/dev/null 2>&1 || true
     apt_install "kubelet=$pkg_version" "kubeadm=$pkg_version" "kubectl=$pkg_version"
     apt-mark hold kubelet kubeadm kubectl

@@ -27,6 +27,10 @@ use crate::ssh::{SshError, Target};
 
 /// The Kubernetes version a new cluster gets when `--kubernetes-version` is not given.
 pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.34.2";
+/// Where nodes get kubeadm, kubelet and kubectl when their image lacks them: a
+/// pkgs.k8s.io-style flat apt repository (its signing key at `Release.key`), `{minor}`
+/// standing for the cluster's `vMAJOR.MINOR`. `--kubernetes-repo` names a mirror.
+pub const DEFAULT_KUBERNETES_REPO: &str = "https://pkgs.k8s.io/core:/stable:/{minor}/deb/";
 /// The Kubernetes minor versions kubelab can bootstrap, oldest and newest: kubeadm reads
 /// the v1beta4 configuration kubelab writes from 1.31 on; from 1.36 the kubelet needs a
 /// container runtime that reports its cgroup driver (containerd 2.0 or newer), and the
@@ -47,6 +51,14 @@ pub enum BootstrapError {
     BadVersion {
         /// The text given.
         text: String,
+    },
+    /// `--kubernetes-repo` is not a plain http(s) URL.
+    #[error("invalid --kubernetes-repo {text:?}: {why}")]
+    BadRepo {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        why: &'static str,
     },
     /// `--kubernetes-version` is outside [`SUPPORTED_MINORS`].
     #[error(
@@ -244,6 +256,35 @@ pub fn check_version(text: &str) -> Result<(), BootstrapError> {
     Ok(())
 }
 
+/// Checks `--kubernetes-repo`: an http(s) URL without credentials, ending in `/`, of
+/// characters that need no quoting in an apt source line.
+pub fn check_repo(text: &str) -> Result<(), BootstrapError> {
+    let bad = |why| Err(BootstrapError::BadRepo { text: text.to_owned(), why });
+    let Ok(url) = url::Url::parse(&text.replace("{minor}", "v1.0")) else {
+        return bad("not a URL");
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return bad("only http and https repositories");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("credentials do not belong in the URL (it is stored in the profile)");
+    }
+    if !text.ends_with('/') || url.query().is_some() || url.fragment().is_some() {
+        return bad("expected a directory URL ending in / without ?query or #fragment");
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/:.-_~%{}+@".contains(c);
+    if !text.chars().all(plain) {
+        return bad("characters other than letters, digits and /:.-_~%{}+@");
+    }
+    Ok(())
+}
+
+/// The repository URL for `version` (`vMAJOR.MINOR.PATCH`): `{minor}` filled in.
+pub fn repo_url(template: &str, version: &str) -> String {
+    let minor = version.rsplit_once('.').map_or(version, |(minor, _)| minor);
+    template.replace("{minor}", minor)
+}
+
 /// One node as a bootstrapper sees it.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -269,6 +310,8 @@ pub struct Cluster<'a> {
     pub networks: &'a [Ipv4Cidr],
     /// `vMAJOR.MINOR.PATCH`.
     pub kubernetes_version: &'a str,
+    /// The Kubernetes package repository (`{minor}` filled in).
+    pub kubernetes_repo: &'a str,
     /// vCPUs per node.
     pub cpus: u32,
     /// Memory per node.
@@ -374,6 +417,26 @@ mod tests {
         assert!(check_version("v1.31.0").is_ok() && check_version("v1.35.9").is_ok());
         for bad in ["1.34.2", "v1.34", "v1.34.x", "latest", "v1..2", "", "v1.99999.0"] {
             assert!(matches!(check_version(bad), Err(BootstrapError::BadVersion { .. })), "{bad}");
+        }
+        assert_eq!(
+            repo_url(DEFAULT_KUBERNETES_REPO, "v1.34.2"),
+            "https://pkgs.k8s.io/core:/stable:/v1.34/deb/"
+        );
+        for good in
+            [DEFAULT_KUBERNETES_REPO, "http://172.31.255.1:8098/k8s/", "https://m.example/{minor}/"]
+        {
+            assert!(check_repo(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "ftp://m/",
+            "https://u:p@m/",
+            "https://m/x",
+            "https://m/?a=1/",
+            "https://m/ x/",
+            "https://m/$(id)/",
+            "file:///srv/",
+        ] {
+            assert!(check_repo(bad).is_err(), "{bad}");
         }
         for old_or_new in ["v1.30.9", "v1.36.0", "v2.34.0", "v0.34.0"] {
             assert!(

@@ -74,6 +74,14 @@ pub struct UpArgs {
     #[arg(long, value_name = "VERSION")]
     kubernetes_version: Option<String>,
 
+    /// Kubernetes package repository for nodes whose image lacks kubeadm: a mirror of
+    /// pkgs.k8s.io's layout (flat, signing key at Release.key); `{minor}` stands for the
+    /// cluster's vMAJOR.MINOR.
+    ///
+    /// Default: the saved profile's, else https://pkgs.k8s.io/core:/stable:/{minor}/deb/.
+    #[arg(long, value_name = "URL")]
+    kubernetes_repo: Option<String>,
+
     /// Wait until every node is Ready and kube-system's pods run (`--wait-ready=false`
     /// returns once kubeadm is done).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
@@ -133,6 +141,7 @@ pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
         wait_lock: ctx.wait,
         bootstrapper: args.bootstrapper.as_deref().map(str::parse).transpose()?,
         kubernetes_version: args.kubernetes_version,
+        kubernetes_repo: args.kubernetes_repo,
         wait_ready: args.wait_ready.then(|| Duration::from_secs(args.wait_timeout)),
         keep_context: args.keep_context,
         // Without a home or $KUBECONFIG the context lives only in the profile.

@@ -38,6 +38,9 @@ impl State for ClusterState {
             bootstrap::check_version(version)
                 .map_err(|e| InvalidField::new("kubernetes_version", e))?;
         }
+        if let Some(repo) = &self.kubernetes_repo {
+            bootstrap::check_repo(repo).map_err(|e| InvalidField::new("kubernetes_repo", e))?;
+        }
         ImageSource::parse(&self.image.source).map_err(|e| InvalidField::new("image.source", e))?;
         if !is_lower_hex(&self.image.sha256, 64) {
             return Err(InvalidField::new("image.sha256", "not 64 lowercase hex digits"));

@@ -198,6 +198,9 @@ pub struct ClusterState {
     /// `--bootstrapper none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_version: Option<String>,
+    /// `--kubernetes-repo`, if given (else [`crate::bootstrap::DEFAULT_KUBERNETES_REPO`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_repo: Option<String>,
     /// The boot image.
     pub image: ImageState,
     /// vCPUs per node.

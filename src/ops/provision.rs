@@ -325,6 +325,10 @@ pub fn with_bootstrapper<T>(
         nodes: &nodes,
         networks: &[state.host_only_cidr, state.nat_cidr],
         kubernetes_version: version,
+        kubernetes_repo: &bootstrap::repo_url(
+            state.kubernetes_repo.as_deref().unwrap_or(bootstrap::DEFAULT_KUBERNETES_REPO),
+            version,
+        ),
         cpus: state.cpus,
         memory_mib: state.memory_mib,
         user_key: &user_key,

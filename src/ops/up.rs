@@ -60,6 +60,8 @@ pub struct UpOptions {
     pub bootstrapper: Option<BootstrapperKind>,
     /// `--kubernetes-version`; `None` keeps the saved one (the default for a new profile).
     pub kubernetes_version: Option<String>,
+    /// `--kubernetes-repo`.
+    pub kubernetes_repo: Option<String>,
     /// How long to wait for every node to be Ready; `None` does not wait (`--wait=false`).
     pub wait_ready: Option<Duration>,
     /// `--keep-context`: merge the kubeconfig without making its context current.
@@ -195,6 +197,9 @@ fn validate(opts: &UpOptions, saved: Option<&ClusterState>) -> Result<ImageReque
     if let Some(version) = &opts.kubernetes_version {
         bootstrap::check_version(version)?;
     }
+    if let Some(repo) = &opts.kubernetes_repo {
+        bootstrap::check_repo(repo)?;
+    }
     let source = ImageSource::parse(opts.image.as_deref().unwrap_or(DEFAULT_IMAGE))?;
     let sha256 = opts
         .image_sha256
@@ -269,6 +274,11 @@ fn check_consistent(saved: &ClusterState, opts: &UpOptions) -> Result<(), Cluste
         opts.kubernetes_version.clone(),
     )?;
     differs(
+        "--kubernetes-repo",
+        saved.kubernetes_repo.clone().unwrap_or_default(),
+        opts.kubernetes_repo.clone(),
+    )?;
+    differs(
         "--libvirt-uri",
         saved.libvirt_uri.clone().unwrap_or_default(),
         opts.libvirt_uri.clone(),
@@ -334,6 +344,10 @@ fn new_state(
                 .clone()
                 .unwrap_or_else(|| bootstrap::DEFAULT_KUBERNETES_VERSION.to_owned())
         }),
+        kubernetes_repo: opts
+            .kubernetes_repo
+            .clone()
+            .filter(|_| bootstrapper != BootstrapperKind::None),
         image,
         cpus: opts.cpus.unwrap_or(cluster::DEFAULT_CPUS),
         memory_mib: opts.memory_mib.unwrap_or(cluster::DEFAULT_MEMORY_MIB),

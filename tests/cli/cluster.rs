@@ -77,6 +77,9 @@ fn bad_options_are_refused_before_anything_is_created() {
             "sha256",
         ),
         (vec!["-p", "Bad_Name", "up"], reason::PROFILE_NAME_INVALID.exit_code, "lowercase"),
+        (vec!["up", "--kubernetes-version", "v1.30.0"], 75, "kubelab bootstraps v1.31.x to"),
+        (vec!["up", "--kubernetes-repo", "ftp://mirror/"], bad, "only http and https"),
+        (vec!["up", "--kubernetes-repo", "https://u:p@mirror/"], bad, "credentials"),
     ] {
         let run = k.run(&args).failure(code);
         assert!(run.stderr.contains(text), "{args:?}: {run}");

@@ -255,7 +255,7 @@ fn init(
 ) -> Result<String, BootstrapError> {
     let session = Session::open(cluster, log, cp)?;
     let start = Instant::now();
-    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version])?;
+    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version, cluster.kubernetes_repo])?;
     record(timings, timing(cp, "prereqs", start));
     let start = Instant::now();
     session.stage(&[
@@ -285,7 +285,7 @@ fn join(
 ) -> Result<(), BootstrapError> {
     let session = Session::open(cluster, log, node)?;
     let start = Instant::now();
-    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version])?;
+    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version, cluster.kubernetes_repo])?;
     record(timings, timing(node, "prereqs", start));
     let join_config = staged.join_config(cluster, node, token)?;
     session.stage(&[(&join_config, "kubeadm-join.yaml")])?;
