@@ -140,6 +140,9 @@ bench_kubelab_delete() {
     secs_between "$t0" "$t1"
 }
 
+# bench_home_id: the bench home's id, part of every volume name kubelab makes.
+bench_home_id() { tr -d '\n' <"$work/home/home-id"; }
+
 # bench_capture PROFILE DIR: saves what the floor needs of the running cluster: each
 # node's domain XML, seed ISO, disk size and address, the networks' XML, the user key and
 # known_hosts. Writes DIR/nodes (name ip, one a line).
@@ -151,8 +154,8 @@ bench_capture() {
         'import json,sys; [print(n["name"], n["ip"]) for n in json.load(sys.stdin)["nodes"]]' >"$dir/nodes"
     while read -r -u 3 node ip; do
         lab_virsh dumpxml --inactive "$node" | grep -v '<uuid>' >"$dir/$node.xml"
-        lab_exec cat "$BENCH_POOL/node-$node-seed.iso" >"$dir/$node-seed.iso"
-        lab_virsh vol-info --bytes --pool kubelab "node-$node.qcow2" |
+        lab_exec cat "$BENCH_POOL/node-$(bench_home_id)-$node-seed.iso" >"$dir/$node-seed.iso"
+        lab_virsh vol-info --bytes --pool kubelab "node-$(bench_home_id)-$node.qcow2" |
             awk '/^Capacity:/ {print $2}' >"$dir/$node.capacity"
     done 3<"$dir/nodes"
     for net in $(lab_names net-list "kubelab-$profile"); do
@@ -170,11 +173,11 @@ bench_floor_prepare() {
         lab_virsh net-start "$(basename "$f" .xml | cut -c5-)" >/dev/null
     done
     while read -r -u 3 node ip; do
-        lab_virsh vol-create-as kubelab "node-$node.qcow2" "$(cat "$dir/$node.capacity")" \
+        lab_virsh vol-create-as kubelab "node-$(bench_home_id)-$node.qcow2" "$(cat "$dir/$node.capacity")" \
             --format qcow2 --backing-vol "$base" --backing-vol-format qcow2 >/dev/null
-        lab_virsh vol-create-as kubelab "node-$node-seed.iso" "$(stat -c %s "$dir/$node-seed.iso")" \
+        lab_virsh vol-create-as kubelab "node-$(bench_home_id)-$node-seed.iso" "$(stat -c %s "$dir/$node-seed.iso")" \
             --format raw >/dev/null
-        lab_virsh vol-upload --pool kubelab "node-$node-seed.iso" "$dir/$node-seed.iso"
+        lab_virsh vol-upload --pool kubelab "node-$(bench_home_id)-$node-seed.iso" "$dir/$node-seed.iso"
         # The serial log's directory went with the profile.
         log=$(grep -o "<log file='[^']*'" "$dir/$node.xml" | cut -d"'" -f2 || true)
         if [[ -n $log ]]; then mkdir -p "$(dirname "$log")"; fi
@@ -221,8 +224,8 @@ bench_floor() {
     while read -r -u 3 node ip; do
         lab_virsh destroy "$node" >/dev/null
         lab_virsh undefine "$node" >/dev/null
-        lab_virsh vol-delete --pool kubelab "node-$node.qcow2" >/dev/null
-        lab_virsh vol-delete --pool kubelab "node-$node-seed.iso" >/dev/null
+        lab_virsh vol-delete --pool kubelab "node-$(bench_home_id)-$node.qcow2" >/dev/null
+        lab_virsh vol-delete --pool kubelab "node-$(bench_home_id)-$node-seed.iso" >/dev/null
     done 3<"$dir/nodes"
     for net in $(lab_names net-list "kubelab-$(basename "$dir")"); do
         lab_virsh net-destroy "$net" >/dev/null
