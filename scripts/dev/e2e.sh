@@ -290,6 +290,17 @@ if kctl get node e2e-k8s-m04 >/dev/null 2>&1; then fail "e2e-k8s-m04 still in th
 grep -q "node/e2e-k8s-m04 drained" "$KUBELAB_HOME/profiles/e2e-k8s/kubelab.log" || fail "no drain"
 pass "node add joins a Ready worker; node delete drains it and removes it from the cluster"
 
+# A pod that never terminates (stand-in: annotation kubelab.io/never-terminates) lands on
+# the first schedulable worker, e2e-k8s-m02: its drain times out, the node goes anyway.
+klk -p e2e-k8s ssh -- sudo kubectl --kubeconfig /etc/kubernetes/admin.conf run stuck \
+    --image=registry.k8s.io/pause:3.10.1 --annotations=kubelab.io/never-terminates=true
+[ "$(kctl get pod stuck -o jsonpath='{.spec.nodeName}')" = e2e-k8s-m02 ] || fail "stuck pod not on m02"
+klk -p e2e-k8s node delete e2e-k8s-m02
+if kctl get node e2e-k8s-m02 >/dev/null 2>&1; then fail "e2e-k8s-m02 still in the cluster"; fi
+grep -q "e2e-k8s-m02 did not drain within 60s: deleting it anyway" "$KUBELAB_HOME/profiles/e2e-k8s/kubelab.log" \
+    || fail "no drain timeout for e2e-k8s-m02"
+pass "node delete of a node whose drain never finishes: deleted after the drain's timeout"
+
 klk -p e2e-k8s delete
 kctl config view --raw -o json >"$work/kubeconfig-after.json"
 cmp -s "$work/kubeconfig-before.json" "$work/kubeconfig-after.json" \
