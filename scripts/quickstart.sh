@@ -34,6 +34,8 @@ kubelab=$root/target/release/kubelab
 work=$(mktemp -d /tmp/kubelab-demo.XXXXXX)
 export KUBELAB_HOME=${KUBELAB_HOME:-$work/home}
 export KUBECONFIG=$work/kubeconfig
+# kubectl's discovery cache stays in the demo's directory, not ~/.kube.
+export KUBECACHEDIR=$work/kube-cache
 P=demo
 
 say() { printf '\n### %s\n' "$*" >&2; }

@@ -20,6 +20,8 @@ NS=kubelab-e2e
 PROFILE_PREFIX=e2e
 work=/tmp/kubelab-e2e
 export KUBELAB_HOME=$work/home
+# kubectl's discovery cache stays in the test's directory, not the host's ~/.kube.
+export KUBECACHEDIR=$work/kube-cache
 kubelab=$root/target/debug/kubelab
 
 log() { printf '\n[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
