@@ -310,7 +310,16 @@ cmp -s "$work/kubeconfig-before.json" "$work/kubeconfig-after.json" \
 pass "delete removed exactly the profile's entries and made 'other' current again"
 
 log "kubeadm, one node: the control plane takes user pods; an init that failed after admin.conf is retried"
+# A host route over flannel's default pod subnet: the new cluster's pods must avoid it.
+lab_exec ip route add 10.244.0.0/16 dev lo
 klk -p e2e-one up "${k8s_flags[@]}" --nodes 1 --image "$base/disk.qcow2" --image-sha256 "$qcow2_sha"
+python3 - "$KUBELAB_HOME/profiles/e2e-one/profile.json" <<'PY'
+import json, sys
+state = json.load(open(sys.argv[1]))
+assert state["pod_cidr"] == "10.245.0.0/16", state
+assert state["service_cidr"] == "10.96.0.0/12", state
+PY
+pass "pod subnet chosen clear of the host's routes (10.244.0.0/16 taken: 10.245.0.0/16)"
 klk -p e2e-one ssh -- sudo kubectl --kubeconfig /etc/kubernetes/admin.conf run web --image=registry.k8s.io/pause:3.10.1
 [ "$(kctl --context e2e-one get pod web -o jsonpath='{.spec.nodeName}')" = e2e-one ] \
     || fail "the pod was not scheduled on the control plane: $(kctl --context e2e-one get pod web -o json)"
@@ -328,6 +337,17 @@ grep -q "a previous kubeadm init did not finish: kubeadm reset" "$KUBELAB_HOME/p
 [ "$(kctl --context e2e-one get nodes -o jsonpath='{.items[0].status.conditions[?(@.type=="Ready")].status}')" = True ] \
     || fail "e2e-one not Ready after the retried init"
 pass "an init that failed after writing admin.conf is reset and retried by the next up"
+klk -p e2e-one up
+grep -q "control plane already initialized (kubelab's marker): creating this run's join token" \
+    "$KUBELAB_HOME/profiles/e2e-one/kubelab.log" || fail "an up of an initialized cluster did not make a fresh token"
+pass "up of an initialized control plane only creates this run's join token"
+# An image's kubeadm of another version than the profile's is an error, not a warning.
+if klk -p e2e-one ssh -- sudo bash -s v1.34.1 https://mirror.invalid/ \
+    <scripts/node/00-prereqs.sh >"$work/mismatch.txt" 2>&1; then
+    fail "00-prereqs.sh accepted kubeadm v1.34.2 for v1.34.1"
+fi
+grep -q "error: the image has kubeadm v1.34.2, not v1.34.1" "$work/mismatch.txt" || fail "$(cat "$work/mismatch.txt")"
+pass "a preinstalled kubeadm of another version stops the prereqs with an error"
 klk -p e2e-one delete
 # ---- end of the kubeadm section ------------------------------------------------------
 

@@ -12,6 +12,8 @@ mod kubeadm;
 pub mod log;
 pub mod pki;
 
+pub use self::kubeadm::choose_subnets;
+
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -308,6 +310,9 @@ pub struct Cluster<'a> {
     pub nodes: &'a [Node],
     /// The cluster's host-only and NAT subnets, which pods and services must avoid.
     pub networks: &'a [Ipv4Cidr],
+    /// The pod and service subnets chosen when the profile was made (none in profiles
+    /// from before kubelab saved them: then they are chosen clear of `networks`).
+    pub subnets: Option<(Ipv4Cidr, Ipv4Cidr)>,
     /// `vMAJOR.MINOR.PATCH`.
     pub kubernetes_version: &'a str,
     /// The Kubernetes package repository (`{minor}` filled in).

@@ -62,6 +62,14 @@ impl State for ClusterState {
         if self.host_only_cidr.overlaps(&self.nat_cidr) {
             return Err(InvalidField::new("nat_cidr", "overlaps host_only_cidr"));
         }
+        let mut seen = vec![("host_only_cidr", self.host_only_cidr), ("nat_cidr", self.nat_cidr)];
+        for (field, cidr) in [("pod_cidr", self.pod_cidr), ("service_cidr", self.service_cidr)] {
+            let Some(cidr) = cidr else { continue };
+            if let Some((other, _)) = seen.iter().find(|(_, s)| s.overlaps(&cidr)) {
+                return Err(InvalidField::new(field, format!("overlaps {other}")));
+            }
+            seen.push((field, cidr));
+        }
         self.check_nodes()
     }
 }
@@ -142,6 +150,7 @@ mod tests {
             "image": {"source": "ubuntu-24.04", "sha256": "ab".repeat(32), "format": "qcow2"},
             "cpus": 2, "memory_mib": 2048, "disk_gib": 20,
             "host_only_cidr": "192.168.39.0/24", "nat_cidr": "192.168.50.0/24",
+            "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12",
             "nodes": [
                 {"name": "lab", "role": "control-plane", "ip": "192.168.39.10",
                  "nat_mac": "52:54:00:00:00:01", "host_only_mac": "52:54:00:00:00:02",
@@ -185,6 +194,8 @@ mod tests {
             ("/host_only_cidr", json!("127.0.0.0/24"), "host_only_cidr"),
             ("/nat_cidr", json!("224.0.0.0/24"), "nat_cidr"),
             ("/nat_cidr", json!("192.168.39.0/24"), "nat_cidr"),
+            ("/pod_cidr", json!("192.168.39.0/24"), "pod_cidr"),
+            ("/service_cidr", json!("10.244.0.0/16"), "service_cidr"),
             ("/nodes", json!([]), "nodes"),
             ("/nodes/0/name", json!("other"), "nodes[0].name"),
             ("/nodes/1/name", json!("../../victim"), "nodes[1].name"),

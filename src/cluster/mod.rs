@@ -213,6 +213,13 @@ pub struct ClusterState {
     pub host_only_cidr: Ipv4Cidr,
     /// The NAT network's subnet.
     pub nat_cidr: Ipv4Cidr,
+    /// Kubernetes' pod subnet, chosen clear of the host's routes and every network when
+    /// the profile was made (kubeadm only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<Ipv4Cidr>,
+    /// Kubernetes' service subnet, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<Ipv4Cidr>,
     /// The nodes, control plane first.
     pub nodes: Vec<NodeState>,
 }

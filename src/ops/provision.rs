@@ -324,6 +324,7 @@ pub fn with_bootstrapper<T>(
         dir: profile.dir(),
         nodes: &nodes,
         networks: &[state.host_only_cidr, state.nat_cidr],
+        subnets: state.pod_cidr.zip(state.service_cidr),
         kubernetes_version: version,
         kubernetes_repo: &bootstrap::repo_url(
             state.kubernetes_repo.as_deref().unwrap_or(bootstrap::DEFAULT_KUBERNETES_REPO),

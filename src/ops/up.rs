@@ -332,6 +332,21 @@ fn new_state(
     };
     let name = profile.name().to_string();
     let bootstrapper = opts.bootstrapper.unwrap_or(BootstrapperKind::Kubeadm);
+    // Pods and services get subnets that none of the host's routes, the hypervisor's
+    // networks, the home's profiles nor this cluster's own networks use: a node could
+    // not reach a host network hidden behind a service subnet.
+    let (pod_cidr, service_cidr) = if bootstrapper == BootstrapperKind::None {
+        (None, None)
+    } else {
+        let mut taken = driver::taken_subnets(driver)?;
+        taken.extend_from_slice(others);
+        taken.extend([host_only_cidr, nat_cidr]);
+        let (pods, services) = bootstrap::choose_subnets(&taken).ok_or_else(|| {
+            let taken = taken.iter().map(ToString::to_string).collect::<Vec<_>>();
+            bootstrap::BootstrapError::NoSubnet { taken: taken.join(", ") }
+        })?;
+        (Some(pods), Some(services))
+    };
     let mut state = ClusterState {
         format: cluster::STATE_FORMAT,
         profile: name.clone(),
@@ -354,6 +369,8 @@ fn new_state(
         disk_gib: opts.disk_gib.unwrap_or(cluster::DEFAULT_DISK_GIB),
         host_only_cidr,
         nat_cidr,
+        pod_cidr,
+        service_cidr,
         nodes: Vec::new(),
     };
     for index in 0..opts.nodes.unwrap_or(1) {

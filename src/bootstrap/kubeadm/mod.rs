@@ -13,6 +13,8 @@ mod config;
 mod session;
 mod wait;
 
+pub use self::config::choose_subnets;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -174,10 +176,14 @@ impl Staged {
         cp: &Node,
         token: &str,
     ) -> Result<Self, BootstrapError> {
-        let (pods, services) = config::choose_subnets(cluster.networks).ok_or_else(|| {
-            let taken = cluster.networks.iter().map(ToString::to_string).collect::<Vec<_>>();
-            BootstrapError::NoSubnet { taken: taken.join(", ") }
-        })?;
+        let (pods, services) = match cluster.subnets {
+            Some(chosen) => chosen,
+            // A profile from before kubelab saved them.
+            None => config::choose_subnets(cluster.networks).ok_or_else(|| {
+                let taken = cluster.networks.iter().map(ToString::to_string).collect::<Vec<_>>();
+                BootstrapError::NoSubnet { taken: taken.join(", ") }
+            })?,
+        };
         let dir = cluster.dir.join("bootstrap");
         fsutil::create_private_dir(cluster.dir, &dir)
             .map_err(|source| BootstrapError::WriteSecret { path: dir.clone(), source })?;
