@@ -221,9 +221,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn init_config_is_golden() {
-        let config = init_config(&InitParams {
+    /// The control plane's config of a 1-CPU, 1-GiB lab.
+    fn sample_init(schedulable: bool) -> String {
+        init_config(&InitParams {
             cluster_name: "lab",
             node_name: "lab",
             ip: Ipv4Addr::new(192, 168, 39, 10),
@@ -232,21 +232,29 @@ mod tests {
             pod_subnet: cidr("10.244.0.0/16"),
             service_subnet: cidr("10.96.0.0/12"),
             ignore_preflight: &ignored_preflight(1, 1024),
-            schedulable: false,
-        });
-        golden("init.yaml", &config);
+            schedulable,
+        })
     }
 
-    #[test]
-    fn join_config_is_golden() {
-        let config = join_config(&JoinParams {
+    /// A worker's config.
+    fn sample_join() -> String {
+        join_config(&JoinParams {
             node_name: "lab-m02",
             ip: Ipv4Addr::new(192, 168, 39, 11),
             control_plane_ip: Ipv4Addr::new(192, 168, 39, 10),
             token: "abcdef.0123456789abcdef",
             ca_cert_hash: "sha256:0123",
-        });
-        golden("join.yaml", &config);
+        })
+    }
+
+    #[test]
+    fn init_config_is_golden() {
+        golden("init.yaml", &sample_init(false));
+    }
+
+    #[test]
+    fn join_config_is_golden() {
+        golden("join.yaml", &sample_join());
     }
 
     #[test]
@@ -384,24 +392,7 @@ mod tests {
     #[test]
     fn generated_configs_use_only_v1beta4_fields() {
         for schedulable in [false, true] {
-            let init = init_config(&InitParams {
-                cluster_name: "lab",
-                node_name: "lab",
-                ip: Ipv4Addr::new(192, 168, 39, 10),
-                kubernetes_version: "v1.34.2",
-                token: "abcdef.0123456789abcdef",
-                pod_subnet: cidr("10.244.0.0/16"),
-                service_subnet: cidr("10.96.0.0/12"),
-                ignore_preflight: &ignored_preflight(1, 1024),
-                schedulable,
-            });
-            let join = join_config(&JoinParams {
-                node_name: "lab-m02",
-                ip: Ipv4Addr::new(192, 168, 39, 11),
-                control_plane_ip: Ipv4Addr::new(192, 168, 39, 10),
-                token: "abcdef.0123456789abcdef",
-                ca_cert_hash: "sha256:0123",
-            });
+            let (init, join) = (sample_init(schedulable), sample_join());
             let mut kinds = Vec::new();
             for doc in init.split("\n---\n").chain(join.split("\n---\n")) {
                 let value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
