@@ -73,8 +73,9 @@ pub const PROFILE_NOT_FOUND: Reason = Reason {
 pub const PROFILE_STATE_CORRUPT: Reason = Reason {
     id: "PROFILE_STATE_CORRUPT",
     exit_code: 13,
-    advice: "the profile's profile.json was changed by hand or by a newer kubelab; \
-             `kubelab delete -p NAME` removes the profile",
+    advice: "the profile's profile.json or journal was changed by hand or by a newer \
+             kubelab; `kubelab delete --force -p NAME` removes the profile and whatever on \
+             the hypervisor carries its owner marker",
 };
 /// A key file in the profile exists but cannot be used.
 pub const PROFILE_KEY_CORRUPT: Reason = Reason {
