@@ -89,7 +89,7 @@ pub fn delete(
         // Deleted by the command this one waited for.
         return Ok(false);
     }
-    let journal = Journal::new(profile.dir());
+    let journal = Journal::new(profile);
     match (load(profile, &journal), corrupt) {
         (Ok(Some((state, entries))), _) => {
             delete_listed(home, profile, &journal, &state, &entries)?

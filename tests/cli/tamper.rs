@@ -189,3 +189,22 @@ fn delete_all_passes_a_corrupt_profile_and_force_removes_it() {
     assert!(run.stdout.contains("profile bad: deleted"), "{run}");
     assert!(!k.home().join("profiles/bad").exists(), "{run}");
 }
+
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
+#[test]
+fn journal_naming_another_vm_is_refused_and_force_deletes_by_marker() {
+    let k = Kubelab::new();
+    saved_profile_with(&k, |_| {});
+    let dir = k.home().join("profiles/lab");
+    // libvirt's test driver always has the domain `test`: a tampered journal names it.
+    fs::write(dir.join("journal.jsonl"), "{\"kind\":\"vm\",\"name\":\"test\"}\n").unwrap();
+    let run = run_isolated(&k, &["-p", "lab", "delete"]);
+    let run = run.failure(reason::PROFILE_STATE_CORRUPT.exit_code);
+    assert!(run.stderr.contains("journal.jsonl is corrupt: line 1: VM \"test\""), "{run}");
+    assert!(run.stderr.contains("`kubelab delete --force -p NAME`"), "{run}");
+    assert!(dir.join("journal.jsonl").exists(), "{run}");
+    let force = ["-p", "lab", "delete", "--force", "--libvirt-uri", "test:///default"];
+    run_isolated(&k, &force).success();
+    assert!(!dir.exists());
+}
