@@ -73,8 +73,9 @@ pub const PROFILE_NOT_FOUND: Reason = Reason {
 pub const PROFILE_STATE_CORRUPT: Reason = Reason {
     id: "PROFILE_STATE_CORRUPT",
     exit_code: 13,
-    advice: "the profile's profile.json was changed by hand or by a newer kubelab; \
-             `kubelab delete -p NAME` removes the profile",
+    advice: "the profile's profile.json or journal was changed by hand or by a newer \
+             kubelab; `kubelab delete --force -p NAME` removes the profile and whatever on \
+             the hypervisor carries its owner marker",
 };
 /// A key file in the profile exists but cannot be used.
 pub const PROFILE_KEY_CORRUPT: Reason = Reason {
@@ -531,6 +532,7 @@ pub fn reason(err: &Error) -> &'static Reason {
         Error::Key(e) => key_reason(e),
         Error::Bootstrap(e) => bootstrap_reason(e),
         Error::Kubeconfig(e) => kubeconfig_reason(e),
+        Error::Journal(JournalError::Corrupt { .. }) => &PROFILE_STATE_CORRUPT,
         Error::Journal(JournalError::Append { .. } | JournalError::Read { .. })
         | Error::NodeDir { .. }
         | Error::RemoveProfile { .. } => &HOST_HOME_IO,
@@ -865,6 +867,10 @@ mod tests {
             (ProfileError::WriteState { path: path(), source: io() }.into(), &HOST_HOME_IO),
             (ProfileError::NotFound { name: "lab".into() }.into(), &PROFILE_NOT_FOUND),
             (JournalError::Read { path: path(), source: io() }.into(), &HOST_HOME_IO),
+            (
+                JournalError::Corrupt { path: path(), line: 1, why: "x".into() }.into(),
+                &PROFILE_STATE_CORRUPT,
+            ),
             (KeyError::Write { path: path(), source: io() }.into(), &HOST_HOME_IO),
             (ProcessError::NotFound { program: "ssh".into() }.into(), &HOST_TOOL_MISSING),
             (

@@ -547,3 +547,43 @@ fn base_volume_is_kept_while_another_homes_overlay_uses_it() {
     d.delete_image("t-share").unwrap();
     assert!(!exists("iso-t-share.iso"));
 }
+
+#[test]
+fn owned_lists_exactly_what_carries_the_profiles_marker() {
+    let d = driver();
+    let ours = owner("t-own");
+    let host_only = net_spec("t-own", NetworkKind::HostOnly, "192.168.214.0/24", &[]);
+    let nat = net_spec("t-own", NetworkKind::Nat, "192.168.215.0/24", &[]);
+    let mut other_profile = net_spec("t-own2", NetworkKind::HostOnly, "192.168.216.0/24", &[]);
+    other_profile.owner = owner("t-own2");
+    for net in [&host_only, &nat, &other_profile] {
+        d.ensure_network(net).unwrap();
+    }
+    define(&vm_spec("t-own", "t-own"));
+    define(&vm_spec("t-own", "t-own-m02"));
+    // Another home's node of a profile of the same name, and this home's other profile.
+    let mut foreign = vm_spec("t-own", "t-own-m03");
+    foreign.owner = owner_in(OTHER_HOME, "t-own");
+    define(&foreign);
+    let mut other = vm_spec("t-own", "t-own2");
+    other.owner = owner("t-own2");
+    define(&other);
+
+    let mut owned = d.owned(&ours).unwrap();
+    owned.vms.sort();
+    owned.networks.sort();
+    assert_eq!(owned.vms, ["t-own", "t-own-m02"]);
+    assert_eq!(owned.networks, [host_only.name.clone(), nat.name.clone()]);
+    for vm in &owned.vms {
+        d.delete(vm, &ours).unwrap();
+    }
+    for net in &owned.networks {
+        d.delete_network(net, &ours).unwrap();
+    }
+    assert_eq!(d.owned(&ours).unwrap(), Default::default());
+    assert_eq!(d.state("t-own-m03").unwrap(), VmState::Stopped, "another home's VM stays");
+    assert_eq!(d.owned(&other.owner).unwrap().vms, ["t-own2"]);
+    d.delete("t-own-m03", &foreign.owner).unwrap();
+    d.delete("t-own2", &other.owner).unwrap();
+    d.delete_network(&other_profile.name, &other_profile.owner).unwrap();
+}

@@ -287,6 +287,16 @@ pub enum VmState {
     Crashed,
 }
 
+/// What a backend holds of one profile, found by owner markers alone
+/// ([`Driver::owned`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owned {
+    /// Nodes whose VM, or a leftover disk of it, is marked for the profile.
+    pub vms: Vec<String>,
+    /// The profile's networks that carry its marker.
+    pub networks: Vec<String>,
+}
+
 /// How to stop a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -330,6 +340,11 @@ pub trait Driver: Send + Sync {
     /// Removes `owner`'s VM and its own disks (not the shared base image); Ok if already
     /// gone.
     fn delete(&self, name: &str, owner: &Owner) -> Result<(), DriverError>;
+    /// Every node (VM or leftover node disk) and network whose marker names `owner`'s
+    /// home and profile, found without any name from the profile's files: `delete
+    /// --force` removes a profile whose profile.json or journal cannot be trusted this
+    /// way, passing each to [`Driver::delete`] or [`Driver::delete_network`].
+    fn owned(&self, owner: &Owner) -> Result<Owned, DriverError>;
     /// Removes the hypervisor's copy of a base image or ISO (`base_id`/`iso_id`) unless
     /// something still uses it (another home's VMs included); Ok if gone or kept.
     fn delete_image(&self, image_id: &str) -> Result<(), DriverError>;

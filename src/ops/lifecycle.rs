@@ -10,6 +10,7 @@ use crate::home::Home;
 use crate::journal::{Journal, Resource};
 use crate::kubeconfig;
 use crate::profile::{self, Profile, ProfileError};
+use crate::progress::Progress;
 
 /// Opens the driver a saved cluster was made with.
 pub fn open_driver(state: &ClusterState) -> Result<Box<dyn Driver>, Error> {
@@ -53,12 +54,33 @@ fn remove_all(
     Ok(())
 }
 
+/// What `delete` does with a profile whose profile.json or journal is corrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corrupt<'a> {
+    /// Refuse (`PROFILE_STATE_CORRUPT`, whose hint names `delete --force`): the names
+    /// in a tampered file must not choose what is deleted.
+    Refuse,
+    /// `delete --force`: sweep every compiled-in backend (libvirt at this URI, see
+    /// `libvirt::resolve_uri`) for what carries the profile's owner marker.
+    Sweep {
+        /// `--libvirt-uri`.
+        libvirt_uri: Option<&'a str>,
+    },
+}
+
 /// `kubelab delete`: removes every resource the profile's journal lists (newest first),
 /// the profile's entries in the user's kubeconfig, then the profile's directory.
 /// Deleting a profile that does not exist is not an error. The hypervisor's copy of the
 /// base image goes too unless another profile of this home, or anything on the
 /// hypervisor (another home's disks), still uses it, so nothing is left behind.
-pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, Error> {
+/// A corrupt profile is refused or swept by its markers, as `corrupt` says.
+pub fn delete(
+    home: &Home,
+    profile: &Profile,
+    wait_lock: bool,
+    corrupt: Corrupt<'_>,
+    progress: &dyn Progress,
+) -> Result<bool, Error> {
     if !profile.dir().exists() {
         return Ok(false);
     }
@@ -67,33 +89,26 @@ pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, E
         // Deleted by the command this one waited for.
         return Ok(false);
     }
-    let journal = Journal::new(profile.dir());
-    let entries = journal.entries()?;
-    let state = match profile.load_state::<ClusterState>() {
-        Ok(state) => Some(state),
-        Err(ProfileError::NotFound { .. }) if entries.is_empty() => None,
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(state) = &state {
-        let driver = open_driver(state)?;
-        let owner = super::provision::owner(profile)?;
-        // The VMs first: they use the networks.
-        let (vms, networks): (Vec<&Resource>, Vec<&Resource>) =
-            entries.iter().rev().partition(|e| matches!(e, Resource::Vm(_)));
-        remove_all(&*driver, &journal, &vms, &owner)?;
-        remove_all(&*driver, &journal, &networks, &owner)?;
-        let sha256 = serde_json::Value::from(state.image.sha256.clone());
-        let shared = profile::list(home)?.iter().any(|p| {
-            p.name != state.profile
-                && p.state.as_ref().and_then(|s| s.pointer("/image/sha256")) == Some(&sha256)
-        });
-        if !shared {
-            driver.delete_image(&state.image.sha256)?;
+    let journal = Journal::new(profile);
+    match (load(profile, &journal), corrupt) {
+        (Ok(Some((state, entries))), _) => {
+            delete_listed(home, profile, &journal, &state, &entries)?
         }
+        (Ok(None), _) => {}
+        (Err(e), Corrupt::Sweep { libvirt_uri }) if is_corrupt(&e) => {
+            progress.message(&format!(
+                "warning: profile {} is corrupt ({}): removing what carries its owner marker",
+                profile.name(),
+                crate::error::chain(&e)
+            ));
+            sweep(profile, libvirt_uri, progress)?;
+        }
+        (Err(e), _) => return Err(e),
     }
-    if kubeconfig::standalone_path(profile.dir()).exists() {
+    if corrupt != Corrupt::Refuse || kubeconfig::standalone_path(profile.dir()).exists() {
         // The profile's context leaves the user's kubeconfig; the one `up` switched away
-        // from becomes current again.
+        // from becomes current again. Entries are chosen by their marker, so a forced
+        // delete needs no file of the profile to find them.
         let owner = super::kubeconfig::owner(home, profile)?;
         kubeconfig::uninstall(&super::kubeconfig::user_path()?, profile.dir(), &owner)?;
     }
@@ -102,6 +117,85 @@ pub fn delete(home: &Home, profile: &Profile, wait_lock: bool) -> Result<bool, E
     std::fs::remove_dir_all(profile.dir())
         .map_err(|source| Error::RemoveProfile { path: profile.dir().to_owned(), source })?;
     Ok(true)
+}
+
+/// Whether `err` says a file of the profile cannot be trusted (`delete --force` is the
+/// way out), as opposed to failing to read it.
+pub fn is_corrupt(err: &Error) -> bool {
+    crate::reason::reason(err).id == crate::reason::PROFILE_STATE_CORRUPT.id
+}
+
+/// The profile's state and journal; `None` when it has neither (nothing was created).
+fn load(
+    profile: &Profile,
+    journal: &Journal,
+) -> Result<Option<(ClusterState, Vec<Resource>)>, Error> {
+    let entries = journal.entries()?;
+    match profile.load_state::<ClusterState>() {
+        Ok(state) => Ok(Some((state, entries))),
+        Err(ProfileError::NotFound { .. }) if entries.is_empty() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes what the journal lists, then the base image unless another profile uses it.
+fn delete_listed(
+    home: &Home,
+    profile: &Profile,
+    journal: &Journal,
+    state: &ClusterState,
+    entries: &[Resource],
+) -> Result<(), Error> {
+    let driver = open_driver(state)?;
+    let owner = super::provision::owner(profile)?;
+    // The VMs first: they use the networks.
+    let (vms, networks): (Vec<&Resource>, Vec<&Resource>) =
+        entries.iter().rev().partition(|e| matches!(e, Resource::Vm(_)));
+    remove_all(&*driver, journal, &vms, &owner)?;
+    remove_all(&*driver, journal, &networks, &owner)?;
+    let sha256 = serde_json::Value::from(state.image.sha256.clone());
+    let shared = profile::list(home)?.iter().any(|p| {
+        p.name != state.profile
+            && p.state.as_ref().and_then(|s| s.pointer("/image/sha256")) == Some(&sha256)
+    });
+    if !shared {
+        driver.delete_image(&state.image.sha256)?;
+    }
+    Ok(())
+}
+
+/// `delete --force`'s hypervisor step: on every compiled-in backend, removes each VM
+/// (with its disks) and network whose marker names this home and profile. A backend
+/// that cannot be reached is skipped with a warning (a host without VirtualBox is
+/// common); the base image is kept, since which one the profile used is unknown.
+fn sweep(
+    profile: &Profile,
+    libvirt_uri: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
+    let owner = super::provision::owner(profile)?;
+    for &kind in DriverKind::all() {
+        let driver = match driver::open(kind, libvirt_uri) {
+            Ok(driver) => driver,
+            Err(e) => {
+                progress.message(&format!(
+                    "warning: {kind}: not swept ({}): objects of profile {} there, if any, \
+                     are left",
+                    crate::error::chain(&e),
+                    profile.name()
+                ));
+                continue;
+            }
+        };
+        let owned = driver.owned(&owner)?;
+        super::in_parallel(&owned.vms, |name| Ok(driver.delete(name, &owner)?))
+            .into_iter()
+            .collect::<Result<Vec<()>, Error>>()?;
+        for name in &owned.networks {
+            driver.delete_network(name, &owner)?;
+        }
+    }
+    Ok(())
 }
 
 /// One node as `kubelab status` shows it.

@@ -40,7 +40,7 @@ pub fn add(
     let owner = provision::owner(profile)?;
     provision::check_owned(&*driver, &state, &owner)?;
     profile.save_state(&state)?;
-    let journal = Journal::new(profile.dir());
+    let journal = Journal::new(profile);
     let added = join(
         &*driver,
         profile,
@@ -141,5 +141,5 @@ pub fn remove(profile: &Profile, node: &str, wait_lock: bool) -> Result<(), Erro
     // Out of Kubernetes (drained) before the VM goes.
     provision::with_bootstrapper(&*driver, profile, &state, &(), |b, c| b.remove_node(c, node))?;
     state.nodes.retain(|n| n.name != node);
-    forget_node(&*driver, &Journal::new(profile.dir()), profile, &state, node, &owner)
+    forget_node(&*driver, &Journal::new(profile), profile, &state, node, &owner)
 }

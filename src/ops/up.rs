@@ -155,12 +155,11 @@ pub fn up(
         // Before anything is made or recorded: a name taken by another home, profile or
         // the user fails here and leaves nothing behind.
         provision::check_owned(&*driver, &state, &owner)?;
-        provision::ensure_networks(&*driver, &Journal::new(profile.dir()), &state, &owner)?;
+        provision::ensure_networks(&*driver, &Journal::new(profile), &state, &owner)?;
         drop(networks);
         converge(&*driver, profile, state, image.path, opts, &kubeconfig_owner, progress)
     })();
-    if fresh && result.is_err() && Journal::new(profile.dir()).entries().is_ok_and(|e| e.is_empty())
-    {
+    if fresh && result.is_err() && Journal::new(profile).entries().is_ok_and(|e| e.is_empty()) {
         // A new profile that failed before creating anything leaves nothing behind. Its
         // lock is not in this directory, so a command queued on it keeps a valid lock.
         let _ = std::fs::remove_dir_all(profile.dir());
@@ -414,7 +413,7 @@ fn converge(
     // The cluster's secrets (CA, token) exist before any node boots.
     bootstrap::open(state.bootstrapper.parse()?).prepare(profile.dir())?;
     provision::write_known_hosts(driver, profile, &state)?;
-    let journal = Journal::new(profile.dir());
+    let journal = Journal::new(profile);
     let ctx = provision::Ctx {
         driver,
         profile,

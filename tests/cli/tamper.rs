@@ -8,7 +8,9 @@ use std::path::Path;
 
 use kubelab::reason;
 
-use crate::cluster::{saved_profile_named, saved_profile_with};
+#[cfg(feature = "libvirt")]
+use crate::cluster::saved_profile_named;
+use crate::cluster::saved_profile_with;
 use crate::util::Kubelab;
 
 /// A directory outside the home holding one file whose content must survive.
@@ -137,4 +139,72 @@ fn symlinked_profile_dir_is_refused() {
     assert!(run.stderr.contains("profiles/lab is a symbolic link"), "{run}");
     let names: Vec<_> = fs::read_dir(&moved).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["profile.json"], "no lock or other file was written there");
+}
+
+/// `kubelab ARGS` with the user's kubeconfig inside the test's home, so a forced delete
+/// (which always cleans the kubeconfig by marker) never reads the real one.
+#[cfg(feature = "libvirt")]
+fn run_isolated(k: &Kubelab, args: &[&str]) -> crate::util::Run {
+    let kubeconfig = k.home().join("kubeconfig");
+    crate::util::Run::from(k.cmd(args).env("KUBECONFIG", kubeconfig).output().expect("run"))
+}
+
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
+#[test]
+fn corrupt_profile_is_deleted_only_with_force() {
+    let k = Kubelab::new();
+    saved_profile_with(&k, |_| {});
+    let dir = k.home().join("profiles/lab");
+    fs::write(dir.join("profile.json"), "{not json").unwrap();
+    let run = run_isolated(&k, &["-p", "lab", "delete"]);
+    let run = run.failure(reason::PROFILE_STATE_CORRUPT.exit_code);
+    assert!(run.stderr.contains("hint (PROFILE_STATE_CORRUPT)"), "{run}");
+    assert!(run.stderr.contains("`kubelab delete --force -p NAME`"), "{run}");
+    assert!(dir.join("profile.json").exists(), "a refused delete changes nothing");
+    let force = ["-p", "lab", "delete", "--force", "--libvirt-uri", "test:///default"];
+    let run = run_isolated(&k, &force).success();
+    assert!(run.stdout.contains("profile lab: deleted"), "{run}");
+    assert!(run.stderr.contains("profile lab is corrupt"), "{run}");
+    assert!(!dir.exists(), "{run}");
+}
+
+// Drives kvm2 profiles (libvirt's test driver).
+#[cfg(feature = "libvirt")]
+#[test]
+fn delete_all_passes_a_corrupt_profile_and_force_removes_it() {
+    let k = Kubelab::new();
+    saved_profile_named(&k, "bad", |s| s["nodes"][1]["name"] = "../../victim".into());
+    saved_profile_named(&k, "good", |_| {});
+    let run = run_isolated(&k, &["delete", "--all"]).success();
+    assert!(run.stdout.contains("profile good: deleted"), "{run}");
+    assert!(run.stdout.contains("profile bad: kept"), "{run}");
+    assert!(run.stderr.contains("warning: profile bad kept"), "{run}");
+    assert!(run.stderr.contains("field nodes[1].name"), "{run}");
+    assert!(run.stderr.contains("`kubelab delete --force -p bad`"), "{run}");
+    assert!(!k.home().join("profiles/good").exists(), "{run}");
+    assert!(k.home().join("profiles/bad/profile.json").exists(), "{run}");
+    let run = run_isolated(&k, &["delete", "--all", "--force", "--libvirt-uri", "test:///default"]);
+    let run = run.success();
+    assert!(run.stdout.contains("profile bad: deleted"), "{run}");
+    assert!(!k.home().join("profiles/bad").exists(), "{run}");
+}
+
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
+#[test]
+fn journal_naming_another_vm_is_refused_and_force_deletes_by_marker() {
+    let k = Kubelab::new();
+    saved_profile_with(&k, |_| {});
+    let dir = k.home().join("profiles/lab");
+    // libvirt's test driver always has the domain `test`: a tampered journal names it.
+    fs::write(dir.join("journal.jsonl"), "{\"kind\":\"vm\",\"name\":\"test\"}\n").unwrap();
+    let run = run_isolated(&k, &["-p", "lab", "delete"]);
+    let run = run.failure(reason::PROFILE_STATE_CORRUPT.exit_code);
+    assert!(run.stderr.contains("journal.jsonl is corrupt: line 1: VM \"test\""), "{run}");
+    assert!(run.stderr.contains("`kubelab delete --force -p NAME`"), "{run}");
+    assert!(dir.join("journal.jsonl").exists(), "{run}");
+    let force = ["-p", "lab", "delete", "--force", "--libvirt-uri", "test:///default"];
+    run_isolated(&k, &force).success();
+    assert!(!dir.exists());
 }

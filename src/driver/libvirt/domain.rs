@@ -182,6 +182,32 @@ pub fn delete(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverErr
     storage::delete_volume(&pool, &storage::seed_volume(&owner.home, name))
 }
 
+/// The nodes of `owner`'s profile with a domain marked as theirs, or a leftover node
+/// volume (its name carries the home id and a node name of the profile: see
+/// [`storage::node_of_volume`]), which [`delete`] removes as well.
+pub fn owned(conn: &Connect, owner: &Owner) -> Result<Vec<String>, DriverError> {
+    let uri = conn.uri().unwrap_or_default();
+    let mut nodes = Vec::new();
+    for dom in conn.list_all_domains(0).map_err(lv(Action::ListVms, &uri))? {
+        let name = dom.name().map_err(lv(Action::ListVms, &uri))?;
+        let xml = dom.xml_desc(0).map_err(lv(Action::InspectVm, &name))?;
+        if marker_owner(&xml) == Some(owner.node(&name)) {
+            nodes.push(name);
+        }
+    }
+    if let Some(pool) = find_pool(conn)? {
+        for vol in pool.list_all_volumes(0).map_err(lv(Action::ListVms, POOL))? {
+            let name = vol.name().map_err(lv(Action::ListVms, POOL))?;
+            if let Some(node) = storage::node_of_volume(&name, owner)
+                && !nodes.contains(&node)
+            {
+                nodes.push(node);
+            }
+        }
+    }
+    Ok(nodes)
+}
+
 /// Removes a shared base image or ISO volume unless a volume or domain (of any home)
 /// still uses it; Ok if gone or kept.
 pub fn delete_image(conn: &Connect, image_id: &str) -> Result<(), DriverError> {

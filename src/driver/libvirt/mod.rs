@@ -12,7 +12,7 @@ use virt::error::{Error as VirtError, ErrorNumber};
 
 use super::host::{self, decide_accel, probe_local};
 use super::{AccelPolicy, Action, DiskFormat, Driver, DriverError, DriverKind, HostReport};
-use super::{NetworkSpec, Owner, StopMode, VmSpec, VmState};
+use super::{NetworkSpec, Owned, Owner, StopMode, VmSpec, VmState};
 use crate::net::Ipv4Cidr;
 
 mod domain;
@@ -161,6 +161,13 @@ impl Driver for LibvirtDriver {
 
     fn delete(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
         domain::delete(&self.conn, name, owner)
+    }
+
+    fn owned(&self, owner: &Owner) -> Result<Owned, DriverError> {
+        Ok(Owned {
+            vms: domain::owned(&self.conn, owner)?,
+            networks: network::owned(&self.conn, owner)?,
+        })
     }
 
     fn delete_image(&self, image_id: &str) -> Result<(), DriverError> {

@@ -142,6 +142,19 @@ pub fn all_subnets(conn: &Connect) -> Result<Vec<(String, Vec<Ipv4Cidr>)>, Drive
     Ok(all)
 }
 
+/// The networks whose marker names exactly `owner` (a profile's, without node).
+pub fn owned(conn: &Connect, owner: &Owner) -> Result<Vec<String>, DriverError> {
+    let uri = conn.uri().unwrap_or_default();
+    let mut ours = Vec::new();
+    for network in conn.list_all_networks(0).map_err(lv(Action::ListNetworks, &uri))? {
+        let name = network.name().map_err(lv(Action::ListNetworks, &uri))?;
+        if inspect(&network, &name)?.owner.as_ref() == Some(owner) {
+            ours.push(name);
+        }
+    }
+    Ok(ours)
+}
+
 /// Fails unless the network's marker names exactly `owner`.
 fn check_owner(name: &str, info: &NetworkInfo, owner: &Owner) -> Result<(), DriverError> {
     if info.owner.as_ref() == Some(owner) {

@@ -43,6 +43,16 @@ pub fn seed_volume(home: &HomeId, node: &str) -> String {
     format!("node-{home}-{node}-seed.iso")
 }
 
+/// The node of `owner`'s profile whose disk or seed volume is named `volume`, if it is
+/// one: the home id must be `owner`'s and the node a node name of its profile.
+pub fn node_of_volume(volume: &str, owner: &crate::driver::Owner) -> Option<String> {
+    let rest = volume.strip_prefix(&format!("node-{}-", owner.home))?;
+    let node = rest.strip_suffix("-seed.iso").or_else(|| rest.strip_suffix(".qcow2"))?;
+    let found =
+        crate::driver::Owner::from_parts(&owner.home.to_string(), &owner.profile, Some(node));
+    found.is_ok().then(|| node.to_owned())
+}
+
 /// A shared base disk image.
 pub fn base_volume(id: &str) -> String {
     format!("base-{id}.qcow2")
@@ -330,6 +340,27 @@ pub fn delete_volume(pool: &StoragePool, name: &str) -> Result<(), DriverError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_volumes_name_their_home_and_node() {
+        let owner =
+            crate::driver::Owner::new("0123456789abcdef".parse().unwrap(), &"lab".parse().unwrap());
+        let home = &owner.home;
+        for node in ["lab", "lab-m02"] {
+            assert_eq!(node_of_volume(&disk_volume(home, node), &owner).as_deref(), Some(node));
+            assert_eq!(node_of_volume(&seed_volume(home, node), &owner).as_deref(), Some(node));
+        }
+        let other_home = "fedcba9876543210".parse().unwrap();
+        for volume in [
+            disk_volume(&other_home, "lab"),
+            disk_volume(home, "lab2"),
+            disk_volume(home, "lab-x"),
+            base_volume("lab"),
+            "node-0123456789abcdef-lab.raw".to_owned(),
+        ] {
+            assert_eq!(node_of_volume(&volume, &owner), None, "{volume}");
+        }
+    }
     use crate::driver::libvirt::xml::assert_golden;
 
     #[test]

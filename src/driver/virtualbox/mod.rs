@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{AccelPolicy, Action, DiskFormat, DiskSpec, Driver, DriverError, DriverKind};
-use super::{HostReport, HostWarning, NetworkKind, NetworkSpec, Owner, StopMode, VmSpec, VmState};
+use super::{
+    HostReport, HostWarning, NetworkKind, NetworkSpec, Owned, Owner, StopMode, VmSpec, VmState,
+};
 use crate::net::Ipv4Cidr;
 use crate::reason;
 
@@ -74,14 +76,19 @@ impl VirtualBoxDriver {
     /// does not exist.
     fn info_ours(&self, name: &str, owner: &Owner) -> Result<Option<parse::VmInfo>, DriverError> {
         let Some(info) = self.info(name)? else { return Ok(None) };
-        let marker =
-            self.vbox.get_extradata(name, vm::OWNER_KEY).map_err(drv(Action::InspectVm, name))?;
-        let found = marker.and_then(|m| Owner::parse_marker(&m).ok());
+        let found = self.marker(name)?;
         if found.as_ref() == Some(&owner.node(name)) {
             Ok(Some(info))
         } else {
             Err(DriverError::ForeignVm { name: name.to_owned(), owner: found })
         }
+    }
+
+    /// The owner the VM `name`'s marker names; `None` without a valid one.
+    fn marker(&self, name: &str) -> Result<Option<Owner>, DriverError> {
+        let marker =
+            self.vbox.get_extradata(name, vm::OWNER_KEY).map_err(drv(Action::InspectVm, name))?;
+        Ok(marker.and_then(|m| Owner::parse_marker(&m).ok()))
     }
 
     /// A free 127.0.0.1 port no other node of this run was given.
@@ -358,6 +365,18 @@ impl Driver for VirtualBoxDriver {
             Some(info) => self.remove(name, Some(info)),
             None => Ok(()),
         }
+    }
+
+    fn owned(&self, owner: &Owner) -> Result<Owned, DriverError> {
+        let mut vms = Vec::new();
+        for name in self.vbox.list_vms().map_err(drv(Action::ListVms, "VirtualBox"))? {
+            if self.marker(&name)? == Some(owner.node(&name)) {
+                vms.push(name);
+            }
+        }
+        let networks = network::owned(&self.vbox, self.mode, owner)
+            .map_err(drv(Action::ListNetworks, "VirtualBox"))?;
+        Ok(Owned { vms, networks })
     }
 
     fn delete_image(&self, image_id: &str) -> Result<(), DriverError> {

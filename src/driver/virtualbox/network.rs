@@ -277,6 +277,25 @@ pub fn attachment(
     })
 }
 
+/// `owner`'s host-only network if its marker is there: an adapter record listing
+/// `owner`, or (7.x on macOS) a named network marked for `owner`. Named after the
+/// profile as [`delete`] expects, whatever the adapter is called.
+pub fn owned(
+    vbox: &VBoxManage,
+    mode: HostOnlyMode,
+    owner: &Owner,
+) -> Result<Vec<String>, VBoxError> {
+    let extra = vbox.extradata()?;
+    let name = crate::driver::network_names(&owner.profile).0;
+    let marked = match mode {
+        HostOnlyMode::Adapter => adapter_of(&adapter_records(&extra), owner).is_some(),
+        HostOnlyMode::Network => {
+            extra.get(&format!("{HOSTONLYNET_KEY}{name}")) == Some(&owner.marker())
+        }
+    };
+    Ok(if marked { vec![name] } else { Vec::new() })
+}
+
 /// Removes `owner` from its adapter's users; the adapter goes when kubelab created it
 /// and nobody is left. On 7.x macOS, removes `owner`'s named network (checked with
 /// [`check`] first). Ok if nothing of `owner`'s is there.
