@@ -14,5 +14,7 @@ mod image_bounds;
 #[path = "cli/tamper.rs"]
 mod tamper;
 
+// Every locking test drives kvm2 profiles on libvirt's test driver.
+#[cfg(feature = "libvirt")]
 #[path = "cli/locking.rs"]
 mod locking;

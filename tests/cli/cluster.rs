@@ -139,6 +139,8 @@ fn ip_and_ssh_command_come_from_the_saved_profile() {
     assert!(known.starts_with("192.168.39.10 ssh-ed25519 "), "{known}");
 }
 
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
 #[test]
 fn ssh_to_a_node_that_is_not_running_fails_at_once() {
     let k = Kubelab::new();
@@ -170,6 +172,8 @@ fn failures_with_json_output_print_one_error_object() {
     }
 }
 
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
 #[test]
 fn every_printing_command_honours_json_output() {
     let k = Kubelab::new();
@@ -234,6 +238,8 @@ fn version_and_completion() {
     assert!(script.contains("kubelab") && script.contains("image"), "bash completion");
 }
 
+// Drives a kvm2 profile (libvirt's test driver).
+#[cfg(feature = "libvirt")]
 #[test]
 fn failed_node_add_rolls_the_node_back() {
     let k = Kubelab::new();
