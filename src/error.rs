@@ -42,6 +42,9 @@ pub enum Error {
     /// Kubernetes on the nodes (kubeadm scripts, cluster secrets, readiness).
     #[error(transparent)]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    /// Whole-cluster snapshots and their records.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// A node's directory under the profile could not be created or removed.
     #[error("cannot create or remove the node directory {}", path.display())]
     NodeDir {

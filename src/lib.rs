@@ -32,6 +32,7 @@ pub mod process;
 pub mod profile;
 pub mod progress;
 pub mod reason;
+pub mod snapshot;
 /// Host-key-pinned SSH to nodes: run scripts, copy files, wait until reachable.
 pub mod ssh;
 

@@ -4,7 +4,8 @@
 //!
 //! Exit codes are grouped by layer: 1 unused (every failure has a reason), 2 usage
 //! (clap), 3-9 `KUBELAB_` (bugs), 10-19 `PROFILE_`,
-//! 20-39 `HOST_`, 40-49 `DRV_`, 50-59 `IMG_`, 60-69 `GUEST_`, 70-79 `K8S_`.
+//! 20-39 `HOST_`, 40-49 `DRV_`, 50-59 `IMG_`, 60-69 `GUEST_`, 70-79 `K8S_`, 80-89
+//! `SNAP_`.
 
 use crate::Error;
 use crate::bootstrap::BootstrapError;
@@ -20,6 +21,7 @@ use crate::kubeconfig::KubeconfigError;
 use crate::lock::LockError;
 use crate::process::ProcessError;
 use crate::profile::ProfileError;
+use crate::snapshot::SnapshotError;
 use crate::ssh::SshError;
 
 /// One kind of failure a user can meet.
@@ -511,6 +513,59 @@ pub const K8S_KUBECONFIG_IO: Reason = Reason {
              $KUBECONFIG, else ~/.kube/config) and of its directory",
 };
 
+/// No snapshot of that name.
+pub const SNAP_NOT_FOUND: Reason = Reason {
+    id: "SNAP_NOT_FOUND",
+    exit_code: 80,
+    advice: "`kubelab snapshot list` shows this profile's snapshots; `reset` needs the \
+             `clean` snapshot that `up` takes (unless --no-snapshot): take one with \
+             `kubelab snapshot save clean`",
+};
+/// A snapshot of that name exists.
+pub const SNAP_EXISTS: Reason = Reason {
+    id: "SNAP_EXISTS",
+    exit_code: 81,
+    advice: "choose another name, or remove the old one first with `kubelab snapshot \
+             delete NAME`",
+};
+/// The snapshot name breaks the rules.
+pub const SNAP_NAME_INVALID: Reason = Reason {
+    id: "SNAP_NAME_INVALID",
+    exit_code: 82,
+    advice: "use 1 to 40 lowercase letters, digits, '-', '_' and '.', starting with a \
+             letter or digit",
+};
+/// The snapshot holds other nodes than the cluster has now.
+pub const SNAP_NODES_CHANGED: Reason = Reason {
+    id: "SNAP_NODES_CHANGED",
+    exit_code: 83,
+    advice: "nodes were added or deleted since the snapshot was taken, so it cannot bring \
+             the whole cluster back: delete it (`kubelab snapshot delete NAME`) and take a \
+             new one of the cluster as it is",
+};
+/// Some nodes run and some do not.
+pub const SNAP_MIXED_STATES: Reason = Reason {
+    id: "SNAP_MIXED_STATES",
+    exit_code: 84,
+    advice: "a snapshot is taken of a running cluster (memory included) or of a stopped one \
+             (disks only): run `kubelab up` or `kubelab down` first",
+};
+/// A node's part of the snapshot is gone.
+pub const SNAP_INCOMPLETE: Reason = Reason {
+    id: "SNAP_INCOMPLETE",
+    exit_code: 85,
+    advice: "a node's part of the snapshot was removed outside kubelab (or the node was \
+             recreated): the snapshot cannot be restored; delete it with `kubelab snapshot \
+             delete NAME`",
+};
+/// The profile keeps the most snapshots it may.
+pub const SNAP_TOO_MANY: Reason = Reason {
+    id: "SNAP_TOO_MANY",
+    exit_code: 86,
+    advice: "delete snapshots you no longer need (`kubelab snapshot list`, `kubelab \
+             snapshot delete NAME`)",
+};
+
 /// The catalogue entry for `err`. Every variant of every module's error is matched by
 /// name, without a catch-all, so a new variant does not compile until it has a reason
 /// (and an exit code from the catalogue).
@@ -532,6 +587,7 @@ pub fn reason(err: &Error) -> &'static Reason {
         Error::Key(e) => key_reason(e),
         Error::Bootstrap(e) => bootstrap_reason(e),
         Error::Kubeconfig(e) => kubeconfig_reason(e),
+        Error::Snapshot(e) => snapshot_reason(e),
         Error::Journal(JournalError::Corrupt { .. }) => &PROFILE_STATE_CORRUPT,
         Error::Journal(JournalError::Append { .. } | JournalError::Read { .. })
         | Error::NodeDir { .. }
@@ -555,6 +611,21 @@ fn refuses_a_link(err: &Error) -> bool {
         cause = e.source();
     }
     false
+}
+
+fn snapshot_reason(err: &SnapshotError) -> &'static Reason {
+    use SnapshotError as E;
+    match err {
+        E::InvalidName { .. } => &SNAP_NAME_INVALID,
+        E::NotFound { .. } => &SNAP_NOT_FOUND,
+        E::Exists { .. } => &SNAP_EXISTS,
+        E::TooMany { .. } => &SNAP_TOO_MANY,
+        E::NodesChanged { .. } => &SNAP_NODES_CHANGED,
+        E::MixedStates { .. } | E::Unsettled { .. } => &SNAP_MIXED_STATES,
+        E::Incomplete { .. } => &SNAP_INCOMPLETE,
+        E::Io { .. } => &HOST_HOME_IO,
+        E::Corrupt { .. } => &PROFILE_STATE_CORRUPT,
+    }
 }
 
 fn profile_reason(err: &ProfileError) -> &'static Reason {
@@ -722,6 +793,7 @@ fn driver_reason(err: &DriverError) -> &'static Reason {
         E::ForeignVm { .. } => &DRV_VM_NOT_KUBELAB,
         E::UnknownDriver { .. } => &PROFILE_BAD_OPTION,
         E::NoSuchVm { .. } => &DRV_VM_MISSING,
+        E::NoSuchSnapshot { .. } => &SNAP_INCOMPLETE,
         E::ReadHost { .. } | E::Routes { .. } | E::ReadFile { .. } => &HOST_IO_FAILED,
         E::UnknownState { .. } | E::Backend { .. } => &DRV_BACKEND_FAILED,
         #[cfg(feature = "virtualbox")]
@@ -825,6 +897,13 @@ mod tests {
         &DRV_VM_MISSING,
         &GUEST_NOT_RUNNING,
         &K8S_KUBECONFIG_IO,
+        &SNAP_NOT_FOUND,
+        &SNAP_EXISTS,
+        &SNAP_NAME_INVALID,
+        &SNAP_NODES_CHANGED,
+        &SNAP_MIXED_STATES,
+        &SNAP_INCOMPLETE,
+        &SNAP_TOO_MANY,
     ];
 
     #[test]
@@ -841,6 +920,7 @@ mod tests {
                 "IMG" => 50..=59,
                 "GUEST" => 60..=69,
                 "K8S" => 70..=79,
+                "SNAP" => 80..=89,
                 "KUBELAB" => 3..=9,
                 other => panic!("unknown layer {other}"),
             };

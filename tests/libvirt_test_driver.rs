@@ -587,3 +587,65 @@ fn owned_lists_exactly_what_carries_the_profiles_marker() {
     d.delete("t-own2", &other.owner).unwrap();
     d.delete_network(&other_profile.name, &other_profile.owner).unwrap();
 }
+
+#[test]
+fn snapshots_pause_save_restore_list_delete_and_only_on_owned_domains() {
+    let d = driver();
+    let vm = vm_spec("t-snap", "t-snap");
+    let host_only = net_spec("t-snap", NetworkKind::HostOnly, "192.168.214.0/24", &["t-snap"]);
+    d.ensure_network(&host_only).unwrap();
+    d.ensure_network(&net_spec("t-snap", NetworkKind::Nat, "192.168.215.0/24", &[])).unwrap();
+    define(&vm);
+    let o = &vm.owner;
+    d.start("t-snap", o).unwrap();
+    d.pause("t-snap", o).unwrap();
+    d.pause("t-snap", o).unwrap(); // paused already: Ok
+    assert_eq!(d.state("t-snap").unwrap(), VmState::Paused);
+    d.snapshot_save("t-snap", o, "clean").unwrap();
+    assert!(d.snapshot_save("t-snap", o, "clean").is_err(), "a second of the same name");
+    d.resume("t-snap", o).unwrap();
+    d.resume("t-snap", o).unwrap(); // runs already: Ok
+    assert_eq!(d.state("t-snap").unwrap(), VmState::Running);
+    // A snapshot a user took by hand is neither listed nor touched.
+    let dom = raw().lookup_domain_by_name("t-snap").unwrap();
+    dom.create_snapshot_xml("<domainsnapshot><name>mine</name></domainsnapshot>", 0).unwrap();
+    assert_eq!(d.snapshots("t-snap", o).unwrap(), ["clean"]);
+
+    // A snapshot with memory comes back paused, ready for resume.
+    d.snapshot_restore("t-snap", o, "clean").unwrap();
+    assert_eq!(d.state("t-snap").unwrap(), VmState::Paused);
+    d.resume("t-snap", o).unwrap();
+    let err = d.snapshot_restore("t-snap", o, "nope").unwrap_err();
+    assert!(matches!(err, DriverError::NoSuchSnapshot { .. }), "{err:?}");
+    assert_eq!(reason_id(err), "SNAP_INCOMPLETE");
+
+    // A disk-only snapshot of the stopped domain does not boot it when restored.
+    d.stop("t-snap", o, StopMode::Force).unwrap();
+    d.snapshot_save("t-snap", o, "cold").unwrap();
+    d.start("t-snap", o).unwrap();
+    d.snapshot_restore("t-snap", o, "cold").unwrap();
+    assert_eq!(d.state("t-snap").unwrap(), VmState::Stopped);
+
+    // Another owner can do nothing with the domain's snapshots.
+    let other = owner_in(OTHER_HOME, "t-snap");
+    for result in [
+        d.pause("t-snap", &other),
+        d.snapshot_save("t-snap", &other, "x"),
+        d.snapshot_restore("t-snap", &other, "clean"),
+        d.snapshot_delete("t-snap", &other, "clean"),
+    ] {
+        assert!(matches!(result, Err(DriverError::ForeignVm { .. })), "{result:?}");
+    }
+    assert!(d.snapshots("t-snap", &other).is_err());
+
+    d.snapshot_delete("t-snap", o, "cold").unwrap();
+    d.snapshot_delete("t-snap", o, "cold").unwrap(); // gone already: Ok
+    assert_eq!(d.snapshots("t-snap", o).unwrap(), ["clean"]);
+    assert_eq!(d.snapshots("t-missing", o).unwrap(), Vec::<String>::new());
+    // A domain with snapshots is still deleted in one call.
+    d.delete("t-snap", o).unwrap();
+    assert_eq!(d.state("t-snap").unwrap(), VmState::Missing);
+    for name in [host_only.name, network_names("t-snap").1] {
+        d.delete_network(&name, o).unwrap();
+    }
+}

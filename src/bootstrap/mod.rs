@@ -362,6 +362,10 @@ pub trait Bootstrapper {
 
     /// Removes the worker `node` from the cluster (drained first) before its VM goes.
     fn remove_node(&self, cluster: &Cluster<'_>, node: &str) -> Result<(), BootstrapError>;
+
+    /// Waits until the API server answers and every node is Ready (after a snapshot
+    /// restore: the cluster exists, nothing is run on it).
+    fn wait_ready(&self, cluster: &Cluster<'_>, timeout: Duration) -> Result<(), BootstrapError>;
 }
 
 /// The bootstrapper of `kind`.
@@ -398,6 +402,10 @@ impl Bootstrapper for NoBootstrap {
     }
 
     fn remove_node(&self, _: &Cluster<'_>, _: &str) -> Result<(), BootstrapError> {
+        Ok(())
+    }
+
+    fn wait_ready(&self, _: &Cluster<'_>, _: Duration) -> Result<(), BootstrapError> {
         Ok(())
     }
 }

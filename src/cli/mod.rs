@@ -9,6 +9,7 @@ mod kubeconfig;
 mod list;
 mod node;
 mod progress;
+mod snapshot;
 mod ssh;
 mod status;
 mod up;
@@ -99,6 +100,10 @@ enum Command {
     Image(image::ImageArgs),
     /// Print or re-merge the cluster's kubeconfig.
     Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Whole-cluster snapshots: save, restore, list, delete.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Bring the cluster back to the `clean` snapshot `up` took once it was ready.
+    Reset,
     /// Print kubelab's version.
     Version,
 }
@@ -185,6 +190,8 @@ fn run(cli: Cli) -> Result<ExitCode, crate::Error> {
         Command::Completion(args) => completion::exec(args),
         Command::Image(args) => image::exec(&ctx, args),
         Command::Kubeconfig(args) => kubeconfig::exec(&ctx, args),
+        Command::Snapshot(args) => snapshot::exec(&ctx, args),
+        Command::Reset => snapshot::exec_reset(&ctx),
         Command::Version => version::exec(&ctx),
     };
     done.map(|()| ExitCode::SUCCESS)

@@ -120,6 +120,10 @@ pub struct UpArgs {
     /// Print how long each phase took, per node.
     #[arg(long)]
     timings: bool,
+
+    /// Do not take the `clean` snapshot (for `kubelab reset`) once the cluster is ready.
+    #[arg(long)]
+    no_snapshot: bool,
 }
 
 /// Runs `kubelab up`.
@@ -144,6 +148,7 @@ pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
         kubernetes_repo: args.kubernetes_repo,
         wait_ready: args.wait_ready.then(|| Duration::from_secs(args.wait_timeout)),
         keep_context: args.keep_context,
+        clean_snapshot: !args.no_snapshot,
         // Without a home or $KUBECONFIG the context lives only in the profile.
         kubeconfig: ops::kubeconfig::user_path().ok(),
     };
@@ -174,6 +179,16 @@ pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
         write(
             &mut out,
             format!("kubectl context {:?} merged into {}", state.profile, path.display()),
+        )?;
+    }
+    if let Some(snapshot) = &report.snapshot {
+        let mib = snapshot.disk_bytes as f64 / 1_048_576.0;
+        write(
+            &mut out,
+            format!(
+                "snapshot {:?} taken ({mib:.1} MiB): `kubelab reset` returns to it",
+                snapshot.name
+            ),
         )?;
     }
     if args.timings {

@@ -145,6 +145,14 @@ pub enum DriverError {
         /// The VM.
         name: String,
     },
+    /// The VM has no snapshot of that name.
+    #[error("VM {name} has no snapshot {snapshot}")]
+    NoSuchSnapshot {
+        /// The VM.
+        name: String,
+        /// The snapshot.
+        snapshot: String,
+    },
     /// The hypervisor reported a state this kubelab does not know.
     #[error("VM {name} is in an unknown state {raw}")]
     UnknownState {
@@ -231,6 +239,16 @@ pub enum Action {
     StopVm,
     /// Undefining a VM.
     DeleteVm,
+    /// Pausing or resuming a VM.
+    PauseVm,
+    /// Taking a snapshot.
+    SaveSnapshot,
+    /// Reverting to a snapshot.
+    RestoreSnapshot,
+    /// Deleting a snapshot.
+    DeleteSnapshot,
+    /// Setting a guest's clock through its agent.
+    SetGuestTime,
 }
 
 impl fmt::Display for Action {
@@ -253,6 +271,11 @@ impl fmt::Display for Action {
             Action::StartVm => "start VM",
             Action::StopVm => "stop VM",
             Action::DeleteVm => "delete VM",
+            Action::PauseVm => "pause or resume VM",
+            Action::SaveSnapshot => "take a snapshot of VM",
+            Action::RestoreSnapshot => "restore a snapshot of VM",
+            Action::DeleteSnapshot => "delete a snapshot of VM",
+            Action::SetGuestTime => "set the guest clock of VM",
         })
     }
 }

@@ -356,6 +356,39 @@ pub trait Driver: Send + Sync {
     /// Where the VM's sshd is reached from this host: `host_only_ip:22` (libvirt), or a
     /// 127.0.0.1 port forwarded to the guest's port 22 (VirtualBox's NAT NIC).
     fn ssh_address(&self, name: &str, host_only_ip: Ipv4Addr) -> Result<SocketAddr, DriverError>;
+    /// Pauses `owner`'s running VM (its memory stays); Ok if it is paused already.
+    fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError>;
+    /// Runs `owner`'s VM that [`Driver::pause`] or [`Driver::snapshot_restore`] left
+    /// paused (or saved); Ok if it runs.
+    fn resume(&self, name: &str, owner: &Owner) -> Result<(), DriverError>;
+    /// Takes snapshot `snapshot` of `owner`'s VM: its disks, and its memory when it runs
+    /// or is paused (`ops::snapshot` pauses every node first, so they agree in time).
+    /// Fails if the VM has a snapshot of that name.
+    fn snapshot_save(&self, name: &str, owner: &Owner, snapshot: &str) -> Result<(), DriverError>;
+    /// Returns `owner`'s VM to `snapshot`, and leaves it paused when the snapshot holds
+    /// memory (ready for [`Driver::resume`]), stopped when it does not.
+    fn snapshot_restore(
+        &self,
+        name: &str,
+        owner: &Owner,
+        snapshot: &str,
+    ) -> Result<(), DriverError>;
+    /// Removes snapshot `snapshot` of `owner`'s VM; Ok if it has none of that name.
+    fn snapshot_delete(&self, name: &str, owner: &Owner, snapshot: &str)
+    -> Result<(), DriverError>;
+    /// The names of kubelab's snapshots of `owner`'s VM (none if it is missing).
+    fn snapshots(&self, name: &str, owner: &Owner) -> Result<Vec<String>, DriverError>;
+    /// Bytes that the VM's own disks (its snapshots included) take on the hypervisor's
+    /// host; 0 if it is missing.
+    fn disk_usage(&self, name: &str, owner: &Owner) -> Result<u64, DriverError>;
+    /// Sets the running guest's clock to `now` through a guest agent; `Ok(false)` when no
+    /// agent answers (the caller then sets it over SSH).
+    fn set_guest_time(
+        &self,
+        name: &str,
+        owner: &Owner,
+        now: std::time::SystemTime,
+    ) -> Result<bool, DriverError>;
 }
 
 /// Opens the backend `kind`. `libvirt_uri` is `--libvirt-uri` (see

@@ -6,6 +6,7 @@ pub mod kubeconfig;
 pub mod lifecycle;
 pub mod node;
 pub mod provision;
+pub mod snapshot;
 pub mod ssh;
 pub mod up;
 

@@ -68,6 +68,8 @@ pub struct UpOptions {
     pub keep_context: bool,
     /// The kubeconfig to merge the cluster's context into (see `ops::kubeconfig`).
     pub kubeconfig: Option<PathBuf>,
+    /// Take the `clean` snapshot once the cluster is ready (unless it has one).
+    pub clean_snapshot: bool,
 }
 
 /// What `up` did.
@@ -81,6 +83,8 @@ pub struct UpReport {
     pub timings: Vec<Timing>,
     /// The kubeconfig the cluster's context was merged into.
     pub kubeconfig: Option<PathBuf>,
+    /// The `clean` snapshot, when this run took it.
+    pub snapshot: Option<crate::snapshot::Record>,
 }
 
 /// Runs `up` for `profile`.
@@ -409,6 +413,8 @@ fn converge(
 ) -> Result<UpReport, Error> {
     // The networks were made, and every name checked against its owner, by the caller.
     let owner = provision::owner(profile)?;
+    // A snapshot save cut short may have left nodes paused.
+    super::snapshot::repair(profile, driver, &state, progress)?;
     let user_key = keys::user_key(profile.dir())?;
     // The cluster's secrets (CA, token) exist before any node boots.
     bootstrap::open(state.bootstrapper.parse()?).prepare(profile.dir())?;
@@ -444,8 +450,35 @@ fn converge(
         }
         None => None,
     };
+    let snapshot = clean_snapshot(driver, profile, &state, opts, progress, &mut timings)?;
     let created = created.into_iter().map(|n| n.name).collect();
-    Ok(UpReport { state, created, timings, kubeconfig })
+    Ok(UpReport { state, created, timings, kubeconfig, snapshot })
+}
+
+/// Takes the `clean` snapshot that `reset` returns to, once the cluster is ready: every
+/// node answers SSH and, with a bootstrapper, every node was waited for until Ready.
+fn clean_snapshot(
+    driver: &dyn Driver,
+    profile: &Profile,
+    state: &ClusterState,
+    opts: &UpOptions,
+    progress: &dyn Progress,
+    timings: &mut Vec<Timing>,
+) -> Result<Option<crate::snapshot::Record>, Error> {
+    if !opts.clean_snapshot {
+        return Ok(None);
+    }
+    if opts.wait_ready.is_none() && state.bootstrapper != BootstrapperKind::None.as_str() {
+        progress.message("no clean snapshot: the nodes were not waited for (--wait-ready=false)");
+        return Ok(None);
+    }
+    let start = Instant::now();
+    let taken = super::snapshot::take_clean(profile, driver, state, progress)?;
+    if taken.is_some() {
+        let secs = start.elapsed().as_secs_f64();
+        timings.push(Timing { node: "all".into(), phase: "snapshot", secs });
+    }
+    Ok(taken)
 }
 
 /// Points kubeadm's admin.conf at the control plane's host-only address, keeps a copy in

@@ -115,6 +115,17 @@ impl Bootstrapper for Kubeadm {
         Ok(Outcome { admin_conf: Some(admin_conf), timings })
     }
 
+    fn wait_ready(&self, cluster: &Cluster<'_>, timeout: Duration) -> Result<(), BootstrapError> {
+        let log = LogFile::open(cluster.dir)?;
+        let cp = cluster
+            .nodes
+            .first()
+            .ok_or_else(|| BootstrapError::NoControlPlane { profile: cluster.name.to_owned() })?;
+        let session = Session::open(cluster, &log, cp)?;
+        let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+        wait::ready(&session, &names, timeout)
+    }
+
     fn add_node(
         &self,
         cluster: &Cluster<'_>,

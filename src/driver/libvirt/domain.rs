@@ -47,7 +47,11 @@ pub fn lookup(conn: &Connect, name: &str) -> Result<Option<Domain>, DriverError>
 }
 
 /// The domain `name`, which must be node `name` of `owner`; `None` if it does not exist.
-fn lookup_ours(conn: &Connect, name: &str, owner: &Owner) -> Result<Option<Domain>, DriverError> {
+pub(super) fn lookup_ours(
+    conn: &Connect,
+    name: &str,
+    owner: &Owner,
+) -> Result<Option<Domain>, DriverError> {
     let Some(dom) = lookup(conn, name)? else { return Ok(None) };
     let found = marker_owner(&dom.xml_desc(0).map_err(lv(Action::InspectVm, name))?);
     if found.as_ref() == Some(&owner.node(name)) {
@@ -157,13 +161,15 @@ pub fn stop(
     }
 }
 
-/// Removes `owner`'s VM (powered off first, with its managed save and NVRAM) and its
-/// own volumes; Ok if already gone. Leftover volumes of a missing VM are removed too:
+/// Removes `owner`'s VM (powered off first, with its managed save, NVRAM and snapshot
+/// metadata: the snapshots themselves live in its volume) and its own volumes; Ok if already gone. Leftover volumes of a missing VM are removed too:
 /// their names carry the home's id.
 pub fn delete(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverError> {
     if let Some(dom) = lookup_ours(conn, name, owner)? {
         stop(conn, name, owner, StopMode::Force, Duration::ZERO)?;
-        let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+        let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | sys::VIR_DOMAIN_UNDEFINE_NVRAM
+            | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
         match dom.undefine_flags(flags) {
             Ok(()) => {}
             // Drivers without managed save or NVRAM reject the flags: nothing to remove.
@@ -172,7 +178,8 @@ pub fn delete(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverErr
                     matches!(c, ErrorNumber::InvalidArg | ErrorNumber::NoSupport)
                 }) =>
             {
-                dom.undefine().map_err(lv(Action::DeleteVm, name))?;
+                dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+                    .map_err(lv(Action::DeleteVm, name))?;
             }
             Err(e) => return Err(lv(Action::DeleteVm, name)(e)),
         }

@@ -18,6 +18,7 @@ use crate::net::Ipv4Cidr;
 mod domain;
 mod domain_xml;
 mod network;
+mod snapshot;
 mod storage;
 mod xml;
 
@@ -185,6 +186,43 @@ impl Driver for LibvirtDriver {
     fn ssh_address(&self, _name: &str, host_only_ip: Ipv4Addr) -> Result<SocketAddr, DriverError> {
         // The host reaches the guest's sshd directly on the host-only network.
         Ok(SocketAddr::new(host_only_ip.into(), 22))
+    }
+
+    fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        snapshot::pause(&self.conn, name, owner)
+    }
+
+    fn resume(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        snapshot::resume(&self.conn, name, owner)
+    }
+
+    fn snapshot_save(&self, name: &str, owner: &Owner, snap: &str) -> Result<(), DriverError> {
+        snapshot::save(&self.conn, name, owner, snap)
+    }
+
+    fn snapshot_restore(&self, name: &str, owner: &Owner, snap: &str) -> Result<(), DriverError> {
+        snapshot::restore(&self.conn, name, owner, snap)
+    }
+
+    fn snapshot_delete(&self, name: &str, owner: &Owner, snap: &str) -> Result<(), DriverError> {
+        snapshot::delete(&self.conn, name, owner, snap)
+    }
+
+    fn snapshots(&self, name: &str, owner: &Owner) -> Result<Vec<String>, DriverError> {
+        snapshot::list(&self.conn, name, owner)
+    }
+
+    fn disk_usage(&self, name: &str, owner: &Owner) -> Result<u64, DriverError> {
+        snapshot::disk_usage(&self.conn, name, owner)
+    }
+
+    fn set_guest_time(
+        &self,
+        name: &str,
+        owner: &Owner,
+        now: std::time::SystemTime,
+    ) -> Result<bool, DriverError> {
+        snapshot::set_time(&self.conn, name, owner, now)
     }
 }
 

@@ -423,6 +423,52 @@ impl Driver for VirtualBoxDriver {
         })?;
         Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port))
     }
+
+    fn pause(&self, name: &str, _owner: &Owner) -> Result<(), DriverError> {
+        Err(todo_snapshots(Action::PauseVm, name))
+    }
+
+    fn resume(&self, name: &str, _owner: &Owner) -> Result<(), DriverError> {
+        Err(todo_snapshots(Action::PauseVm, name))
+    }
+
+    fn snapshot_save(&self, name: &str, _owner: &Owner, _snap: &str) -> Result<(), DriverError> {
+        Err(todo_snapshots(Action::SaveSnapshot, name))
+    }
+
+    fn snapshot_restore(&self, name: &str, _owner: &Owner, _snap: &str) -> Result<(), DriverError> {
+        Err(todo_snapshots(Action::RestoreSnapshot, name))
+    }
+
+    fn snapshot_delete(&self, _name: &str, _owner: &Owner, _snap: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    fn snapshots(&self, _name: &str, _owner: &Owner) -> Result<Vec<String>, DriverError> {
+        Ok(Vec::new())
+    }
+
+    fn disk_usage(&self, _name: &str, _owner: &Owner) -> Result<u64, DriverError> {
+        Ok(0)
+    }
+
+    fn set_guest_time(
+        &self,
+        _name: &str,
+        _owner: &Owner,
+        _now: std::time::SystemTime,
+    ) -> Result<bool, DriverError> {
+        Ok(false)
+    }
+}
+
+// TEMPORARY (replaced by the VirtualBox snapshot implementation before landing).
+fn todo_snapshots(action: Action, name: &str) -> DriverError {
+    DriverError::Backend {
+        action,
+        object: name.to_owned(),
+        source: "snapshots are not implemented for VirtualBox yet".into(),
+    }
 }
 
 /// The subnet of an address and netmask.

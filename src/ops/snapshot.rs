@@ -1,0 +1,409 @@
+//! `kubelab snapshot save|restore|list|delete` and `reset`: whole-cluster snapshots.
+//!
+//! Consistent across nodes: every node is paused before any node's state is captured,
+//! and after a restore all resume at once, so no node sees another in the past. A
+//! running cluster's snapshot holds memory, so a restore resumes it without booting; a
+//! stopped cluster's holds disks only. After a restore the command returns only once
+//! each guest's clock is the host's (a restored guest lives in the past: leases, tokens
+//! and certificates misbehave), SSH answers with the pinned host keys and, with
+//! kubeadm, every node is Ready.
+//!
+//! The operation in flight is recorded before it starts ([`Pending`]): the next command
+//! under the profile's lock discards a save that a `kill -9` cut short (and resumes the
+//! nodes it had paused), and finishes a cut-short restore.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::cluster::{ClusterState, NodeState};
+use crate::driver::{Driver, Owner, VmState};
+use crate::keys;
+use crate::ops::lifecycle::{open_driver, state_name};
+use crate::ops::provision::{self, Timing};
+use crate::profile::Profile;
+use crate::progress::Progress;
+use crate::snapshot::{self, Book, CLEAN, MAX_SNAPSHOTS, Pending, Record, SnapshotError};
+use crate::ssh::{self, Output};
+
+/// How long a restore waits for each node's SSH and for the cluster to be Ready.
+pub const RESTORE_WAIT: Duration = Duration::from_secs(300);
+
+/// A snapshot as `snapshot list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    /// What kubelab recorded.
+    #[serde(flatten)]
+    pub record: Record,
+    /// Whether every node still holds its part.
+    pub complete: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Serialize)]
+pub struct Restored {
+    /// The snapshot.
+    pub name: String,
+    /// Whether the nodes run again (a disk-only snapshot leaves them stopped).
+    pub running: bool,
+    /// Per node and phase (`revert`, `resume`, `ssh+clock`, `ready`), how long it took.
+    pub timings: Vec<Timing>,
+}
+
+/// A profile's cluster, opened under its lock with its snapshot records repaired.
+struct Lab<'a> {
+    profile: &'a Profile,
+    driver: &'a dyn Driver,
+    state: &'a ClusterState,
+    owner: Owner,
+    book: Book,
+}
+
+impl<'a> Lab<'a> {
+    fn open(
+        profile: &'a Profile,
+        driver: &'a dyn Driver,
+        state: &'a ClusterState,
+        progress: &dyn Progress,
+    ) -> Result<Self, Error> {
+        let owner = provision::owner(profile)?;
+        let book = Book::load(profile)?;
+        let mut lab = Self { profile, driver, state, owner, book };
+        lab.repair(progress)?;
+        Ok(lab)
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        self.state.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// Runs `step` on every node at once; the first error, once all have finished.
+    fn each(
+        &self,
+        step: impl Fn(&dyn Driver, &str) -> Result<(), Error> + Sync,
+    ) -> Result<(), Error> {
+        let driver = self.driver;
+        super::in_parallel(&self.state.nodes, |n| step(driver, &n.name))
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(drop)
+    }
+
+    fn set_pending(&mut self, pending: Option<Pending>) -> Result<(), Error> {
+        self.book.pending = pending;
+        Ok(self.book.save(self.profile)?)
+    }
+
+    /// Repairs what a save or restore cut short left behind.
+    fn repair(&mut self, progress: &dyn Progress) -> Result<(), Error> {
+        match self.book.pending.clone() {
+            None => Ok(()),
+            Some(Pending::Save(name)) => {
+                progress.message(&format!(
+                    "an interrupted save of snapshot {name:?} is discarded and the nodes resumed"
+                ));
+                let owner = &self.owner;
+                self.each(|d, node| Ok(d.snapshot_delete(node, owner, &name)?))?;
+                self.each(|d, node| {
+                    if d.state(node)? == VmState::Paused {
+                        d.resume(node, owner)?;
+                    }
+                    Ok(())
+                })?;
+                self.set_pending(None)
+            }
+            Some(Pending::Restore(name)) => {
+                progress.message(&format!("finishing an interrupted restore of snapshot {name:?}"));
+                if self.book.find(&name).is_some() {
+                    self.restore(&name, RESTORE_WAIT, progress)?;
+                }
+                self.set_pending(None)
+            }
+        }
+    }
+
+    /// Takes snapshot `name` of every node; see the module doc.
+    fn save(&mut self, name: &str, progress: &dyn Progress) -> Result<Record, Error> {
+        snapshot::check_name(name)?;
+        let profile = self.profile.name().to_string();
+        if self.book.find(name).is_some() {
+            return Err(SnapshotError::Exists { profile, name: name.to_owned() }.into());
+        }
+        if self.book.snapshots.len() >= MAX_SNAPSHOTS {
+            return Err(SnapshotError::TooMany { profile }.into());
+        }
+        let memory = self.running()?;
+        self.set_pending(Some(Pending::Save(name.to_owned())))?;
+        let before = self.disk_usage()?;
+        let owner = &self.owner;
+        progress.message(&format!(
+            "saving snapshot {name:?} ({})",
+            if memory { "paused, memory included" } else { "stopped, disks only" }
+        ));
+        let taken = (|| {
+            if memory {
+                self.each(|d, node| Ok(d.pause(node, owner)?))?;
+            }
+            self.each(|d, node| Ok(d.snapshot_save(node, owner, name)?))
+        })();
+        let resumed = if memory { self.each(|d, node| Ok(d.resume(node, owner)?)) } else { Ok(()) };
+        if let Err(e) = taken.and(resumed) {
+            // Nothing half-made stays: the parts some nodes took are removed.
+            let _ = self.each(|d, node| Ok(d.snapshot_delete(node, owner, name)?));
+            self.set_pending(None)?;
+            return Err(e);
+        }
+        let record = Record {
+            name: name.to_owned(),
+            created_unix: unix_now().as_secs(),
+            nodes: self.nodes(),
+            memory,
+            disk_bytes: self.disk_usage()?.saturating_sub(before),
+        };
+        self.book.snapshots.push(record.clone());
+        self.set_pending(None)?;
+        Ok(record)
+    }
+
+    /// Whether every node runs (true) or every node is stopped (false); else the
+    /// cluster cannot be captured consistently.
+    fn running(&self) -> Result<bool, Error> {
+        let mut running = None;
+        let mut stopped = None;
+        for node in &self.state.nodes {
+            match self.driver.state(&node.name)? {
+                VmState::Running | VmState::Paused => running = Some(node.name.clone()),
+                VmState::Stopped => stopped = Some(node.name.clone()),
+                state => {
+                    let node = node.name.clone();
+                    return Err(SnapshotError::Unsettled { node, state: state_name(state) }.into());
+                }
+            }
+        }
+        match (running, stopped) {
+            (Some(running), Some(stopped)) => {
+                Err(SnapshotError::MixedStates { running, stopped }.into())
+            }
+            (running, _) => Ok(running.is_some()),
+        }
+    }
+
+    fn disk_usage(&self) -> Result<u64, Error> {
+        let mut total = 0;
+        for node in &self.state.nodes {
+            total += self.driver.disk_usage(&node.name, &self.owner)?;
+        }
+        Ok(total)
+    }
+
+    /// Restores snapshot `name` on every node; see the module doc.
+    fn restore(
+        &mut self,
+        name: &str,
+        wait: Duration,
+        progress: &dyn Progress,
+    ) -> Result<Restored, Error> {
+        let profile = self.profile.name().to_string();
+        let record = self
+            .book
+            .find(name)
+            .cloned()
+            .ok_or_else(|| SnapshotError::NotFound { profile, name: name.to_owned() })?;
+        if record.nodes != self.nodes() {
+            return Err(SnapshotError::NodesChanged {
+                name: name.to_owned(),
+                taken: record.nodes.join(", "),
+                now: self.nodes().join(", "),
+            }
+            .into());
+        }
+        // Every node must hold its part before any node is touched.
+        for node in &record.nodes {
+            if !self.driver.snapshots(node, &self.owner)?.iter().any(|s| s == name) {
+                let node = node.clone();
+                return Err(SnapshotError::Incomplete { name: name.to_owned(), node }.into());
+            }
+        }
+        self.set_pending(Some(Pending::Restore(name.to_owned())))?;
+        let mut timings = Vec::new();
+        let owner = &self.owner;
+        progress.message(&format!("restoring snapshot {name:?}"));
+        let start = Instant::now();
+        self.each(|d, node| Ok(d.snapshot_restore(node, owner, name)?))?;
+        timings.push(total("revert", start));
+        if record.memory {
+            let start = Instant::now();
+            self.each(|d, node| Ok(d.resume(node, owner)?))?;
+            timings.push(total("resume", start));
+            let start = Instant::now();
+            let user_key = keys::user_key(self.profile.dir())?;
+            super::in_parallel(&self.state.nodes, |n| self.settle(n, &user_key, wait, progress))
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()?;
+            timings.push(total("ssh+clock", start));
+            let start = Instant::now();
+            provision::with_bootstrapper(
+                self.driver,
+                self.profile,
+                self.state,
+                progress,
+                |b, c| b.wait_ready(c, wait),
+            )?;
+            timings.push(total("ready", start));
+        }
+        self.set_pending(None)?;
+        Ok(Restored { name: name.to_owned(), running: record.memory, timings })
+    }
+
+    /// Sets the resumed `node`'s clock to the host's (through its guest agent, else
+    /// over SSH) and waits until it answers SSH with its pinned host key.
+    fn settle(
+        &self,
+        node: &NodeState,
+        user_key: &keys::KeyPair,
+        wait: Duration,
+        progress: &dyn Progress,
+    ) -> Result<(), Error> {
+        let by_agent = self.driver.set_guest_time(&node.name, &self.owner, SystemTime::now())?;
+        let target = provision::ssh_target(self.driver, self.profile, node)?;
+        let connection = ssh::wait_until_reachable(&target, user_key, wait, &mut |state, _| {
+            progress.node_phase(&node.name, &format!("waiting for SSH: {state}"));
+        })?;
+        if !by_agent {
+            let now = unix_now();
+            let command =
+                format!("sudo date -u -s @{}.{:09} >/dev/null", now.as_secs(), now.subsec_nanos());
+            let mut log = std::io::sink();
+            connection.run(&command, &mut Output { log: &mut log, on_line: &mut |_, _| {} })?;
+        }
+        progress.node_phase(&node.name, "restored");
+        Ok(())
+    }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
+}
+
+fn total(phase: &'static str, start: Instant) -> Timing {
+    Timing { node: "all".into(), phase, secs: start.elapsed().as_secs_f64() }
+}
+
+/// `kubelab snapshot save NAME`.
+pub fn save(
+    profile: &Profile,
+    name: &str,
+    wait_lock: bool,
+    progress: &dyn Progress,
+) -> Result<Record, Error> {
+    snapshot::check_name(name)?;
+    let _lock = profile.lock_existing(wait_lock)?;
+    let state: ClusterState = profile.load_state()?;
+    let driver = open_driver(&state)?;
+    Lab::open(profile, &*driver, &state, progress)?.save(name, progress)
+}
+
+/// `kubelab snapshot restore NAME`, and `kubelab reset` (the `clean` snapshot).
+pub fn restore(
+    profile: &Profile,
+    name: &str,
+    wait_lock: bool,
+    progress: &dyn Progress,
+) -> Result<Restored, Error> {
+    snapshot::check_name(name)?;
+    let _lock = profile.lock_existing(wait_lock)?;
+    let state: ClusterState = profile.load_state()?;
+    let driver = open_driver(&state)?;
+    Lab::open(profile, &*driver, &state, progress)?.restore(name, RESTORE_WAIT, progress)
+}
+
+/// `kubelab snapshot list`: the records, each checked against the hypervisor.
+pub fn list(
+    profile: &Profile,
+    wait_lock: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<Listed>, Error> {
+    let _lock = profile.lock_existing(wait_lock)?;
+    let state: ClusterState = profile.load_state()?;
+    let driver = open_driver(&state)?;
+    let lab = Lab::open(profile, &*driver, &state, progress)?;
+    let mut held = Vec::new();
+    for node in &lab.state.nodes {
+        held.push((node.name.clone(), lab.driver.snapshots(&node.name, &lab.owner)?));
+    }
+    Ok(lab
+        .book
+        .snapshots
+        .iter()
+        .map(|record| Listed {
+            complete: record.nodes.iter().all(|node| {
+                held.iter().any(|(n, names)| n == node && names.contains(&record.name))
+            }),
+            record: record.clone(),
+        })
+        .collect())
+}
+
+/// `kubelab snapshot delete NAME`: removes every node's part, then the record.
+pub fn delete(
+    profile: &Profile,
+    name: &str,
+    wait_lock: bool,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
+    snapshot::check_name(name)?;
+    let _lock = profile.lock_existing(wait_lock)?;
+    let state: ClusterState = profile.load_state()?;
+    let driver = open_driver(&state)?;
+    let mut lab = Lab::open(profile, &*driver, &state, progress)?;
+    if lab.book.find(name).is_none() {
+        let profile = profile.name().to_string();
+        return Err(SnapshotError::NotFound { profile, name: name.to_owned() }.into());
+    }
+    let owner = &lab.owner;
+    lab.each(|d, node| Ok(d.snapshot_delete(node, owner, name)?))?;
+    lab.book.snapshots.retain(|r| r.name != name);
+    lab.set_pending(None)
+}
+
+/// Repairs a save or restore that was cut short; `up` calls it (with the lock held)
+/// before it touches a node.
+pub fn repair(
+    profile: &Profile,
+    driver: &dyn Driver,
+    state: &ClusterState,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
+    Lab::open(profile, driver, state, progress).map(drop)
+}
+
+/// Takes the `clean` snapshot of a cluster `up` just made ready, unless it has one;
+/// called with the lock held.
+pub fn take_clean(
+    profile: &Profile,
+    driver: &dyn Driver,
+    state: &ClusterState,
+    progress: &dyn Progress,
+) -> Result<Option<Record>, Error> {
+    let mut lab = Lab::open(profile, driver, state, progress)?;
+    if lab.book.find(CLEAN).is_some() {
+        return Ok(None);
+    }
+    lab.save(CLEAN, progress).map(Some)
+}
+
+/// The snapshots that no longer match the cluster's nodes after `node add` or `node
+/// delete` (a restore refuses them), for the command to say so.
+pub fn stale(profile: &Profile, state: &ClusterState) -> Vec<String> {
+    let nodes: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
+    Book::load(profile)
+        .map(|book| {
+            book.snapshots
+                .into_iter()
+                .filter(|r| r.nodes.iter().map(String::as_str).ne(nodes.iter().copied()))
+                .map(|r| r.name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
