@@ -623,6 +623,7 @@ fn snapshot_reason(err: &SnapshotError) -> &'static Reason {
         E::NodesChanged { .. } => &SNAP_NODES_CHANGED,
         E::MixedStates { .. } | E::Unsettled { .. } => &SNAP_MIXED_STATES,
         E::Incomplete { .. } => &SNAP_INCOMPLETE,
+        E::Clock { .. } => &GUEST_COMMAND_FAILED,
         E::Io { .. } => &HOST_HOME_IO,
         E::Corrupt { .. } => &PROFILE_STATE_CORRUPT,
     }

@@ -92,6 +92,14 @@ pub enum SnapshotError {
         /// The node without it.
         node: String,
     },
+    /// A restored guest's clock could not be read.
+    #[error("node {node}'s `date` printed {output:?}, not seconds since the epoch")]
+    Clock {
+        /// The node.
+        node: String,
+        /// What it printed.
+        output: String,
+    },
     /// The record file cannot be read or written.
     #[error("cannot read or write {}", path.display())]
     Io {

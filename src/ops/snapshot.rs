@@ -267,19 +267,51 @@ impl<'a> Lab<'a> {
     ) -> Result<(), Error> {
         let by_agent = self.driver.set_guest_time(&node.name, &self.owner, SystemTime::now())?;
         let target = provision::ssh_target(self.driver, self.profile, node)?;
-        let connection = ssh::wait_until_reachable(&target, user_key, wait, &mut |state, _| {
-            progress.node_phase(&node.name, &format!("waiting for SSH: {state}"));
-        })?;
-        if !by_agent {
-            let now = unix_now();
-            let command =
-                format!("sudo date -u -s @{}.{:09} >/dev/null", now.as_secs(), now.subsec_nanos());
-            let mut log = std::io::sink();
-            connection.run(&command, &mut Output { log: &mut log, on_line: &mut |_, _| {} })?;
+        let start = Instant::now();
+        loop {
+            let remaining = wait.saturating_sub(start.elapsed());
+            let connection =
+                ssh::wait_until_reachable(&target, user_key, remaining, &mut |s, _| {
+                    progress.node_phase(&node.name, &format!("waiting for SSH: {s}"));
+                })?;
+            if by_agent {
+                break;
+            }
+            match set_clock(&connection, &node.name) {
+                Ok(()) => break,
+                // The first packets after a resume can be lost while the host's bridge
+                // learns the new port again: a session that stalls is tried afresh.
+                Err(Error::Ssh(e))
+                    if start.elapsed() < wait
+                        && !matches!(e, ssh::SshError::CommandFailed { .. }) =>
+                {
+                    progress.node_phase(&node.name, &format!("setting the clock again: {e}"));
+                }
+                Err(e) => return Err(e),
+            }
         }
         progress.node_phase(&node.name, "restored");
         Ok(())
     }
+}
+
+/// Sets the guest's clock to the host's over SSH: reads the guest's clock, then moves
+/// it by the difference relative to its own "now" when `date -s` runs, so however long
+/// `sudo` takes to start does not count.
+fn set_clock(connection: &ssh::Connection, node: &str) -> Result<(), Error> {
+    let mut log = std::io::sink();
+    let mut guest = String::new();
+    let before = unix_now().as_secs_f64();
+    let mut on_line = |_, line: &str| guest.push_str(line);
+    connection.run("date -u +%s.%N", &mut Output { log: &mut log, on_line: &mut on_line })?;
+    let after = unix_now().as_secs_f64();
+    let Ok(guest) = guest.trim().parse::<f64>() else {
+        return Err(SnapshotError::Clock { node: node.to_owned(), output: guest }.into());
+    };
+    let offset = (before + after) / 2.0 - guest;
+    let sign = if offset < 0.0 { '-' } else { '+' };
+    let command = format!("sudo date -u -s 'now {sign} {:.3} seconds' >/dev/null", offset.abs());
+    Ok(connection.run(&command, &mut Output { log: &mut log, on_line: &mut |_, _| {} })?)
 }
 
 fn unix_now() -> Duration {
