@@ -29,6 +29,16 @@ fail() { log "FAIL: $*"; exit 1; }
 pass_count=0
 pass() { pass_count=$((pass_count + 1)); log "ok: $*"; }
 kl() { lab_exec env KUBELAB_HOME="$KUBELAB_HOME" "$kubelab" "$@"; }
+# assert_clock PROFILE NODE: the node's clock is within 2 s of the host's (the host's read
+# before and after asking it, so SSH's own time does not count against it).
+assert_clock() {
+    local before guest after
+    before=$(date +%s.%N)
+    guest=$(kl -p "$1" ssh "$2" -- date +%s.%N)
+    after=$(date +%s.%N)
+    python3 -c 'import sys; b, g, a = map(float, sys.argv[1:]); sys.exit(not (b - 2 <= g <= a + 2))' \
+        "$before" "$guest" "$after" || fail "$2's clock $guest is not within 2 s of the host's ($before..$after)"
+}
 
 # Host libvirt objects named like kubelab's (a domain, a network, a pool directory with a
 # volume), planted where the host's libvirtd keeps them before the lab starts and compared
@@ -132,6 +142,56 @@ kl -p e2e up "${up_flags[@]}" --nodes 2 --image "$base/disk.qcow2" --image-sha25
     --timings | tee "$work/up1.txt"
 pass "up --nodes 2"
 
+log "snapshots: the clean snapshot up took, reset, a save cut short by kill -9"
+kl -p e2e snapshot list -o json >"$work/snapshots.json"
+python3 - "$work/snapshots.json" <<'PY'
+import json, sys
+snaps = json.load(open(sys.argv[1]))
+assert [s["name"] for s in snaps] == ["clean"], snaps
+clean = snaps[0]
+assert clean["nodes"] == ["e2e", "e2e-m02"] and clean["memory"] and clean["complete"], clean
+assert clean["disk_bytes"] > 0, clean
+print(f"clean snapshot: {clean['disk_bytes'] / 2**20:.1f} MiB for 2 nodes")
+PY
+kl -p e2e reset | tee "$work/reset-after-up.txt"
+grep -q "restored snapshot clean: every node runs, clocks set" "$work/reset-after-up.txt" || fail "reset right after up"
+pass "up took the clean snapshot (2 nodes, memory included); reset right after up"
+
+for node in e2e e2e-m02; do
+    kl -p e2e ssh "$node" -- 'echo changed | sudo tee /var/tmp/kubelab-e2e-changed >/dev/null'
+done
+kl -p e2e reset --wait >"$work/reset.txt"
+cat "$work/reset.txt"
+for node in e2e e2e-m02; do
+    kl -p e2e ssh "$node" -- test ! -e /var/tmp/kubelab-e2e-changed || fail "the change on $node survived reset"
+    assert_clock e2e "$node"
+done
+pass "reset: the change on every node is gone, SSH answers with the pinned keys, clocks within 2 s"
+
+# kill -9 while both nodes are paused for a save: the next command discards the half-made
+# snapshot and resumes the nodes. Started as a plain command so that $! is kubelab's PID.
+"${LAB_EXEC[@]}" env KUBELAB_HOME="$KUBELAB_HOME" "$kubelab" -p e2e snapshot save cut \
+    >"$work/save-cut.txt" 2>&1 &
+save_pid=$!
+deadline=$((SECONDS + 120))
+until [ "$(lab_virsh domstate e2e 2>/dev/null)" = paused ]; do
+    kill -0 "$save_pid" 2>/dev/null || fail "the save ended before e2e was seen paused: $(cat "$work/save-cut.txt")"
+    [ "$SECONDS" -lt "$deadline" ] || fail "e2e never paused for the save"
+    sleep 0.05
+done
+[ "$(cat "/proc/$save_pid/comm")" = kubelab ] || fail "pid $save_pid is not kubelab"
+kill -KILL "$save_pid"
+wait "$save_pid" 2>/dev/null || true
+kl -p e2e snapshot list >"$work/after-cut.txt" 2>&1
+grep -q 'an interrupted save of snapshot "cut" is discarded' "$work/after-cut.txt" || fail "no repair: $(cat "$work/after-cut.txt")"
+if grep -q "^cut " "$work/after-cut.txt"; then fail "the cut save is listed"; fi
+for node in e2e e2e-m02; do
+    [ "$(lab_virsh domstate "$node")" = running ] || fail "$node not resumed after the repair"
+    if lab_virsh snapshot-list "$node" --name | grep -q kubelab-cut; then fail "$node keeps part of the cut save"; fi
+done
+[ "$(kl -p e2e ssh e2e-m02 -- hostname)" = e2e-m02 ] || fail "ssh after the repair"
+pass "a save killed while the nodes were paused is discarded and the nodes resumed by the next command"
+
 [ "$(kl -p e2e ssh -- hostname)" = e2e ] || fail "ssh into the control plane"
 [ "$(kl -p e2e ssh e2e-m02 -- hostname)" = e2e-m02 ] || fail "ssh into e2e-m02"
 pass "ssh into both nodes with the pinned host key"
@@ -174,13 +234,16 @@ grep -q "was created with --nodes 2" "$work/contradict.txt" || fail "contradicti
 pass "contradicting flags are refused"
 
 log "node add, node delete"
-kl -p e2e node add
+kl -p e2e node add 2>&1 | tee "$work/node-add.txt"
 [ "$(kl -p e2e ssh e2e-m03 -- hostname)" = e2e-m03 ] || fail "ssh into the added node"
+grep -q 'snapshot "clean" holds other nodes' "$work/node-add.txt" || fail "node add did not say clean is stale"
+if kl -p e2e reset -o json >"$work/reset-stale.json" 2>/dev/null; then fail "reset with another node set"; fi
+grep -q '"reason": "SNAP_NODES_CHANGED"' "$work/reset-stale.json" || fail "$(cat "$work/reset-stale.json")"
 kl -p e2e node delete e2e-m03
 if lab_virsh dominfo e2e-m03 >/dev/null 2>&1; then fail "e2e-m03 still defined"; fi
 [ "$(kl -p e2e status -o json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["nodes"]))')" = 2 ] \
     || fail "status after node delete"
-pass "node add / node delete"
+pass "node add / node delete; reset refuses a snapshot of another node set"
 
 log "iso image: live ISO + blank data disk"
 kl -p e2e-iso up "${up_flags[@]}" --image "$base/live.iso" --image-sha256 "$iso_sha"
@@ -254,6 +317,25 @@ kctl config get-contexts -o name | sort | tr '\n' ' ' | grep -qx 'e2e-k8s other 
 ready=$(kctl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}')
 [ "$ready" = "e2e-k8s=True e2e-k8s-m02=True e2e-k8s-m03=True " ] || fail "nodes: $ready"
 pass "kubectl: context e2e-k8s current beside 'other'; 3 nodes Ready over the host-only address"
+
+# An API object and a file on every node, then reset: all gone, every node Ready again.
+klk -p e2e-k8s ssh -- sudo kubectl --kubeconfig /etc/kubernetes/admin.conf run before-reset \
+    --image=registry.k8s.io/pause:3.10.1
+kctl get pod before-reset >/dev/null || fail "the pod before-reset was not created"
+for node in e2e-k8s e2e-k8s-m02 e2e-k8s-m03; do
+    klk -p e2e-k8s ssh "$node" -- 'sudo touch /var/tmp/kubelab-e2e-changed'
+done
+kubeconfig_before_reset=$(sha256sum "$kcfg")
+klk -p e2e-k8s reset | tee "$work/reset-k8s.txt"
+if kctl get pod before-reset >/dev/null 2>&1; then fail "the pod before-reset survived reset"; fi
+for node in e2e-k8s e2e-k8s-m02 e2e-k8s-m03; do
+    klk -p e2e-k8s ssh "$node" -- test ! -e /var/tmp/kubelab-e2e-changed || fail "the change on $node survived reset"
+    assert_clock e2e-k8s "$node"
+done
+ready=$(kctl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}')
+[ "$ready" = "e2e-k8s=True e2e-k8s-m02=True e2e-k8s-m03=True " ] || fail "nodes after reset: $ready"
+[ "$(sha256sum "$kcfg")" = "$kubeconfig_before_reset" ] || fail "reset changed the kubeconfig"
+pass "kubeadm reset: the pod and every node's change gone, 3 nodes Ready, clocks set, kubeconfig unchanged"
 
 standalone=$(klk -p e2e-k8s kubeconfig --path)
 server=$(kctl --kubeconfig "$standalone" config view -o jsonpath='{.clusters[0].cluster.server}')

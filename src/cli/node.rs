@@ -52,7 +52,7 @@ pub fn exec(ctx: &Ctx, args: NodeArgs) -> Result<(), crate::Error> {
             })
         }
         NodeCommand::Delete { node } => {
-            ops::node::remove(&profile, &node, ctx.wait)?;
+            ops::node::remove(&profile, &node, ctx.wait, &CliProgress::new())?;
             ctx.emit(&Deleted { deleted: node }, |out, d| writeln!(out, "deleted {}", d.deleted))
         }
     }

@@ -64,6 +64,7 @@ pub fn add(
         }
     }
     let timings = added?;
+    warn_stale(profile, progress);
     let node = state.nodes.iter().find(|n| n.name == node.name).cloned().unwrap_or(node);
     Ok((node, timings))
 }
@@ -127,7 +128,12 @@ fn forget_node(
 
 /// `kubelab node delete NODE`: drains the worker and removes it from Kubernetes (kubeadm
 /// bootstrapper), then removes its VM, disks, address reservation and files.
-pub fn remove(profile: &Profile, node: &str, wait_lock: bool) -> Result<(), Error> {
+pub fn remove(
+    profile: &Profile,
+    node: &str,
+    wait_lock: bool,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
     let _lock = profile.lock_existing(wait_lock)?;
     let mut state: ClusterState = profile.load_state()?;
     let found = state.node(Some(node))?;
@@ -141,5 +147,16 @@ pub fn remove(profile: &Profile, node: &str, wait_lock: bool) -> Result<(), Erro
     // Out of Kubernetes (drained) before the VM goes.
     provision::with_bootstrapper(&*driver, profile, &state, &(), |b, c| b.remove_node(c, node))?;
     state.nodes.retain(|n| n.name != node);
-    forget_node(&*driver, &Journal::new(profile), profile, &state, node, &owner)
+    forget_node(&*driver, &Journal::new(profile), profile, &state, node, &owner)?;
+    warn_stale(profile, progress);
+    Ok(())
+}
+
+/// Says which snapshots hold another node set now (a restore refuses them).
+fn warn_stale(profile: &Profile, progress: &dyn Progress) {
+    for name in super::snapshot::stale(profile) {
+        progress.message(&format!(
+            "note: snapshot {name:?} holds other nodes than the cluster now has: `snapshot restore` refuses it"
+        ));
+    }
 }

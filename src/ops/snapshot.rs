@@ -426,16 +426,15 @@ pub fn take_clean(
 }
 
 /// The snapshots that no longer match the cluster's nodes after `node add` or `node
-/// delete` (a restore refuses them), for the command to say so.
-pub fn stale(profile: &Profile, state: &ClusterState) -> Vec<String> {
+/// delete` (a restore refuses them), for the command to say so. Called with the lock
+/// held; an unreadable profile or record file lists none.
+pub fn stale(profile: &Profile) -> Vec<String> {
+    let Ok(state) = profile.load_state::<ClusterState>() else { return Vec::new() };
     let nodes: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
-    Book::load(profile)
-        .map(|book| {
-            book.snapshots
-                .into_iter()
-                .filter(|r| r.nodes.iter().map(String::as_str).ne(nodes.iter().copied()))
-                .map(|r| r.name)
-                .collect()
-        })
-        .unwrap_or_default()
+    let Ok(book) = Book::load(profile) else { return Vec::new() };
+    book.snapshots
+        .into_iter()
+        .filter(|r| r.nodes.iter().map(String::as_str).ne(nodes.iter().copied()))
+        .map(|r| r.name)
+        .collect()
 }
