@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks. Usage: scripts/bench.sh download [SIZE_MIB] | up | bootstrap
+# Benchmarks. Usage: scripts/bench.sh download [SIZE_MIB] | up | bootstrap | reset
 #
 # download: serves a SIZE_MIB (default 1024) file of random bytes from a loopback HTTP
 # server (python3 -m http.server on 127.0.0.1), then times, best of RUNS (default 3):
@@ -19,6 +19,12 @@
 # A first `up` (then `down`) warms the image cache, the pool's base volume and libvirtd's
 # QEMU capability cache, so both sides start from the same warm state. Prints a table
 # with the ratio kubelab/floor (target <= 1.1) and the delete time (target < 2 s).
+#
+# reset (root, like up): for 2 and 3 nodes with kubeadm (the test image's TEST-ONLY
+# stand-in), a cold `kubelab up` (which ends by taking the `clean` snapshot: shown apart),
+# a file written on every node, then `kubelab reset` (revert, resume, clocks set, SSH and
+# every node Ready): both wall times side by side with the ratio reset/up (target <=
+# 0.10), and the snapshot's disk cost per node.
 #
 # CARGO_FLAGS (e.g. --no-default-features) is passed to `cargo build --release`.
 set -euo pipefail
@@ -300,9 +306,46 @@ cmd_bootstrap() {
     echo "3 nodes with kubeadm: up $(secs_between "$t0" "$t1") s, delete $(bench_kubelab_delete "${BENCH_PREFIX}k8s") s"
 }
 
+cmd_reset() {
+    bench_lab
+    export KUBECONFIG=$work/kubeconfig
+    local n i node profile t0 t1 up reset snap rows=()
+    for n in 2 3; do
+        profile="${BENCH_PREFIX}r$n"
+        echo "$n nodes: cold kubelab up (kubeadm)" >&2
+        t0=$(now)
+        kl -p "$profile" up --driver kvm2 --bootstrapper kubeadm --cpus 1 --memory 1g --disk 4g \
+            --nodes "$n" --image "$image_url" --image-sha256 "$image_sha" --timings \
+            >"$work/$profile-up.txt" 2>&1 || { cat "$work/$profile-up.txt" >&2; die "kubelab up failed"; }
+        t1=$(now)
+        up=$(secs_between "$t0" "$t1")
+        snap=$(awk '$1 == "all" && $2 == "snapshot" { sub("s", "", $3); print $3 }' "$work/$profile-up.txt")
+        for i in $(seq 0 $((n - 1))); do
+            node=$profile; [[ $i -eq 0 ]] || node=$(printf '%s-m%02d' "$profile" $((i + 1)))
+            kl -p "$profile" ssh "$node" -- 'sudo touch /var/tmp/bench-changed' >/dev/null
+        done
+        echo "$n nodes: kubelab reset" >&2
+        t0=$(now)
+        kl -p "$profile" reset >"$work/$profile-reset.txt" 2>&1 || { cat "$work/$profile-reset.txt" >&2; die "reset failed"; }
+        t1=$(now)
+        reset=$(secs_between "$t0" "$t1")
+        kl -p "$profile" ssh -- test ! -e /var/tmp/bench-changed || die "reset left the change"
+        local disk
+        disk=$(kl -p "$profile" snapshot list -o json | python3 -c \
+            'import json,sys; s=json.load(sys.stdin)[0]; print(f"{s[\"disk_bytes\"]/len(s[\"nodes\"])/2**20:.1f}")')
+        sed -n '/^timings:/,$p' "$work/$profile-reset.txt" >&2
+        rows+=("$(awk -v n="$n" -v u="$up" -v s="$snap" -v r="$reset" -v d="$disk" 'BEGIN {
+            printf "%-6s %8.1f %9.1f %8.1f %6.3f %11s", n, u, s, r, r / u, d }')")
+        bench_kubelab_delete "$profile" >/dev/null
+    done
+    echo "nodes  cold_up  snapshot    reset  ratio  MiB/node   (seconds; up includes its snapshot; target: ratio <= 0.10)"
+    printf '%s\n' "${rows[@]}"
+}
+
 case ${1:-} in
 download) shift; cmd_download "$@" ;;
 up) shift; cmd_up "$@" ;;
 bootstrap) shift; cmd_bootstrap "$@" ;;
-*) die "usage: $0 download [SIZE_MIB] | up | bootstrap" ;;
+reset) shift; cmd_reset "$@" ;;
+*) die "usage: $0 download [SIZE_MIB] | up | bootstrap | reset" ;;
 esac
