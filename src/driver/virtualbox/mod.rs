@@ -251,7 +251,7 @@ impl Driver for VirtualBoxDriver {
             });
         }
         // VirtualBox always runs guests with VT-x/AMD-V (no software fallback since 6.1).
-        Ok(HostReport { accel: super::Accel::Kvm, warnings })
+        Ok(HostReport { accel: super::Accel::VirtualBox, warnings })
     }
 
     fn disk_format(&self) -> DiskFormat {
