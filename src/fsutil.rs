@@ -70,6 +70,28 @@ pub fn open_nofollow(path: &Path, options: &mut OpenOptions) -> io::Result<File>
     nofollow(options).open(path).map_err(|e| nofollow_error(path, e))
 }
 
+/// The last `max_bytes` of the file at `path` (lossily UTF-8), read without following
+/// a link and without reading the rest; a line cut by the limit is dropped. `None` when
+/// it cannot be read (missing, a link, not a file).
+pub fn read_tail(path: &Path, max_bytes: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = open_nofollow(path, OpenOptions::new().read(true)).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let start = meta.len().saturating_sub(max_bytes);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::new();
+    file.take(max_bytes).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let text = match text.split_once('\n') {
+        Some((_, rest)) if start > 0 => rest,
+        _ => &text,
+    };
+    Some(text.to_owned())
+}
+
 /// Opens `path` for appending, creating it (mode 0600), never through a link.
 pub fn open_append(path: &Path) -> io::Result<File> {
     open_nofollow(path, OpenOptions::new().create(true).append(true))
@@ -208,6 +230,23 @@ fn write_atomic_then(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_tail_is_bounded_drops_a_cut_line_and_refuses_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("VBox.log");
+        fs::write(&log, "first line\nsecond line\nthird\n").unwrap();
+        assert_eq!(read_tail(&log, 1000).unwrap(), "first line\nsecond line\nthird\n");
+        assert_eq!(read_tail(&log, 15).unwrap(), "third\n", "the cut `line` is dropped");
+        assert_eq!(read_tail(&dir.path().join("missing"), 10), None);
+        assert_eq!(read_tail(dir.path(), 10), None, "a directory");
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.log");
+            std::os::unix::fs::symlink(&log, &link).unwrap();
+            assert_eq!(read_tail(&link, 1000), None, "a link is never followed");
+        }
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp_file() {

@@ -324,6 +324,25 @@ pub const HOST_VBOX_HOSTONLY_PROMPT: Reason = Reason {
              that may be hidden behind other windows: accept it (or create the adapter once in \
              VirtualBox Manager > Tools > Network), then run the command again",
 };
+/// A VirtualBox kernel driver (vboxdrv, vboxnetadp) is not loaded.
+pub const HOST_VBOX_KERNEL_DRIVER: Reason = Reason {
+    id: "HOST_VBOX_KERNEL_DRIVER",
+    exit_code: 38,
+    advice: "Linux: build and load VirtualBox's kernel modules with `sudo /sbin/vboxconfig` \
+             (needs the headers of the running kernel; with Secure Boot, sign the modules or \
+             enroll the key it asks for), check with `lsmod | grep -E 'vboxdrv|vboxnetadp'`; \
+             macOS: allow the software of \"Oracle America, Inc.\" in System Settings > \
+             Privacy & Security, then restart (or reinstall VirtualBox)",
+};
+/// VirtualBox could not create or show a host-only adapter.
+pub const HOST_VBOX_HOSTONLY_ADAPTER: Reason = Reason {
+    id: "HOST_VBOX_HOSTONLY_ADAPTER",
+    exit_code: 39,
+    advice: "VirtualBox could not set up a host-only adapter: on Windows, remove stale \
+             \"VirtualBox Host-Only Ethernet Adapter\" devices in Device Manager, repair \
+             VirtualBox with its networking drivers selected and reboot; or create the \
+             adapter once in VirtualBox Manager > Tools > Network, then run the command again",
+};
 /// A profile network cannot be started.
 pub const DRV_NET_INACTIVE: Reason = Reason {
     id: "DRV_NET_INACTIVE",
@@ -485,6 +504,15 @@ pub const HOST_COMMAND_FAILED: Reason = Reason {
     exit_code: 36,
     advice: "the message ends with the program's stderr; run the command again with -vv to \
              see the full command line",
+};
+/// A hypervisor call did not finish within its deadline.
+pub const DRV_CALL_TIMEOUT: Reason = Reason {
+    id: "DRV_CALL_TIMEOUT",
+    exit_code: 48,
+    advice: "the hypervisor did not answer in time (the message names the call and its \
+             limit): a VM or the hypervisor's service may be hung; check `VBoxManage list \
+             runningvms` or `virsh list`, power off the stuck VM or restart the service \
+             (VBoxSVC, libvirtd), then run the command again",
 };
 /// A hypervisor call failed for a reason kubelab has no advice for.
 pub const DRV_BACKEND_FAILED: Reason = Reason {
@@ -814,6 +842,9 @@ fn vbox_reason(err: &crate::driver::virtualbox::VBoxError) -> &'static Reason {
         E::UnsupportedVersion { .. } => &HOST_VBOX_VERSION,
         E::HostOnlyRange { .. } => &HOST_VBOX_HOSTONLY_RANGE,
         E::HostOnlyPrompt { .. } => &HOST_VBOX_HOSTONLY_PROMPT,
+        E::KernelDriver { .. } => &HOST_VBOX_KERNEL_DRIVER,
+        E::HostOnlyAdapter { .. } | E::HostOnlyNotVisible { .. } => &HOST_VBOX_HOSTONLY_ADAPTER,
+        E::Timeout { .. } => &DRV_CALL_TIMEOUT,
         E::NoSuchVm { .. } => &DRV_VM_MISSING,
         E::ForeignAdapter { .. } => &DRV_NET_NOT_KUBELAB,
         E::DiskFormat { .. } => &IMG_BAD_SOURCE,
@@ -870,6 +901,9 @@ mod tests {
         &HOST_VBOX_VERSION,
         &HOST_VBOX_HOSTONLY_RANGE,
         &HOST_VBOX_HOSTONLY_PROMPT,
+        &HOST_VBOX_KERNEL_DRIVER,
+        &HOST_VBOX_HOSTONLY_ADAPTER,
+        &DRV_CALL_TIMEOUT,
         &DRV_NET_INACTIVE,
         &DRV_NET_CONFLICT,
         &DRV_MAC_CONFLICT,

@@ -214,6 +214,8 @@ fn up_status_down_up_delete_two_nodes() {
 
     let status = lab.run(&["-o", "json", "status"]).success();
     let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["accel"], "virtualbox", "VirtualBox runs its own hypervisor, not KVM");
+    assert!(lab.run(&["status"]).success().stdout.contains("(virtualbox, virtualbox)"));
     for node in status["nodes"].as_array().unwrap() {
         let name = node["name"].as_str().unwrap();
         assert_eq!(node["state"], "running");
@@ -301,12 +303,12 @@ fn hostonly_range_refused_before_anything_is_created() {
     );
 }
 
-/// A `VBoxManage` script running the simulator with `VBOXSIM_FAIL=fail`, for tests of
-/// the library (`Tool` passes no per-call environment).
-fn wrapper(lab: &Lab, fail: &str) -> PathBuf {
+/// A `VBoxManage` script running the simulator with the environment `env` (`VAR=value`
+/// words), for tests of the library (`Tool` passes no per-call environment).
+fn wrapper(lab: &Lab, env: &str) -> PathBuf {
     let wrapper = lab.dir.path().join("VBoxManage");
     let script = format!(
-        "#!/bin/sh\nVBOXSIM_STATE={} VBOXSIM_FAIL={fail} exec {}/VBoxManage \"$@\"\n",
+        "#!/bin/sh\nVBOXSIM_STATE={} {env} exec {}/VBoxManage \"$@\"\n",
         lab.state_dir().display(),
         sim_dir().display()
     );
@@ -350,7 +352,7 @@ fn hostonly_range_refused_by_virtualbox_itself() {
 #[test]
 fn hostonly_adapter_creation_waiting_on_a_hidden_prompt() {
     let lab = Lab::new();
-    let vbox = VBoxManage::at(wrapper(&lab, "hostonlyif-create:HANG")).unwrap();
+    let vbox = VBoxManage::at(wrapper(&lab, "VBOXSIM_FAIL=hostonlyif-create:HANG")).unwrap();
     let driver = VirtualBoxDriver::new(vbox).with_hostonly_timeout(Duration::from_secs(2));
     let err = driver.ensure_network(&host_only_spec("lab", "192.168.58.0/24")).unwrap_err();
     assert_eq!(reason_id(err), "HOST_VBOX_HOSTONLY_PROMPT");
@@ -468,4 +470,166 @@ fn other_homes_and_worker_named_profiles_touch_nothing() {
         assert_eq!(obj_len(&state, key), 0, "{key} left: {state}");
     }
     lab.assert_no_guest_running();
+}
+
+/// Issue 12: the host-only flavour is asked of VBoxManage, not chosen at build time:
+/// VirtualBox 7 on macOS has no `list hostonlyifs`, so `up` makes a host-only network;
+/// 7.x elsewhere and 6.1 have adapters.
+#[test]
+fn hostonly_flavour_is_asked_of_vboxmanage() {
+    use kubelab::driver::virtualbox::network::HostOnlyMode;
+    let lab = Lab::new();
+    let mode = |env: &str| VBoxManage::at(wrapper(&lab, env)).unwrap().host_only_mode();
+    assert_eq!(mode("VBOXSIM_HOST=darwin VBOXSIM_VERSION=7.1.4r165100"), HostOnlyMode::Network);
+    assert_eq!(mode("VBOXSIM_HOST=darwin VBOXSIM_VERSION=7.0.20r163906"), HostOnlyMode::Network);
+    assert_eq!(mode("VBOXSIM_HOST=linux VBOXSIM_VERSION=7.1.4r165100"), HostOnlyMode::Adapter);
+    assert_eq!(mode("VBOXSIM_HOST=windows VBOXSIM_VERSION=7.0.20r163906"), HostOnlyMode::Adapter);
+    assert_eq!(mode("VBOXSIM_HOST=darwin VBOXSIM_VERSION=6.1.50r161033"), HostOnlyMode::Adapter);
+
+    let mut lab = Lab::new();
+    lab.env = vec![("VBOXSIM_HOST", "darwin".into()), ("VBOXSIM_VERSION", "7.1.4r165100".into())];
+    lab.up(&[]).success();
+    let state = lab.state();
+    assert_eq!(state["hostonlynets"]["kubelab-lab"]["lower"], "192.168.56.1", "{state}");
+    for vm in state["vms"].as_object().unwrap().values() {
+        assert_eq!(vm["settings"]["--nic2"], "hostonlynet");
+        assert_eq!(vm["settings"]["--host-only-net2"], "kubelab-lab");
+    }
+    assert!(
+        !lab.transcript().iter().any(|l| l.starts_with("hostonlyif")),
+        "no adapters on macOS 7"
+    );
+    lab.run(&["delete"]).success();
+    for key in ["vms", "media", "hostonlynets", "extradata"] {
+        assert_eq!(obj_len(&lab.state(), key), 0, "{key} left");
+    }
+}
+
+/// Windows: Hyper-V holds VT-x and VirtualBox has no raw mode under it.
+#[test]
+fn hyperv_raw_mode_unavailable() {
+    let (_lab, run) = up_failing("startvm:VERR_SUPDRV_NO_RAW_MODE_HYPER_V_ROOT", &[], 28);
+    assert!(run.stderr.contains("hint (HOST_HYPERV_ENABLED)"), "{run}");
+    assert!(run.stderr.contains("VERR_SUPDRV_NO_RAW_MODE_HYPER_V_ROOT"), "{run}");
+    assert!(run.stderr.contains("bcdedit /set hypervisorlaunchtype off"), "{run}");
+    assert!(run.stderr.contains("Memory integrity"), "{run}");
+}
+
+/// Linux without vboxdrv: the launcher's warning stops `up` before anything is created.
+#[test]
+fn vboxdrv_not_loaded_stops_up_before_anything_is_created() {
+    let (lab, run) = up_failing("vboxdrv:UNLOADED", &[], 38);
+    assert!(run.stderr.contains("hint (HOST_VBOX_KERNEL_DRIVER)"), "{run}");
+    assert!(run.stderr.contains("kernel driver vboxdrv is not loaded"), "{run}");
+    assert!(run.stderr.contains("sudo /sbin/vboxconfig"), "{run}");
+    let created = ["hostonlyif create", "createvm", "createmedium", "setextradata"];
+    assert!(
+        !lab.transcript().iter().any(|l| created.iter().any(|c| l.starts_with(c))),
+        "{:?}",
+        lab.transcript()
+    );
+}
+
+/// Linux without vboxnetadp, macOS with the kernel extension not allowed: `hostonlyif
+/// create` cannot open /dev/vboxnetctl.
+#[test]
+fn vboxnetadp_not_loaded() {
+    let (lab, run) = up_failing("hostonlyif-create:NO_VBOXNETCTL", &[], 38);
+    assert!(run.stderr.contains("kernel driver vboxnetadp is not loaded"), "{run}");
+    assert!(run.stderr.contains("failed to open /dev/vboxnetctl"), "{run}");
+    assert!(run.stderr.contains("Privacy & Security"), "macOS advice too: {run}");
+    assert!(!lab.transcript().iter().any(|l| l.starts_with("createvm")));
+}
+
+/// Windows: NetCfg cannot install the host-only adapter.
+#[test]
+fn windows_netcfg_failure_creating_an_adapter() {
+    let (_lab, run) = up_failing("hostonlyif-create:NETCFG", &[], 39);
+    assert!(run.stderr.contains("hint (HOST_VBOX_HOSTONLY_ADAPTER)"), "{run}");
+    assert!(run.stderr.contains("Querying NetCfgInstanceId failed"), "{run}");
+    assert!(run.stderr.contains("Device Manager"), "{run}");
+}
+
+/// The new adapter is missed by the next lookups (counted in calls): kubelab waits for
+/// it, then configures it.
+#[test]
+fn new_adapter_not_yet_listed_is_waited_for() {
+    let lab = Lab::new();
+    let vbox = VBoxManage::at(wrapper(&lab, "VBOXSIM_FAIL=hostonlyif-visible:3")).unwrap();
+    let driver = VirtualBoxDriver::new(vbox);
+    driver.ensure_network(&host_only_spec("lab", "192.168.58.0/24")).unwrap();
+    assert_eq!(lab.state()["hostonlyifs"]["vboxnet0"]["ip"], "192.168.58.1");
+    let lists = lab.transcript().iter().filter(|l| *l == "list hostonlyifs").count();
+    assert!(lists >= 5, "open, ensure, then 3 misses and a hit: {:?}", lab.transcript());
+}
+
+/// Still not listed at the deadline: the adapter is removed again (removal misses it
+/// too at first, so it is retried) and nothing of it is left.
+#[test]
+fn new_adapter_never_listed_is_removed() {
+    let lab = Lab::new();
+    let vbox = VBoxManage::at(wrapper(&lab, "VBOXSIM_FAIL=hostonlyif-visible:2")).unwrap();
+    let driver = VirtualBoxDriver::new(vbox).with_adapter_wait(Duration::ZERO);
+    let err = driver.ensure_network(&host_only_spec("lab", "192.168.58.0/24")).unwrap_err();
+    let chain = format!("{:?}", err);
+    assert!(chain.contains("HostOnlyNotVisible") && chain.contains("removed: true"), "{chain}");
+    assert_eq!(reason_id(err), "HOST_VBOX_HOSTONLY_ADAPTER");
+    let state = lab.state();
+    assert_eq!(obj_len(&state, "hostonlyifs"), 0, "{state}");
+    assert_eq!(obj_len(&state, "extradata"), 0, "{state}");
+    let removes = lab.transcript().iter().filter(|l| l.starts_with("hostonlyif remove")).count();
+    assert_eq!(removes, 2, "{:?}", lab.transcript());
+}
+
+/// Issue 12: a hung call is killed at its deadline; the error names the call and the
+/// limit, and the killed VBoxManage is gone.
+#[test]
+fn a_hung_call_is_killed_at_its_deadline() {
+    let lab = Lab::new();
+    let vbox = VBoxManage::at(wrapper(&lab, "VBOXSIM_FAIL=showvminfo:HANG")).unwrap();
+    let driver = VirtualBoxDriver::new(vbox.with_call_limit(Duration::from_secs(1)));
+    let started = std::time::Instant::now();
+    let err = driver.state("lab").unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    let text = kubelab::Error::from(err);
+    let chain: Vec<String> =
+        std::iter::successors(Some(&text as &(dyn std::error::Error + 'static)), |e| e.source())
+            .map(ToString::to_string)
+            .collect();
+    let chain = chain.join(": ");
+    assert!(
+        chain.contains("showvminfo lab --machinereadable` did not finish within 1 s"),
+        "{chain}"
+    );
+    assert_eq!(kubelab::reason::reason(&text).id, "DRV_CALL_TIMEOUT");
+    // No simulator process of this lab is left (the killed child was reaped).
+    let state = lab.state_dir().to_string_lossy().into_owned();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let environ = fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let ours = String::from_utf8_lossy(&environ).contains(&state)
+            && String::from_utf8_lossy(&cmdline).contains("showvminfo");
+        assert!(!ours, "VBoxManage {:?} still runs", entry.path());
+    }
+}
+
+/// A VM whose process died (guru meditation) is Crashed, and its `VBox.log` tail says why.
+#[test]
+fn aborted_vm_is_crashed_and_its_log_tail_is_read() {
+    let lab = Lab::new();
+    let vbox = VBoxManage::at(wrapper(&lab, "VBOXSIM_FAIL=startvm:ABORTED")).unwrap();
+    vbox.create_vm("lab", lab.dir.path(), "/kubelab-lab").unwrap();
+    vbox.start_vm("lab").unwrap();
+    let driver = VirtualBoxDriver::new(vbox);
+    assert_eq!(driver.state("lab").unwrap(), driver::VmState::Crashed);
+    let tail = driver.log_tail("lab", 4096).unwrap();
+    assert!(tail.contains("Guru Meditation -2701"), "{tail}");
+    let short = driver.log_tail("lab", 80).unwrap();
+    assert!(short.len() <= 80 && short.ends_with("'Aborted'\n"), "{short:?}");
+    assert_eq!(driver.log_tail("missing", 4096), None);
+    // A VBox.log that is a link is never followed.
+    let log = lab.dir.path().join("lab/Logs/VBox.log");
+    fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &log).unwrap();
+    assert_eq!(driver.log_tail("lab", 4096), None);
 }

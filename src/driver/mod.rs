@@ -136,7 +136,7 @@ pub enum DiskFormat {
     Vmdk,
 }
 
-/// How QEMU runs guest code.
+/// How guest code runs: QEMU's two ways under libvirt, or VirtualBox's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
@@ -144,6 +144,9 @@ pub enum Accel {
     Kvm,
     /// Software emulation (libvirt domain type `qemu`): slow but works everywhere.
     Tcg,
+    /// VirtualBox's own hypervisor on VT-x/AMD-V (it has no software fallback since
+    /// 6.1); only the VirtualBox backend reports it.
+    VirtualBox,
 }
 
 /// What the user allows when KVM is not usable.

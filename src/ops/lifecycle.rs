@@ -221,7 +221,7 @@ pub struct Status {
     pub profile: String,
     /// The driver.
     pub driver: String,
-    /// KVM or TCG.
+    /// KVM, TCG or VirtualBox.
     pub accel: driver::Accel,
     /// The boot image as given.
     pub image: String,
@@ -249,10 +249,12 @@ pub fn status(profile: &Profile) -> Result<Status, Error> {
             },
         });
     }
+    // Profiles made before VirtualBox reported its own accel saved `kvm`.
+    let accel = if state.driver == "virtualbox" { driver::Accel::VirtualBox } else { state.accel };
     Ok(Status {
         profile: state.profile.clone(),
         driver: state.driver.clone(),
-        accel: state.accel,
+        accel,
         image: state.image.source.clone(),
         network: state.host_only_cidr.to_string(),
         nodes,

@@ -10,7 +10,8 @@ use crate::driver::{Accel, DiskSpec, Nic, VmSpec};
 /// The domain definition of `vm`, its disks being volumes of the storage pool `pool`.
 pub fn domain_xml(vm: &VmSpec, pool: &str) -> String {
     let (domain_type, cpu) = match vm.accel {
-        Accel::Kvm => ("kvm", "host-passthrough"),
+        // A VirtualBox profile never reaches libvirt; were it to, KVM is its like.
+        Accel::Kvm | Accel::VirtualBox => ("kvm", "host-passthrough"),
         // `maximum` gives TCG guests every CPU feature QEMU can emulate (x86-64-v2 and
         // up), which newer distributions require; `qemu64` lacks SSE4.2.
         Accel::Tcg => ("qemu", "maximum"),

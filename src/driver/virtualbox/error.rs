@@ -55,6 +55,43 @@ pub enum VBoxError {
         /// What showed it (a status code, a `VBox.log` line, a Windows setting).
         evidence: String,
     },
+    /// A VirtualBox kernel driver is not loaded (Linux: vboxdrv or vboxnetadp not built,
+    /// loaded or signed; macOS: the kernel extension not allowed).
+    #[error("the VirtualBox kernel driver {module} is not loaded: {evidence}")]
+    KernelDriver {
+        /// `vboxdrv` (running VMs) or `vboxnetadp` (host-only adapters).
+        module: &'static str,
+        /// What showed it (VirtualBox's line).
+        evidence: String,
+    },
+    /// Windows could not install a host-only adapter (NetCfg).
+    #[error("Windows could not set up VirtualBox's host-only adapter")]
+    HostOnlyAdapter {
+        /// The failed command.
+        #[source]
+        source: ProcessError,
+    },
+    /// `hostonlyif create` made an adapter that VirtualBox did not list before the
+    /// deadline; kubelab removed it, or recorded it for `delete` when it could not.
+    #[error(
+        "host-only adapter {adapter} was created but not listed within {secs} s ({})",
+        if *removed { "removed again" } else { "not removable yet: `kubelab delete` removes it" }
+    )]
+    HostOnlyNotVisible {
+        /// The adapter.
+        adapter: String,
+        /// How long kubelab waited.
+        secs: u64,
+        /// Whether kubelab removed it.
+        removed: bool,
+    },
+    /// A `VBoxManage` call did not finish within its deadline and was killed.
+    #[error("VirtualBox did not answer in time")]
+    Timeout {
+        /// The call, with its limit.
+        #[source]
+        source: ProcessError,
+    },
     /// The host-only subnet is outside the ranges `/etc/vbox/networks.conf` allows.
     #[error("VirtualBox does not allow host-only network {cidr} (allowed: {allowed}); add the line `{line}` to {}", path.display())]
     HostOnlyRange {

@@ -19,6 +19,7 @@ use crate::reason;
 
 mod error;
 pub mod host;
+pub mod known;
 pub mod network;
 pub mod parse;
 pub mod vboxmanage;
@@ -33,6 +34,10 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `hostonlyif create` may take before kubelab suspects a hidden Windows
 /// permission prompt (creating an adapter takes seconds otherwise).
 pub const DEFAULT_HOSTONLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a new host-only adapter may take to be listed (see `network::ensure`).
+pub const DEFAULT_ADAPTER_WAIT: Duration = Duration::from_secs(30);
+/// The name of a VM's log in its log folder.
+const VBOX_LOG: &str = "VBox.log";
 
 /// The VirtualBox backend.
 #[derive(Debug)]
@@ -41,6 +46,7 @@ pub struct VirtualBoxDriver {
     mode: HostOnlyMode,
     stop_timeout: Duration,
     hostonly_timeout: Duration,
+    adapter_wait: Duration,
     /// Serializes preparing a shared base image and choosing forward ports.
     shared: Mutex<Vec<u16>>,
 }
@@ -51,13 +57,14 @@ impl VirtualBoxDriver {
         Ok(Self::new(VBoxManage::open().map_err(drv(Action::ReadCapabilities, "VirtualBox"))?))
     }
 
-    /// The backend over `vbox`.
+    /// The backend over `vbox`, in the host-only flavour `vbox` reported.
     pub fn new(vbox: VBoxManage) -> Self {
         Self {
-            mode: network::mode(vbox.version(), cfg!(target_os = "macos")),
+            mode: vbox.host_only_mode(),
             vbox,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             hostonly_timeout: DEFAULT_HOSTONLY_TIMEOUT,
+            adapter_wait: DEFAULT_ADAPTER_WAIT,
             shared: Mutex::new(Vec::new()),
         }
     }
@@ -66,6 +73,20 @@ impl VirtualBoxDriver {
     pub fn with_hostonly_timeout(mut self, timeout: Duration) -> Self {
         self.hostonly_timeout = timeout;
         self
+    }
+
+    /// Sets how long a new host-only adapter may take to be listed.
+    pub fn with_adapter_wait(mut self, wait: Duration) -> Self {
+        self.adapter_wait = wait;
+        self
+    }
+
+    /// The last `max_bytes` of VM `name`'s `VBox.log` (in its log folder), for error
+    /// messages; `None` when the VM, its log folder or the log is missing, or the log
+    /// is a symlink (never followed). A cut first line is dropped.
+    pub fn log_tail(&self, name: &str, max_bytes: u64) -> Option<String> {
+        let folder = self.vbox.show_vm_info(name).ok()??.log_folder?;
+        crate::fsutil::read_tail(&Path::new(&folder).join(VBOX_LOG), max_bytes)
     }
 
     fn info(&self, name: &str) -> Result<Option<parse::VmInfo>, DriverError> {
@@ -224,7 +245,7 @@ impl VirtualBoxDriver {
     /// the NEM fallback.
     fn check_nem(&self, name: &str, info: Option<parse::VmInfo>) -> Result<(), DriverError> {
         let Some(folder) = info.and_then(|i| i.log_folder) else { return Ok(()) };
-        let log = std::fs::read_to_string(Path::new(&folder).join("VBox.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(Path::new(&folder).join(VBOX_LOG)).unwrap_or_default();
         if let Some(line) = host::nem_fallback(&log) {
             let _ = self.vbox.control_vm(name, "poweroff");
             return Err(drv(Action::StartVm, name)(VBoxError::HyperV { evidence: line }));
@@ -239,6 +260,10 @@ impl Driver for VirtualBoxDriver {
     }
 
     fn check_host(&self, _policy: AccelPolicy) -> Result<HostReport, DriverError> {
+        if let Some(evidence) = self.vbox.kernel_driver_warning() {
+            let source = VBoxError::KernelDriver { module: "vboxdrv", evidence: evidence.into() };
+            return Err(drv(Action::ReadCapabilities, "VirtualBox")(source));
+        }
         let mut warnings = Vec::new();
         #[cfg(windows)]
         if let Some(evidence) = host::hyperv_evidence(&host::probe_windows()) {
@@ -251,7 +276,7 @@ impl Driver for VirtualBoxDriver {
             });
         }
         // VirtualBox always runs guests with VT-x/AMD-V (no software fallback since 6.1).
-        Ok(HostReport { accel: super::Accel::Kvm, warnings })
+        Ok(HostReport { accel: super::Accel::VirtualBox, warnings })
     }
 
     fn disk_format(&self) -> DiskFormat {
@@ -295,7 +320,8 @@ impl Driver for VirtualBoxDriver {
         }
         network::check(&self.vbox, self.mode, &net.name, &net.owner)?;
         let ranges = network::host_ranges()?;
-        network::ensure(&self.vbox, self.mode, net, ranges.as_deref(), self.hostonly_timeout)
+        let (create, visible) = (self.hostonly_timeout, self.adapter_wait);
+        network::ensure(&self.vbox, self.mode, net, ranges.as_deref(), create, visible)
             .map_err(drv(Action::DefineNetwork, &net.name))
     }
 

@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::VBoxError;
-use super::parse::{HostOnlyIf, Version};
+use super::parse::HostOnlyIf;
 use super::vboxmanage::VBoxManage;
 use crate::driver::{Action, DriverError, NetworkSpec, Owner};
 use crate::net::{self, Ipv4Cidr};
@@ -73,7 +73,14 @@ pub fn refused_candidates(ranges: &[Ipv4Cidr]) -> Vec<Ipv4Cidr> {
     net::candidate_subnets().filter(|c| !is_allowed(c, ranges)).collect()
 }
 
-/// How VMs join a host-only network.
+/// How often a new adapter's visibility (and its removal) is tried again.
+const ADAPTER_POLL: Duration = Duration::from_millis(250);
+/// How long removing an adapter that never became visible is retried: removal looks
+/// the name up the same way the listing does.
+const CLEANUP_WAIT: Duration = Duration::from_secs(10);
+
+/// How VMs join a host-only network; VBoxManage is asked which it has when it is
+/// opened (`VBoxManage::host_only_mode`), never assumed from the build's platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostOnlyMode {
     /// A `vboxnetN` host-only adapter (`--nic2 hostonly --hostonlyadapter2`).
@@ -81,11 +88,6 @@ pub enum HostOnlyMode {
     /// A named host-only network (`--nic2 hostonlynet --host-only-net2`), VirtualBox
     /// 7.x on macOS, where host-only adapters are no longer supported.
     Network,
-}
-
-/// The mode for this VirtualBox on this host.
-pub fn mode(version: Version, macos: bool) -> HostOnlyMode {
-    if version.major >= 7 && macos { HostOnlyMode::Network } else { HostOnlyMode::Adapter }
 }
 
 /// The `--nic2` arguments joining `attachment` (an adapter or network name).
@@ -199,6 +201,7 @@ pub fn ensure(
     net: &NetworkSpec,
     ranges: Option<&[Ipv4Cidr]>,
     create_timeout: Duration,
+    visible_timeout: Duration,
 ) -> Result<(), VBoxError> {
     if let Some(ranges) = ranges {
         check_allowed(&net.cidr, ranges)?;
@@ -241,9 +244,16 @@ pub fn ensure(
                 }
                 None => {
                     let name = vbox.hostonlyif_create(create_timeout)?;
+                    let record = AdapterRecord { created: true, users: vec![net.owner.clone()] };
+                    if let Err(err) = wait_visible(vbox, &name, visible_timeout) {
+                        // One that could not be removed is recorded, so `delete` does.
+                        if matches!(&err, VBoxError::HostOnlyNotVisible { removed: false, .. }) {
+                            set_record(vbox, &name, &record)?;
+                        }
+                        return Err(err);
+                    }
                     // Recorded before configuring, so `delete` finds an adapter whose
                     // set-up failed.
-                    let record = AdapterRecord { created: true, users: vec![net.owner.clone()] };
                     set_record(vbox, &name, &record)?;
                     (name, true)
                 }
@@ -254,6 +264,39 @@ pub fn ensure(
         vbox.hostonlyif_ipconfig(&adapter, &net.cidr)?;
     }
     Ok(())
+}
+
+/// Waits until `list hostonlyifs` shows `adapter`: `hostonlyif create` can return
+/// before VirtualBox lists the new adapter (a long-standing race; docker-machine's
+/// "host-only adapter we just created is not visible"), and `ipconfig` would not find
+/// it. Past `timeout` the adapter is removed (retried for [`CLEANUP_WAIT`]).
+fn wait_visible(vbox: &VBoxManage, adapter: &str, timeout: Duration) -> Result<(), VBoxError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if vbox.list_hostonlyifs()?.iter().any(|i| i.name == adapter) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(ADAPTER_POLL);
+    }
+    let cleanup = Instant::now() + CLEANUP_WAIT;
+    let removed = loop {
+        match vbox.hostonlyif_remove(adapter) {
+            Ok(()) => break true,
+            Err(_) if Instant::now() < cleanup => std::thread::sleep(ADAPTER_POLL),
+            Err(e) => {
+                tracing::warn!(adapter, error = %e, "cannot remove the invisible adapter");
+                break false;
+            }
+        }
+    };
+    Err(VBoxError::HostOnlyNotVisible {
+        adapter: adapter.to_owned(),
+        secs: timeout.as_secs(),
+        removed,
+    })
 }
 
 /// The adapter or network name a VM's NIC 2 joins for `owner`'s network `network`.
@@ -360,11 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn mode_and_nic_arguments() {
-        let v = |major| Version { major, minor: 0, patch: 0 };
-        assert_eq!(mode(v(7), true), HostOnlyMode::Network);
-        assert_eq!(mode(v(7), false), HostOnlyMode::Adapter);
-        assert_eq!(mode(v(6), true), HostOnlyMode::Adapter);
+    fn nic_arguments() {
         assert_eq!(
             nic2_args(HostOnlyMode::Network, "kubelab-lab"),
             ["--nic2", "hostonlynet", "--host-only-net2", "kubelab-lab"]

@@ -24,9 +24,13 @@ impl std::fmt::Display for Version {
 }
 
 /// Parses `VBoxManage --version` output: `MAJOR.MINOR.PATCH` followed by a build
-/// suffix (`r161095`, `_Ubuntur161033`, `_BETA1`).
+/// suffix (`r161095`, `_Ubuntur161033`, `_BETA1`), on the first line that has one (the
+/// Linux launcher may print a multi-line warning first).
 pub fn parse_version(text: &str) -> Option<Version> {
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("WARNING"))?;
+    text.lines().find_map(|l| parse_version_line(l.trim()))
+}
+
+fn parse_version_line(line: &str) -> Option<Version> {
     let mut parts = line.splitn(3, '.');
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;

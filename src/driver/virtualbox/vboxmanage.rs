@@ -1,14 +1,18 @@
 //! The `VBoxManage` wrapper: the only code that runs it. Finds the binary, checks its
 //! version, runs one subcommand per method (logged by `Tool`), parses the output with
 //! the pure functions of `parse.rs`, and turns VirtualBox's stderr status codes into
-//! typed [`VBoxError`]s here, where the text is captured. Syntax follows the VirtualBox
-//! manual, chapter "VBoxManage" (one section per subcommand, cited per method).
+//! typed [`VBoxError`]s here, where the text is captured (what they mean is in
+//! `known.rs`). Every call has a deadline ([`call_timeout`]); the networking flavour is
+//! asked of VBoxManage when it is opened ([`HostOnlyMode`]). Syntax follows the
+//! VirtualBox manual, chapter "VBoxManage" (one section per subcommand, cited per method).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::VBoxError;
+use super::known::{Known, classify, driver_warning, typed};
+use super::network::HostOnlyMode;
 use super::parse::{self, HostOnlyIf, HostOnlyNet, Medium, Version, VmInfo};
 use crate::net::Ipv4Cidr;
 use crate::process::{ProcessError, Tool};
@@ -23,6 +27,16 @@ pub const UNSUPPORTED_MAJOR: u32 = 8;
 /// How long a command refused because the VM's session is still being unlocked (just
 /// after a power-off) is retried.
 const SESSION_UNLOCK_WAIT: Duration = Duration::from_secs(10);
+/// The longest any call may take by default (issue 12): `startvm` waits for the VM
+/// process to power on, `createmedium` and `unregistervm --delete` write disks, and
+/// `hostonlyif create` may wait on a Windows prompt; none takes minutes when healthy.
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Queries (`showvminfo`, `list`, `getextradata`, `--version`) answer in well under a
+/// second unless VBoxSVC is stuck.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Settings changes (`modifyvm`, `storageattach`, `controlvm`...) take a VM's session
+/// lock and write its settings file.
+pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default install folder on Windows (the MSI installer's).
 pub const WINDOWS_DEFAULT_DIR: &str = r"C:\Program Files\Oracle\VirtualBox";
 /// The environment variables VirtualBox's installers set to their install folder.
@@ -73,60 +87,31 @@ pub fn check_version(version: Version) -> Result<(), VBoxError> {
     Ok(())
 }
 
-/// What a VirtualBox status code in stderr means for the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Known {
-    /// VT-x/AMD-V off in the firmware.
-    VtxDisabled(&'static str),
-    /// No VT-x/AMD-V at all.
-    VtxMissing(&'static str),
-    /// KVM holds VT-x/AMD-V.
-    KvmHoldsVtx(&'static str),
-    /// Hyper-V owns virtualization (NEM could not start).
-    HyperV(&'static str),
-    /// The VM is not registered.
-    NoSuchVm,
-    /// `hostonlyif ipconfig` refused an address (networks.conf, VirtualBox >= 6.1.28).
-    AccessDenied,
-    /// The VM's session is still being unlocked (right after a power-off): retry.
-    SessionLocked,
-}
-
-/// Sorts VBoxManage stderr by the status codes users meet most (minikube's VirtualBox
-/// issues; samples in tests/fixtures/vboxmanage/).
-pub fn classify(stderr: &str) -> Option<Known> {
-    type Make = fn(&'static str) -> Known;
-    const TABLE: &[(&str, Make)] = &[
-        ("VERR_VMX_MSR_ALL_VMX_DISABLED", Known::VtxDisabled),
-        ("VERR_VMX_MSR_VMX_DISABLED", Known::VtxDisabled),
-        ("VERR_SVM_DISABLED", Known::VtxDisabled),
-        ("VERR_VMX_NO_VMX", Known::VtxMissing),
-        ("VERR_SVM_NO_SVM", Known::VtxMissing),
-        ("VERR_VMX_IN_VMX_ROOT_MODE", Known::KvmHoldsVtx),
-        ("VERR_SVM_IN_USE", Known::KvmHoldsVtx),
-        ("VERR_NEM_VM_CREATE_FAILED", Known::HyperV),
-        ("VERR_NEM_MISSING_KERNEL_API", Known::HyperV),
-        ("VERR_NEM_INIT_FAILED", Known::HyperV),
-    ];
-    if let Some((code, make)) = TABLE.iter().find(|(code, _)| stderr.contains(code)) {
-        return Some(make(code));
-    }
-    if stderr.contains("Could not find a registered machine") {
-        Some(Known::NoSuchVm)
-    } else if stderr.contains("E_ACCESSDENIED") {
-        Some(Known::AccessDenied)
-    } else if stderr.contains("already locked") {
-        Some(Known::SessionLocked)
-    } else {
-        None
+/// How long `VBoxManage ARGS` may take: [`QUERY_TIMEOUT`] for queries,
+/// [`MAX_CALL_TIMEOUT`] for calls that start a VM, write disks or create adapters,
+/// [`CHANGE_TIMEOUT`] for the rest.
+pub fn call_timeout<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Duration {
+    let word = |i: usize| args.get(i).map(|a| a.as_ref().to_string_lossy().into_owned());
+    match (word(0).as_deref(), word(1).as_deref()) {
+        (Some("--version" | "showvminfo" | "list" | "getextradata" | "showmediuminfo"), _) => {
+            QUERY_TIMEOUT
+        }
+        (Some("startvm" | "createmedium" | "unregistervm"), _)
+        | (Some("hostonlyif"), Some("create")) => MAX_CALL_TIMEOUT,
+        _ => CHANGE_TIMEOUT,
     }
 }
 
-/// One `VBoxManage`, its version checked.
+/// One `VBoxManage`, its version checked and its host-only flavour known.
 #[derive(Debug, Clone)]
 pub struct VBoxManage {
     tool: Tool,
     version: Version,
+    mode: HostOnlyMode,
+    /// The launcher's warning that vboxdrv is not loaded, if `--version` printed one.
+    driver_warning: Option<String>,
+    /// A cap on every call's deadline (tests make hung calls fail fast).
+    limit: Duration,
 }
 
 impl VBoxManage {
@@ -136,19 +121,41 @@ impl VBoxManage {
         Self::at(path)
     }
 
-    /// The `VBoxManage` at `path`, its version checked.
+    /// The `VBoxManage` at `path`, its version checked; asks it whether it has host-only
+    /// adapters (6.1, 7.x on Linux and Windows) or only host-only networks (7.x on
+    /// macOS, where `list hostonlyifs` is an unknown subcommand), rather than assuming
+    /// by the platform kubelab was built for.
     pub fn at(path: impl Into<OsString>) -> Result<Self, VBoxError> {
-        let tool = Tool::new(path);
-        let out = tool.run(["--version"]).map_err(|source| match source {
-            ProcessError::NotFound { program } => VBoxError::NotFound { searched: program },
-            source => VBoxError::Command { source },
-        })?;
-        let version = parse::parse_version(&out.stdout).ok_or_else(|| VBoxError::Parse {
-            command: "--version".into(),
-            output: out.stdout.clone(),
-        })?;
-        check_version(version)?;
-        Ok(Self { tool, version })
+        let mut vbox = Self {
+            tool: Tool::new(path),
+            version: MIN_VBOX_VERSION,
+            mode: HostOnlyMode::Adapter,
+            driver_warning: None,
+            limit: MAX_CALL_TIMEOUT,
+        };
+        let out = vbox.run(&["--version"])?;
+        vbox.version = parse::parse_version(&out)
+            .ok_or_else(|| VBoxError::Parse { command: "--version".into(), output: out.clone() })?;
+        check_version(vbox.version)?;
+        vbox.driver_warning = driver_warning(&out);
+        if vbox.version.major >= 7 {
+            vbox.mode = match vbox.run(&["list", "hostonlyifs"]) {
+                Ok(_) => HostOnlyMode::Adapter,
+                Err(VBoxError::Command { source: ProcessError::Failed { stderr, .. } })
+                    if classify(&stderr) == Some(Known::NoHostOnlyIfs) =>
+                {
+                    HostOnlyMode::Network
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(vbox)
+    }
+
+    /// Caps every call's deadline at `limit` (the defaults are [`call_timeout`]).
+    pub fn with_call_limit(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// The version found.
@@ -156,16 +163,28 @@ impl VBoxManage {
         self.version
     }
 
-    /// Runs `VBoxManage ARGS`; known failures become their typed errors.
+    /// How VMs join a host-only network on this VirtualBox.
+    pub fn host_only_mode(&self) -> HostOnlyMode {
+        self.mode
+    }
+
+    /// The launcher's warning that the vboxdrv kernel module is not loaded, if any.
+    pub fn kernel_driver_warning(&self) -> Option<&str> {
+        self.driver_warning.as_deref()
+    }
+
+    /// Runs `VBoxManage ARGS` within its [`call_timeout`]; known failures become their
+    /// typed errors.
     fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<String, VBoxError> {
-        self.run_within(args, None)
+        self.run_within(args, call_timeout(args))
     }
 
     fn run_within<S: AsRef<std::ffi::OsStr>>(
         &self,
         args: &[S],
-        timeout: Option<Duration>,
+        timeout: Duration,
     ) -> Result<String, VBoxError> {
+        let timeout = Some(timeout.min(self.limit));
         let deadline = Instant::now() + SESSION_UNLOCK_WAIT;
         loop {
             match self.tool.run_within(args, timeout) {
@@ -218,8 +237,8 @@ impl VBoxManage {
     /// `hostonlyif create` (manual: "VBoxManage hostonlyif"); the new adapter's name.
     /// On Windows it can wait on a hidden permission prompt, hence the timeout.
     pub fn hostonlyif_create(&self, timeout: Duration) -> Result<String, VBoxError> {
-        let out = match self.run_within(&["hostonlyif", "create"], Some(timeout)) {
-            Err(VBoxError::Command { source: ProcessError::TimedOut { secs, .. } }) => {
+        let out = match self.run_within(&["hostonlyif", "create"], timeout) {
+            Err(VBoxError::Timeout { source: ProcessError::TimedOut { secs, .. } }) => {
                 return Err(VBoxError::HostOnlyPrompt { secs });
             }
             other => other?,
@@ -382,34 +401,8 @@ fn prefixed(head: &[&str], tail: &[String]) -> Vec<String> {
     head.iter().map(|h| (*h).to_owned()).chain(tail.iter().cloned()).collect()
 }
 
-/// Maps a failed run to its typed error.
-fn typed(source: ProcessError, subcommand: Option<std::borrow::Cow<'_, str>>) -> VBoxError {
-    let known = match &source {
-        ProcessError::Failed { stderr, .. } => classify(stderr),
-        ProcessError::NotFound { program } => {
-            return VBoxError::NotFound { searched: program.clone() };
-        }
-        _ => None,
-    };
-    match known {
-        Some(Known::VtxDisabled(code)) => VBoxError::VtxDisabled { code, source },
-        Some(Known::VtxMissing(code)) => VBoxError::VtxMissing { code, source },
-        Some(Known::KvmHoldsVtx(code)) => VBoxError::KvmHoldsVtx { code, source },
-        Some(Known::HyperV(code)) => VBoxError::HyperV { evidence: code.to_owned() },
-        Some(Known::NoSuchVm) if subcommand.as_deref() == Some("showvminfo") => {
-            let vm = match &source {
-                ProcessError::Failed { args, .. } => args.get(1).cloned().unwrap_or_default(),
-                _ => String::new(),
-            };
-            VBoxError::NoSuchVm { vm }
-        }
-        _ => VBoxError::Command { source },
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::parse::tests::fixture;
     use super::*;
 
     #[test]
@@ -441,23 +434,18 @@ mod tests {
         assert!(check_version(v(8, 0)).is_err());
     }
 
-    /// Captured stderr of real failures (sources in tests/fixtures/vboxmanage/SOURCES.md).
+    /// Issue 12: every call has a deadline, seconds for queries, none over two minutes.
     #[test]
-    fn stderr_status_codes_are_classified() {
-        let cases = [
-            ("startvm-vmx-disabled.stderr", Known::VtxDisabled("VERR_VMX_MSR_ALL_VMX_DISABLED")),
-            ("startvm-svm-disabled.stderr", Known::VtxDisabled("VERR_SVM_DISABLED")),
-            ("startvm-no-vmx.stderr", Known::VtxMissing("VERR_VMX_NO_VMX")),
-            ("startvm-vmx-root-mode.stderr", Known::KvmHoldsVtx("VERR_VMX_IN_VMX_ROOT_MODE")),
-            ("startvm-nem-create-failed.stderr", Known::HyperV("VERR_NEM_VM_CREATE_FAILED")),
-            ("showvminfo-missing.stderr", Known::NoSuchVm),
-            ("hostonlyif-ipconfig-access-denied.stderr", Known::AccessDenied),
-        ];
-        for (file, expected) in cases {
-            assert_eq!(classify(&fixture(file)), Some(expected), "{file}");
-        }
-        let locked = "VBoxManage: error: The machine 'lab' is already locked for a session (or being unlocked)";
-        assert_eq!(classify(locked), Some(Known::SessionLocked));
-        assert_eq!(classify("VBoxManage: error: something else"), None);
+    fn every_call_has_a_deadline_that_fits_it() {
+        assert_eq!(call_timeout(&["showvminfo", "lab", "--machinereadable"]), QUERY_TIMEOUT);
+        assert_eq!(call_timeout(&["list", "vms"]), QUERY_TIMEOUT);
+        assert_eq!(call_timeout(&["--version"]), QUERY_TIMEOUT);
+        assert_eq!(call_timeout(&["modifyvm", "lab", "--cpus", "2"]), CHANGE_TIMEOUT);
+        assert_eq!(call_timeout(&["hostonlyif", "ipconfig", "vboxnet0"]), CHANGE_TIMEOUT);
+        assert_eq!(call_timeout(&["startvm", "lab", "--type", "headless"]), MAX_CALL_TIMEOUT);
+        assert_eq!(call_timeout(&["hostonlyif", "create"]), MAX_CALL_TIMEOUT);
+        assert!(QUERY_TIMEOUT < Duration::from_secs(60));
+        assert!(CHANGE_TIMEOUT <= MAX_CALL_TIMEOUT);
+        assert!(MAX_CALL_TIMEOUT <= Duration::from_secs(120));
     }
 }

@@ -138,8 +138,10 @@ pub fn create_medium_args(file: &Path, parent: Option<&Path>, size_mib: u64) -> 
     args
 }
 
-/// Maps `showvminfo`'s `VMState` (VirtualBox's `MachineState`, lowercased) to kubelab's
-/// states, many to one; an unknown state is an error carrying the raw text.
+/// Maps `showvminfo`'s `VMState` (VirtualBox's `MachineState` as VBoxManage's
+/// `machineStateToName` spells it for `--machinereadable`) to kubelab's states, many to
+/// one, so a VM that died while booting (`aborted`, `gurumeditation`) reads as Crashed;
+/// an unknown state is an error carrying the raw text.
 pub fn map_state(vm: &str, raw: &str) -> Result<VmState, DriverError> {
     Ok(match raw {
         "running" => VmState::Running,
@@ -147,8 +149,12 @@ pub fn map_state(vm: &str, raw: &str) -> Result<VmState, DriverError> {
         // The VM process ended without a shutdown (killed, host crash, guest triple fault).
         "aborted" | "aborted-saved" | "gurumeditation" | "stuck" => VmState::Crashed,
         // Suspended to disk or paused in memory: `start` resumes both.
-        "saved" | "paused" | "teleported" => VmState::Paused,
-        "starting" | "restoring" | "settingup" => VmState::Starting,
+        "saved"
+        | "paused"
+        | "teleported"
+        | "teleportingpausedvm"
+        | "deletingsnapshotlivepaused" => VmState::Paused,
+        "starting" | "restoring" | "settingup" | "teleportingin" => VmState::Starting,
         "stopping" | "saving" | "teleporting" => VmState::Stopping,
         // Snapshot operations keep the VM's run state; they are short.
         "livesnapshotting" | "onlinesnapshotting" => VmState::Running,
@@ -241,6 +247,11 @@ mod tests {
             ("running", VmState::Running),
             ("poweroff", VmState::Stopped),
             ("aborted", VmState::Crashed),
+            ("aborted-saved", VmState::Crashed),
+            ("gurumeditation", VmState::Crashed),
+            ("teleportingpausedvm", VmState::Paused),
+            ("teleportingin", VmState::Starting),
+            ("livesnapshotting", VmState::Running),
             ("saved", VmState::Paused),
             ("paused", VmState::Paused),
             ("starting", VmState::Starting),
