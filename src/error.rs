@@ -71,6 +71,18 @@ pub enum Error {
         /// What the hypervisor reports.
         state: &'static str,
     },
+    /// A node's VM stopped running (crashed, paused, shut off) while kubelab waited for it.
+    #[error(
+        "node {node}'s VM is {state}: it stopped while kubelab waited for its ssh; the end of its console log:\n{console_tail}"
+    )]
+    VmDown {
+        /// The node.
+        node: String,
+        /// What the hypervisor reports.
+        state: &'static str,
+        /// The last lines of its serial console log.
+        console_tail: String,
+    },
     /// An external program (`ssh`, `qemu-img`, ...).
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),

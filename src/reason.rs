@@ -533,6 +533,14 @@ pub const GUEST_NOT_RUNNING: Reason = Reason {
     exit_code: 66,
     advice: "start the cluster with `kubelab up` (`kubelab status` shows each node's state)",
 };
+/// A node's VM stopped while kubelab waited for it.
+pub const GUEST_VM_DOWN: Reason = Reason {
+    id: "GUEST_VM_DOWN",
+    exit_code: 67,
+    advice: "the end of the node's console log above (all of it: `kubelab logs NODE`) says \
+             why it stopped (kernel panic, out of memory, a guru meditation in VBox.log); \
+             fix that (more --memory, another image), then `kubelab up` starts it again",
+};
 /// The user's kubeconfig could not be read or written.
 pub const K8S_KUBECONFIG_IO: Reason = Reason {
     id: "K8S_KUBECONFIG_IO",
@@ -622,6 +630,7 @@ pub fn reason(err: &Error) -> &'static Reason {
         | Error::RemoveProfile { .. } => &HOST_HOME_IO,
         Error::Process(e) => process_reason(e),
         Error::NotRunning { .. } => &GUEST_NOT_RUNNING,
+        Error::VmDown { .. } => &GUEST_VM_DOWN,
         Error::Panicked => &KUBELAB_BUG,
         Error::NoHome => &HOST_NO_HOME,
         Error::Output(_) => &HOST_IO_FAILED,
@@ -771,6 +780,7 @@ fn ssh_reason(err: &SshError) -> &'static Reason {
         | E::Download { .. } => &GUEST_SSH_UNREACHABLE,
         E::WriteLog { .. } => &HOST_HOME_IO,
         E::UserKey(_) => &PROFILE_KEY_CORRUPT,
+        E::Abandoned { .. } => &GUEST_VM_DOWN,
     }
 }
 
@@ -931,6 +941,7 @@ mod tests {
         &DRV_BACKEND_FAILED,
         &DRV_VM_MISSING,
         &GUEST_NOT_RUNNING,
+        &GUEST_VM_DOWN,
         &K8S_KUBECONFIG_IO,
         &SNAP_NOT_FOUND,
         &SNAP_EXISTS,

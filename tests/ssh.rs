@@ -9,6 +9,7 @@ mod sshd;
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
+use std::ops::ControlFlow;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -92,7 +93,10 @@ fn wrong_host_key_is_refused_before_anything_runs() {
         &target(sshd.addr, &expected),
         &sshd.user_key,
         Duration::from_secs(30),
-        &mut |state, _: &SshError| progress.push(state),
+        &mut |state, _: &SshError| {
+            progress.push(state);
+            ControlFlow::Continue(())
+        },
     )
     .unwrap_err();
     assert!(matches!(err, SshError::HostKeyMismatch { .. }), "{err:?}");
@@ -268,7 +272,10 @@ fn silent_port_times_out_as_banner_not_yet() {
         &target(addr, &host),
         &user,
         Duration::from_secs(3),
-        &mut |state, _: &SshError| states.push(state),
+        &mut |state, _: &SshError| {
+            states.push(state);
+            ControlFlow::Continue(())
+        },
     )
     .unwrap_err();
     let waited = start.elapsed();
@@ -296,7 +303,10 @@ fn closed_port_times_out_as_port_closed() {
         &target(closed, &host),
         &user,
         Duration::from_millis(1500),
-        &mut |state, _: &SshError| assert_eq!(state, WaitState::PortClosed),
+        &mut |state, _: &SshError| {
+            assert_eq!(state, WaitState::PortClosed);
+            ControlFlow::Continue(())
+        },
     )
     .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
@@ -318,6 +328,7 @@ fn waiting_goes_through_auth_not_ready_until_the_key_is_installed() {
                 sshd.authorize_user_key();
             }
             states.push(state);
+            ControlFlow::Continue(())
         },
     )
     .unwrap();
@@ -364,4 +375,28 @@ fn fingerprints_match_ssh_keygen() {
     let text = String::from_utf8(out.stdout).unwrap();
     // "256 SHA256:... kubelab (ED25519)"
     assert_eq!(text.split_whitespace().nth(1), Some(key.fingerprint().as_str()));
+}
+
+#[test]
+fn the_caller_stops_the_wait_at_once() {
+    // A closed port, as while a VM boots; the caller learns the VM died and gives up.
+    let dir = tempfile::tempdir().unwrap();
+    let host = keys::host_key(dir.path(), "node").unwrap();
+    let user = keys::user_key(dir.path()).unwrap();
+    let closed: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let start = Instant::now();
+    let mut calls = 0;
+    let err = ssh::wait_until_reachable(
+        &target(closed, &host),
+        &user,
+        Duration::from_secs(60),
+        &mut |_, _: &SshError| {
+            calls += 1;
+            if calls == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, SshError::Abandoned { .. }), "{err:?}");
+    assert_eq!(calls, 2);
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }

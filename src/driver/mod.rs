@@ -359,6 +359,10 @@ pub trait Driver: Send + Sync {
     /// Where the VM's sshd is reached from this host: `host_only_ip:22` (libvirt), or a
     /// 127.0.0.1 port forwarded to the guest's port 22 (VirtualBox's NAT NIC).
     fn ssh_address(&self, name: &str, host_only_ip: Ipv4Addr) -> Result<SocketAddr, DriverError>;
+    /// The last `max_bytes` of the hypervisor's own log of the VM (VirtualBox's VBox.log),
+    /// for the error when it stops unexpectedly; `None` when the backend has none to
+    /// read. The serial console log is the profile's, read by `ops`.
+    fn log_tail(&self, name: &str, max_bytes: u64) -> Option<String>;
     /// Pauses `owner`'s running VM (its memory stays); Ok if it is paused already.
     fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError>;
     /// Runs `owner`'s VM that [`Driver::pause`] or [`Driver::snapshot_restore`] left

@@ -3,6 +3,7 @@
 //! node's own host key). Every resource is recorded in the journal before it is created.
 
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -198,13 +199,63 @@ fn node_up(
     }
     let start = Instant::now();
     report("waiting for SSH");
-    let target = ssh_target(ctx.driver, ctx.profile, node)?;
-    ssh::wait_until_reachable(&target, ctx.user_key, ctx.ssh_timeout, &mut |wait, _| {
-        report(&format!("waiting for SSH: {wait}"));
-    })?;
+    wait_for_ssh(ctx.driver, ctx.profile, node, ctx.user_key, ctx.ssh_timeout, &report)?;
     phase("ssh", start);
     report("ready");
     Ok(())
+}
+
+/// How often the wait for SSH asks the hypervisor whether the VM still runs.
+const STATE_POLL: Duration = Duration::from_secs(2);
+/// How much of the console log a dead VM's error shows.
+const CONSOLE_TAIL_BYTES: u64 = 2048;
+
+/// Waits until `node` answers SSH with its pinned host key, asking the hypervisor every
+/// [`STATE_POLL`] whether its VM still runs: one that crashed, paused or shut off fails
+/// within seconds, with its state and the tail of its console log, instead of after
+/// the whole `timeout`.
+pub fn wait_for_ssh(
+    driver: &dyn Driver,
+    profile: &Profile,
+    node: &NodeState,
+    user_key: &KeyPair,
+    timeout: Duration,
+    report: &dyn Fn(&str),
+) -> Result<ssh::Connection, Error> {
+    let target = ssh_target(driver, profile, node)?;
+    let mut asked = Instant::now();
+    let mut down = None;
+    let waited = ssh::wait_until_reachable(&target, user_key, timeout, &mut |wait, _| {
+        report(&format!("waiting for SSH: {wait}"));
+        if asked.elapsed() < STATE_POLL {
+            return ControlFlow::Continue(());
+        }
+        asked = Instant::now();
+        match driver.state(&node.name) {
+            Ok(
+                state @ (VmState::Crashed | VmState::Paused | VmState::Stopped | VmState::Missing),
+            ) => {
+                down = Some(state);
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    });
+    if let Some(state) = down {
+        let log = node_dir(profile, &node.name).join("console.log");
+        let mut console_tail = fsutil::read_tail(&log, CONSOLE_TAIL_BYTES)
+            .unwrap_or_else(|| format!("(cannot read {})", log.display()));
+        if let Some(tail) = driver.log_tail(&node.name, CONSOLE_TAIL_BYTES) {
+            console_tail.push_str("\nthe end of the hypervisor's log of the VM:\n");
+            console_tail.push_str(&tail);
+        }
+        return Err(Error::VmDown {
+            node: node.name.clone(),
+            state: super::lifecycle::state_name(state),
+            console_tail,
+        });
+    }
+    Ok(waited?)
 }
 
 /// Where and how to reach `node` over SSH ([`Driver::ssh_address`]), trusting only its

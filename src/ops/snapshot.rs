@@ -266,14 +266,18 @@ impl<'a> Lab<'a> {
         progress: &dyn Progress,
     ) -> Result<(), Error> {
         let by_agent = self.driver.set_guest_time(&node.name, &self.owner, SystemTime::now())?;
-        let target = provision::ssh_target(self.driver, self.profile, node)?;
         let start = Instant::now();
+        let report = |text: &str| progress.node_phase(&node.name, text);
         loop {
             let remaining = wait.saturating_sub(start.elapsed());
-            let connection =
-                ssh::wait_until_reachable(&target, user_key, remaining, &mut |s, _| {
-                    progress.node_phase(&node.name, &format!("waiting for SSH: {s}"));
-                })?;
+            let connection = provision::wait_for_ssh(
+                self.driver,
+                self.profile,
+                node,
+                user_key,
+                remaining,
+                &report,
+            )?;
             if by_agent {
                 break;
             }

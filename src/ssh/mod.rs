@@ -13,6 +13,7 @@ mod transfer;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -176,6 +177,14 @@ pub enum SshError {
         #[source]
         last_error: Box<SshError>,
     },
+    /// The caller stopped waiting (the VM is not running any more).
+    #[error("stopped waiting for {node}'s ssh after {waited:.0?}")]
+    Abandoned {
+        /// The node.
+        node: String,
+        /// How long kubelab waited.
+        waited: Duration,
+    },
     /// The profile's user key cannot be encoded for libssh2.
     #[error("cannot use the profile's user key")]
     UserKey(#[source] keys::KeyError),
@@ -299,13 +308,14 @@ fn check_host_key(session: &Session, target: &Target) -> Result<(), SshError> {
 
 /// Tries to [`connect`] until it succeeds or `timeout` has passed, every 0.25 s while the
 /// port is closed, backing off to 1 s once sshd answers, and telling `progress` how far
-/// each failed attempt got.
+/// each failed attempt got; `progress` stops the wait by returning `Break` (the caller
+/// found the VM dead: [`SshError::Abandoned`]).
 /// A wrong host key is returned at once, never retried.
 pub fn wait_until_reachable(
     target: &Target,
     user_key: &KeyPair,
     timeout: Duration,
-    progress: &mut dyn FnMut(WaitState, &SshError),
+    progress: &mut dyn FnMut(WaitState, &SshError) -> ControlFlow<()>,
 ) -> Result<Connection, SshError> {
     let start = Instant::now();
     let mut backoff = PORT_POLL;
@@ -324,7 +334,9 @@ pub fn wait_until_reachable(
             SshError::Auth { .. } => WaitState::AuthNotReady,
             _ => return Err(error),
         };
-        progress(state, &error);
+        if progress(state, &error).is_break() {
+            return Err(SshError::Abandoned { node: target.node.clone(), waited: start.elapsed() });
+        }
         let remaining = timeout.saturating_sub(start.elapsed());
         if remaining < MIN_ATTEMPT {
             return Err(SshError::Timeout {

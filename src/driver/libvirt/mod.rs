@@ -188,6 +188,12 @@ impl Driver for LibvirtDriver {
         Ok(SocketAddr::new(host_only_ip.into(), 22))
     }
 
+    fn log_tail(&self, _name: &str, _max_bytes: u64) -> Option<String> {
+        // QEMU's own log is libvirtd's (root-only on the system daemon); the serial
+        // console log, which says why a guest died, is the profile's.
+        None
+    }
+
     fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
         snapshot::pause(&self.conn, name, owner)
     }

@@ -81,14 +81,6 @@ impl VirtualBoxDriver {
         self
     }
 
-    /// The last `max_bytes` of VM `name`'s `VBox.log` (in its log folder), for error
-    /// messages; `None` when the VM, its log folder or the log is missing, or the log
-    /// is a symlink (never followed). A cut first line is dropped.
-    pub fn log_tail(&self, name: &str, max_bytes: u64) -> Option<String> {
-        let folder = self.vbox.show_vm_info(name).ok()??.log_folder?;
-        crate::fsutil::read_tail(&Path::new(&folder).join(VBOX_LOG), max_bytes)
-    }
-
     fn info(&self, name: &str) -> Result<Option<parse::VmInfo>, DriverError> {
         self.vbox.show_vm_info(name).map_err(drv(Action::InspectVm, name))
     }
@@ -448,6 +440,12 @@ impl Driver for VirtualBoxDriver {
             name: format!("{name} (no SSH port forward)"),
         })?;
         Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port))
+    }
+
+    fn log_tail(&self, name: &str, max_bytes: u64) -> Option<String> {
+        // VBox.log, in the VM's log folder (never followed through a link).
+        let folder = self.vbox.show_vm_info(name).ok()??.log_folder?;
+        crate::fsutil::read_tail(&Path::new(&folder).join(VBOX_LOG), max_bytes)
     }
 
     fn pause(&self, name: &str, _owner: &Owner) -> Result<(), DriverError> {
