@@ -322,6 +322,16 @@ pub const HOST_VBOX_HOSTONLY_PROMPT: Reason = Reason {
              that may be hidden behind other windows: accept it (or create the adapter once in \
              VirtualBox Manager > Tools > Network), then run the command again",
 };
+/// The host's IPv4 routes could not be listed: an error for kvm2; for VirtualBox a
+/// warning, as it chooses a subnet from its own networks alone.
+pub const HOST_ROUTES_UNREADABLE: Reason = Reason {
+    id: "HOST_ROUTES_UNREADABLE",
+    exit_code: 39,
+    advice: "kubelab reads the host's routes (/proc/net/route on Linux, `route print -4` on \
+             Windows, `netstat -rn -f inet` on macOS) to pick a subnet no host network uses: \
+             check that the command named above runs, or pass --network-cidr with a /24 you \
+             know is free",
+};
 /// A profile network cannot be started.
 pub const DRV_NET_INACTIVE: Reason = Reason {
     id: "DRV_NET_INACTIVE",
@@ -722,7 +732,8 @@ fn driver_reason(err: &DriverError) -> &'static Reason {
         E::ForeignVm { .. } => &DRV_VM_NOT_KUBELAB,
         E::UnknownDriver { .. } => &PROFILE_BAD_OPTION,
         E::NoSuchVm { .. } => &DRV_VM_MISSING,
-        E::ReadHost { .. } | E::Routes { .. } | E::ReadFile { .. } => &HOST_IO_FAILED,
+        E::Routes { .. } => &HOST_ROUTES_UNREADABLE,
+        E::ReadHost { .. } | E::ReadFile { .. } => &HOST_IO_FAILED,
         E::UnknownState { .. } | E::Backend { .. } => &DRV_BACKEND_FAILED,
         #[cfg(feature = "virtualbox")]
         E::VirtualBox { source, .. } => vbox_reason(source),
@@ -797,6 +808,7 @@ mod tests {
         &HOST_VBOX_VERSION,
         &HOST_VBOX_HOSTONLY_RANGE,
         &HOST_VBOX_HOSTONLY_PROMPT,
+        &HOST_ROUTES_UNREADABLE,
         &DRV_NET_INACTIVE,
         &DRV_NET_CONFLICT,
         &DRV_MAC_CONFLICT,

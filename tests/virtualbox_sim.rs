@@ -301,6 +301,23 @@ fn hostonly_range_refused_before_anything_is_created() {
     );
 }
 
+/// A refused range saves nothing (issue 12): following the hint with another
+/// `--network-cidr` then works, with no flag conflict, and the profile takes one /24
+/// (its NAT subnet is VirtualBox's own 10.0.2.0/24).
+#[test]
+fn refused_range_saves_nothing_so_the_hint_can_be_followed() {
+    let lab = Lab::new();
+    let run = lab.up(&["--network-cidr", "10.213.7.0/24"]).failure(31);
+    assert!(run.stderr.contains("hint (HOST_VBOX_HOSTONLY_RANGE)"), "{run}");
+    assert!(!lab.kubelab.home().join("profiles/lab").exists(), "nothing saved");
+    lab.up(&["--network-cidr", "192.168.57.0/24"]).success();
+    let saved = lab.kubelab.home().join("profiles/lab/profile.json");
+    let saved: Value = serde_json::from_str(&fs::read_to_string(saved).unwrap()).unwrap();
+    assert_eq!(saved["host_only_cidr"], "192.168.57.0/24");
+    assert_eq!(saved["nat_cidr"], "10.0.2.0/24");
+    lab.run(&["delete"]).success();
+}
+
 /// A `VBoxManage` script running the simulator with `VBOXSIM_FAIL=fail`, for tests of
 /// the library (`Tool` passes no per-call environment).
 fn wrapper(lab: &Lab, fail: &str) -> PathBuf {
