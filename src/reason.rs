@@ -23,7 +23,7 @@ use crate::profile::ProfileError;
 use crate::ssh::SshError;
 
 /// One kind of failure a user can meet.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Reason {
     /// Stable id, prefixed by layer; shown in the hint and safe to search for.
     pub id: &'static str,
@@ -240,19 +240,24 @@ pub const HOST_KVM_DEVICE_GROUP: Reason = Reason {
     advice: "run `sudo chgrp kvm /dev/kvm` (and check the udev rules that set its group); \
              otherwise libvirt re-probes QEMU on every call and each command takes minutes",
 };
-/// The libvirt daemon's socket is missing or refuses connections.
+/// The libvirt daemon's socket is missing or refuses connections: libvirt is not
+/// installed, or its daemon is not running.
 pub const HOST_LIBVIRT_UNREACHABLE: Reason = Reason {
     id: "HOST_LIBVIRT_UNREACHABLE",
     exit_code: 22,
-    advice: "start libvirtd (`sudo systemctl start libvirtd`, or `sudo libvirtd -d` without \
-             systemd), or pass --libvirt-uri / set LIBVIRT_DEFAULT_URI to the right daemon",
+    advice: "install libvirt and QEMU (Debian/Ubuntu: `sudo apt-get install \
+             libvirt-daemon-system qemu-system-x86`; Fedora: `sudo dnf install libvirt \
+             qemu-kvm`), then start the daemon: `sudo systemctl enable --now libvirtd` \
+             (`sudo libvirtd -d` without systemd); or pass --libvirt-uri / set \
+             LIBVIRT_DEFAULT_URI to the daemon you use; `kubelab doctor` checks the host",
 };
-/// The libvirt daemon refused the connection for lack of permission.
+/// The libvirt daemon runs but refused the connection for lack of permission.
 pub const HOST_LIBVIRT_PERMISSION: Reason = Reason {
     id: "HOST_LIBVIRT_PERMISSION",
     exit_code: 23,
-    advice: "add yourself to the libvirt group: `sudo usermod -aG libvirt $USER`, then log in \
-             again",
+    advice: "libvirtd runs but lets only root and group libvirt in: add yourself to the \
+             group with `sudo usermod -aG libvirt $USER`, then log out and in again (or run \
+             `newgrp libvirt` in this shell)",
 };
 /// `qemu-img` is not installed.
 pub const HOST_QEMU_IMG_MISSING: Reason = Reason {

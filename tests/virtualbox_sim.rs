@@ -318,6 +318,27 @@ fn refused_range_saves_nothing_so_the_hint_can_be_followed() {
     lab.run(&["delete"]).success();
 }
 
+/// `doctor` on a host with VirtualBox (the simulator): found, its version, its
+/// host-only networks listed and networks.conf's default range; nothing fails.
+#[test]
+fn doctor_finds_virtualbox_and_its_host_only_networking() {
+    let lab = Lab::new();
+    let run = lab.run(&["doctor", "--driver", "virtualbox"]).success();
+    assert!(
+        run.stdout.contains("ok    virtualbox  VBoxManage            VirtualBox 7.0.14"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("ok    virtualbox  host-only networking"), "{run}");
+    assert!(
+        run.stdout.contains("ok    virtualbox  host-only ranges      192.168.56.0/21"),
+        "{run}"
+    );
+    assert!(
+        !lab.transcript().iter().any(|l| l.contains("create") || l.starts_with("set")),
+        "read only"
+    );
+}
+
 /// A `VBoxManage` script running the simulator with `VBOXSIM_FAIL=fail`, for tests of
 /// the library (`Tool` passes no per-call environment).
 fn wrapper(lab: &Lab, fail: &str) -> PathBuf {

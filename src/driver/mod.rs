@@ -418,7 +418,7 @@ pub fn taken_subnets(
 
 /// Whether `kind` may choose subnets without the host's routes: VirtualBox runs on
 /// Windows and macOS too, where they come from a command that can fail.
-fn routes_optional(kind: DriverKind) -> bool {
+pub fn routes_optional(kind: DriverKind) -> bool {
     match kind {
         #[cfg(all(feature = "libvirt", target_os = "linux"))]
         DriverKind::Kvm2 => false,
