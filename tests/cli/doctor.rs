@@ -3,26 +3,29 @@
 //! libvirt's in-memory test driver, a libvirt socket that does not exist.
 
 use kubelab::reason;
+#[cfg(feature = "libvirt")]
 use serde_json::Value;
 
 use crate::util::{Kubelab, Run};
 
 /// `kubelab doctor ARGS` with an empty directory as PATH.
 fn doctor_without_tools(k: &Kubelab, args: &[&str]) -> Run {
-    let empty = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().expect("empty PATH dir");
     let mut cmd = k.cmd(["doctor"].iter().chain(args));
     cmd.env("PATH", empty.path())
         .env_remove("VBOX_MSI_INSTALL_PATH")
         .env_remove("VBOX_INSTALL_PATH");
-    Run::from(cmd.output().unwrap())
+    Run::from(cmd.output().expect("run kubelab"))
 }
 
 /// The checks of a `-o json` run.
+#[cfg(feature = "libvirt")]
 fn checks(run: &Run) -> Vec<Value> {
     let report: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run}"));
-    report["checks"].as_array().unwrap().clone()
+    report["checks"].as_array().expect("checks array").clone()
 }
 
+#[cfg(feature = "libvirt")]
 fn find<'a>(checks: &'a [Value], scope: &str, name: &str) -> &'a Value {
     let found = checks.iter().find(|c| c["scope"] == scope && c["name"] == name);
     found.unwrap_or_else(|| panic!("no check {scope}/{name} in {checks:?}"))
