@@ -401,13 +401,22 @@ pub fn bridge_name(network: &str) -> String {
 pub fn taken_subnets(
     driver: &dyn Driver,
 ) -> Result<(Vec<Ipv4Cidr>, Option<HostWarning>), DriverError> {
-    let mut taken = driver.used_subnets()?;
-    let warning = match net::read_host_routes() {
+    with_routes(driver.kind(), driver.used_subnets()?, net::read_host_routes())
+}
+
+/// `used` (the hypervisor's subnets) and the host's `routes`, as [`taken_subnets`]
+/// returns them for `kind`.
+fn with_routes(
+    kind: DriverKind,
+    mut taken: Vec<Ipv4Cidr>,
+    routes: Result<Vec<Ipv4Cidr>, net::NetError>,
+) -> Result<(Vec<Ipv4Cidr>, Option<HostWarning>), DriverError> {
+    let warning = match routes {
         Ok(routes) => {
             taken.extend(routes);
             None
         }
-        Err(source) if routes_optional(driver.kind()) => Some(HostWarning {
+        Err(source) if routes_optional(kind) => Some(HostWarning {
             reason: &crate::reason::HOST_ROUTES_UNREADABLE,
             message: crate::error::chain(&DriverError::Routes { source }),
         }),
@@ -453,5 +462,34 @@ mod tests {
         assert_eq!(bridge.len(), 12);
         assert!(bridge.starts_with("kl"));
         assert_ne!(bridge, bridge_name("kubelab-lab.nat"));
+    }
+
+    fn unreadable() -> Result<Vec<Ipv4Cidr>, net::NetError> {
+        Err(net::NetError::RoutesUnsupported { os: "plan9" })
+    }
+
+    /// Without the host's routes VirtualBox goes on with its own networks, and warns.
+    #[cfg(feature = "virtualbox")]
+    #[test]
+    fn virtualbox_goes_on_without_routes() {
+        let own: Ipv4Cidr = "192.168.56.0/24".parse().unwrap();
+        let (taken, warning) =
+            with_routes(DriverKind::VirtualBox, vec![own], unreadable()).unwrap();
+        assert_eq!(taken, [own]);
+        let warning = warning.unwrap();
+        assert_eq!(warning.reason.id, "HOST_ROUTES_UNREADABLE");
+        assert!(warning.message.contains("plan9"), "{}", warning.message);
+        let route: Ipv4Cidr = "10.1.1.0/24".parse().unwrap();
+        let (taken, warning) =
+            with_routes(DriverKind::VirtualBox, vec![own], Ok(vec![route])).unwrap();
+        assert_eq!((taken, warning), (vec![own, route], None));
+    }
+
+    /// kvm2 fails: on Linux `/proc/net/route` is always there.
+    #[cfg(all(feature = "libvirt", target_os = "linux"))]
+    #[test]
+    fn kvm2_needs_the_routes() {
+        let err = with_routes(DriverKind::Kvm2, vec![], unreadable()).unwrap_err();
+        assert!(matches!(err, DriverError::Routes { .. }), "{err:?}");
     }
 }
