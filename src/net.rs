@@ -1,18 +1,19 @@
-//! Host-side network arithmetic: IPv4 subnets (`Ipv4Cidr`), the host's routing table
-//! (`/proc/net/route`), the choice of a free subnet for a profile's networks, node
-//! addresses inside it, and deterministic MAC addresses. Pure functions except
-//! [`read_host_routes`].
+//! Host-side network arithmetic: IPv4 subnets (`Ipv4Cidr`), the choice of a free subnet
+//! for a profile's networks, node addresses inside it, and deterministic MAC addresses.
+//! Pure functions; the host's routes are read by [`routes`].
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Where Linux shows the IPv4 routing table.
-pub const PROC_NET_ROUTE: &str = "/proc/net/route";
+use crate::process::ProcessError;
+
+pub mod routes;
+
+pub use routes::read_host_routes;
 
 /// Host part of the first node's address (`.10`); `.1` is the host's bridge, and node
 /// `i` (0 = control plane) gets `.10 + i`, as minikube leaves low addresses free.
@@ -45,6 +46,21 @@ pub enum NetError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// The command listing the routes (`route`, `netstat`) failed.
+    #[error("cannot list the routes with {program}")]
+    RunRoutes {
+        /// The command.
+        program: &'static str,
+        /// How it failed.
+        #[source]
+        source: ProcessError,
+    },
+    /// kubelab does not know how this OS shows its routes.
+    #[error("cannot list the routes on {os}")]
+    RoutesUnsupported {
+        /// `std::env::consts::OS`.
+        os: &'static str,
     },
 }
 
@@ -158,39 +174,6 @@ impl From<Ipv4Cidr> for String {
     }
 }
 
-/// The destinations of the host's IPv4 routes from `/proc/net/route` text, without
-/// default routes (which overlap everything and say nothing about local subnets).
-pub fn parse_routes(text: &str) -> Result<Vec<Ipv4Cidr>, NetError> {
-    let mut routes = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = || NetError::ParseRoute { line: i + 1, text: line.to_owned() };
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let hex = |col: usize| -> Result<Ipv4Addr, NetError> {
-            let raw = fields.get(col).ok_or_else(bad)?;
-            // The kernel prints the address in host byte order (little-endian here).
-            let value = u32::from_str_radix(raw, 16).map_err(|_| bad())?;
-            Ok(Ipv4Addr::from(value.to_le_bytes()))
-        };
-        let (dest, netmask) = (hex(1)?, hex(7)?);
-        let prefix = u32::from(netmask).leading_ones() as u8;
-        if prefix > 0 {
-            routes.push(Ipv4Cidr::containing(dest, prefix)?);
-        }
-    }
-    Ok(routes)
-}
-
-/// The host's IPv4 route destinations (see [`parse_routes`]).
-pub fn read_host_routes() -> Result<Vec<Ipv4Cidr>, NetError> {
-    let path = Path::new(PROC_NET_ROUTE);
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| NetError::ReadRoutes { path: PROC_NET_ROUTE.to_owned(), source })?;
-    parse_routes(&text)
-}
-
 /// The /24 subnets kubelab tries, in order: minikube's `192.168.39.0/24`, then
 /// `192.168.50.0/24` to `192.168.254.0/24` except libvirt's default `192.168.122.0/24`.
 pub fn candidate_subnets() -> impl Iterator<Item = Ipv4Cidr> {
@@ -279,6 +262,10 @@ mod tests {
     /// `/proc/net/route` in the kernel's format: a default route, Docker, two libvirt bridges.
     const ROUTES: &str = include_str!("../tests/fixtures/net/proc-net-route.txt");
 
+    fn routes() -> Vec<Ipv4Cidr> {
+        routes::parse_proc_net_route(ROUTES).unwrap()
+    }
+
     fn cidr(s: &str) -> Ipv4Cidr {
         s.parse().unwrap()
     }
@@ -315,16 +302,8 @@ mod tests {
     }
 
     #[test]
-    fn parses_captured_routing_table_without_default_route() {
-        let routes = parse_routes(ROUTES).unwrap();
-        let shown: Vec<String> = routes.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["172.17.0.0/16", "192.168.39.0/24", "192.168.122.0/24", "10.0.2.0/24"]);
-        assert!(matches!(parse_routes("h\neth0 zz"), Err(NetError::ParseRoute { line: 2, .. })));
-    }
-
-    #[test]
     fn chooses_first_free_subnets() {
-        let taken = parse_routes(ROUTES).unwrap();
+        let taken = routes();
         let chosen = choose_subnets(&taken, 2).unwrap();
         assert_eq!(chosen, [cidr("192.168.50.0/24"), cidr("192.168.51.0/24")]);
         assert_eq!(choose_subnets(&[], 1).unwrap(), [cidr("192.168.39.0/24")]);

@@ -25,7 +25,7 @@ use crate::snapshot::SnapshotError;
 use crate::ssh::SshError;
 
 /// One kind of failure a user can meet.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Reason {
     /// Stable id, prefixed by layer; shown in the hint and safe to search for.
     pub id: &'static str,
@@ -242,19 +242,24 @@ pub const HOST_KVM_DEVICE_GROUP: Reason = Reason {
     advice: "run `sudo chgrp kvm /dev/kvm` (and check the udev rules that set its group); \
              otherwise libvirt re-probes QEMU on every call and each command takes minutes",
 };
-/// The libvirt daemon's socket is missing or refuses connections.
+/// The libvirt daemon's socket is missing or refuses connections: libvirt is not
+/// installed, or its daemon is not running.
 pub const HOST_LIBVIRT_UNREACHABLE: Reason = Reason {
     id: "HOST_LIBVIRT_UNREACHABLE",
     exit_code: 22,
-    advice: "start libvirtd (`sudo systemctl start libvirtd`, or `sudo libvirtd -d` without \
-             systemd), or pass --libvirt-uri / set LIBVIRT_DEFAULT_URI to the right daemon",
+    advice: "install libvirt and QEMU (Debian/Ubuntu: `sudo apt-get install \
+             libvirt-daemon-system qemu-system-x86`; Fedora: `sudo dnf install libvirt \
+             qemu-kvm`), then start the daemon: `sudo systemctl enable --now libvirtd` \
+             (`sudo libvirtd -d` without systemd); or pass --libvirt-uri / set \
+             LIBVIRT_DEFAULT_URI to the daemon you use; `kubelab doctor` checks the host",
 };
-/// The libvirt daemon refused the connection for lack of permission.
+/// The libvirt daemon runs but refused the connection for lack of permission.
 pub const HOST_LIBVIRT_PERMISSION: Reason = Reason {
     id: "HOST_LIBVIRT_PERMISSION",
     exit_code: 23,
-    advice: "add yourself to the libvirt group: `sudo usermod -aG libvirt $USER`, then log in \
-             again",
+    advice: "libvirtd runs but lets only root and group libvirt in: add yourself to the \
+             group with `sudo usermod -aG libvirt $USER`, then log out and in again (or run \
+             `newgrp libvirt` in this shell)",
 };
 /// `qemu-img` is not installed.
 pub const HOST_QEMU_IMG_MISSING: Reason = Reason {
@@ -342,6 +347,16 @@ pub const HOST_VBOX_HOSTONLY_ADAPTER: Reason = Reason {
              \"VirtualBox Host-Only Ethernet Adapter\" devices in Device Manager, repair \
              VirtualBox with its networking drivers selected and reboot; or create the \
              adapter once in VirtualBox Manager > Tools > Network, then run the command again",
+};
+/// The host's IPv4 routes could not be listed: an error for kvm2; for VirtualBox a
+/// warning, as it chooses a subnet from its own networks alone.
+pub const DRV_ROUTES_UNREADABLE: Reason = Reason {
+    id: "DRV_ROUTES_UNREADABLE",
+    exit_code: 49,
+    advice: "kubelab reads the host's routes (/proc/net/route on Linux, `route print -4` on \
+             Windows, `netstat -rn -f inet` on macOS) to pick a subnet no host network uses: \
+             check that the command named above runs, or pass --network-cidr with a /24 you \
+             know is free",
 };
 /// A profile network cannot be started.
 pub const DRV_NET_INACTIVE: Reason = Reason {
@@ -833,7 +848,8 @@ fn driver_reason(err: &DriverError) -> &'static Reason {
         E::UnknownDriver { .. } => &PROFILE_BAD_OPTION,
         E::NoSuchVm { .. } => &DRV_VM_MISSING,
         E::NoSuchSnapshot { .. } => &SNAP_INCOMPLETE,
-        E::ReadHost { .. } | E::Routes { .. } | E::ReadFile { .. } => &HOST_IO_FAILED,
+        E::Routes { .. } => &DRV_ROUTES_UNREADABLE,
+        E::ReadHost { .. } | E::ReadFile { .. } => &HOST_IO_FAILED,
         E::UnknownState { .. } | E::Backend { .. } => &DRV_BACKEND_FAILED,
         #[cfg(feature = "virtualbox")]
         E::VirtualBox { source, .. } => vbox_reason(source),
@@ -914,6 +930,7 @@ mod tests {
         &HOST_VBOX_KERNEL_DRIVER,
         &HOST_VBOX_HOSTONLY_ADAPTER,
         &DRV_CALL_TIMEOUT,
+        &DRV_ROUTES_UNREADABLE,
         &DRV_NET_INACTIVE,
         &DRV_NET_CONFLICT,
         &DRV_MAC_CONFLICT,

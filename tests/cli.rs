@@ -9,6 +9,9 @@ mod image;
 #[path = "cli/cluster.rs"]
 mod cluster;
 
+#[path = "cli/doctor.rs"]
+mod doctor;
+
 #[path = "cli/image_bounds.rs"]
 mod image_bounds;
 #[path = "cli/tamper.rs"]

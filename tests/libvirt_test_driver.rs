@@ -324,9 +324,9 @@ fn check_host_falls_back_to_tcg_without_kvm_guests() {
 #[test]
 fn picked_subnets_avoid_routes_and_libvirt_networks() {
     let d = driver();
-    let picked = kubelab::driver::pick_subnets(&d, &[], 2).unwrap();
-    let mut taken = kubelab::net::read_host_routes().unwrap();
-    taken.extend(d.used_subnets().unwrap());
+    let (taken, warning) = kubelab::driver::taken_subnets(&d).unwrap();
+    assert!(warning.is_none(), "kvm2 reads the routes or fails");
+    let picked = kubelab::net::choose_subnets(&taken, 2).unwrap();
     assert!(taken.contains(&"192.168.122.0/24".parse().unwrap()), "{taken:?}");
     assert_eq!(picked.len(), 2);
     assert!(!picked[0].overlaps(&picked[1]));

@@ -303,6 +303,44 @@ fn hostonly_range_refused_before_anything_is_created() {
     );
 }
 
+/// A refused range saves nothing (issue 12): following the hint with another
+/// `--network-cidr` then works, with no flag conflict, and the profile takes one /24
+/// (its NAT subnet is VirtualBox's own 10.0.2.0/24).
+#[test]
+fn refused_range_saves_nothing_so_the_hint_can_be_followed() {
+    let lab = Lab::new();
+    let run = lab.up(&["--network-cidr", "10.213.7.0/24"]).failure(31);
+    assert!(run.stderr.contains("hint (HOST_VBOX_HOSTONLY_RANGE)"), "{run}");
+    assert!(!lab.kubelab.home().join("profiles/lab").exists(), "nothing saved");
+    lab.up(&["--network-cidr", "192.168.57.0/24"]).success();
+    let saved = lab.kubelab.home().join("profiles/lab/profile.json");
+    let saved: Value = serde_json::from_str(&fs::read_to_string(saved).unwrap()).unwrap();
+    assert_eq!(saved["host_only_cidr"], "192.168.57.0/24");
+    assert_eq!(saved["nat_cidr"], "10.0.2.0/24");
+    lab.run(&["delete"]).success();
+}
+
+/// `doctor` on a host with VirtualBox (the simulator): found, its version, its
+/// host-only networks listed and networks.conf's default range; nothing fails.
+#[test]
+fn doctor_finds_virtualbox_and_its_host_only_networking() {
+    let lab = Lab::new();
+    let run = lab.run(&["doctor", "--driver", "virtualbox"]).success();
+    assert!(
+        run.stdout.contains("ok    virtualbox  VBoxManage            VirtualBox 7.0.14"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("ok    virtualbox  host-only networking"), "{run}");
+    assert!(
+        run.stdout.contains("ok    virtualbox  host-only ranges      192.168.56.0/21"),
+        "{run}"
+    );
+    assert!(
+        !lab.transcript().iter().any(|l| l.contains("create") || l.starts_with("set")),
+        "read only"
+    );
+}
+
 /// A `VBoxManage` script running the simulator with the environment `env` (`VAR=value`
 /// words), for tests of the library (`Tool` passes no per-call environment).
 fn wrapper(lab: &Lab, env: &str) -> PathBuf {

@@ -3,6 +3,7 @@
 
 mod completion;
 mod delete;
+mod doctor;
 mod down;
 mod image;
 mod kubeconfig;
@@ -106,6 +107,8 @@ enum Command {
     Reset,
     /// Print kubelab's version.
     Version,
+    /// Check this host for what `up` needs, and say how to fix what is missing.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// What every command gets: the resolved global options.
@@ -184,6 +187,7 @@ fn run(cli: Cli) -> Result<ExitCode, crate::Error> {
         Command::Status => status::exec(&ctx),
         Command::Ip(args) => status::exec_ip(&ctx, args),
         Command::Ssh(args) => return ssh::exec(&ctx, args),
+        Command::Doctor(args) => return doctor::exec(&ctx, args),
         Command::Logs(args) => ssh::exec_logs(&ctx, args),
         Command::Node(args) => node::exec(&ctx, args),
         Command::List => list::exec(&ctx),

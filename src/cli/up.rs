@@ -99,7 +99,8 @@ pub struct UpArgs {
     ///
     /// A private subnet (inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16) with a
     /// prefix from /16 to /28. Default: the first /24 that overlaps neither the host's
-    /// routes nor another libvirt network.
+    /// routes nor another network of the hypervisor (VirtualBox: inside what
+    /// /etc/vbox/networks.conf allows).
     #[arg(long, value_name = "CIDR")]
     network_cidr: Option<Ipv4Cidr>,
 

@@ -433,25 +433,60 @@ pub fn bridge_name(network: &str) -> String {
     format!("kl{}", &hex::encode(digest)[..10])
 }
 
-/// `count` free /24 subnets for a new profile: not overlapping the host's routes, any
-/// of the hypervisor's networks, nor `also_taken` (the subnets the home's other
-/// profiles saved; see [`net::choose_subnets`]).
-pub fn pick_subnets(
+/// The subnets a new profile must not overlap: the host's routes and every network of
+/// the hypervisor. Where the routes cannot be read at all (an OS or sandbox that hides
+/// them), VirtualBox goes on with the networks it reports itself (host-only adapters or
+/// networks, and the ranges networks.conf refuses), and a warning says so; kvm2 fails,
+/// since on Linux `/proc/net/route` is always there.
+pub fn taken_subnets(
     driver: &dyn Driver,
-    also_taken: &[Ipv4Cidr],
-    count: usize,
-) -> Result<Vec<Ipv4Cidr>, DriverError> {
-    let mut taken = taken_subnets(driver)?;
-    taken.extend_from_slice(also_taken);
-    net::choose_subnets(&taken, count).ok_or(DriverError::NoFreeSubnet { count })
+) -> Result<(Vec<Ipv4Cidr>, Option<HostWarning>), DriverError> {
+    with_routes(driver.kind(), driver.used_subnets()?, net::read_host_routes())
 }
 
-/// The subnets a new profile must not overlap: the host's routes and every network of
-/// the hypervisor.
-pub fn taken_subnets(driver: &dyn Driver) -> Result<Vec<Ipv4Cidr>, DriverError> {
-    let mut taken = net::read_host_routes().map_err(|source| DriverError::Routes { source })?;
-    taken.extend(driver.used_subnets()?);
-    Ok(taken)
+/// `used` (the hypervisor's subnets) and the host's `routes`, as [`taken_subnets`]
+/// returns them for `kind`.
+fn with_routes(
+    kind: DriverKind,
+    mut taken: Vec<Ipv4Cidr>,
+    routes: Result<Vec<Ipv4Cidr>, net::NetError>,
+) -> Result<(Vec<Ipv4Cidr>, Option<HostWarning>), DriverError> {
+    let warning = match routes {
+        Ok(routes) => {
+            taken.extend(routes);
+            None
+        }
+        Err(source) if routes_optional(kind) => Some(HostWarning {
+            reason: &crate::reason::DRV_ROUTES_UNREADABLE,
+            message: crate::error::chain(&DriverError::Routes { source }),
+        }),
+        Err(source) => return Err(DriverError::Routes { source }),
+    };
+    Ok((taken, warning))
+}
+
+/// Whether `kind` may choose subnets without the host's routes: VirtualBox runs on
+/// Windows and macOS too, where they come from a command that can fail.
+pub fn routes_optional(kind: DriverKind) -> bool {
+    match kind {
+        #[cfg(all(feature = "libvirt", target_os = "linux"))]
+        DriverKind::Kvm2 => false,
+        #[cfg(feature = "virtualbox")]
+        DriverKind::VirtualBox => true,
+    }
+}
+
+/// The NAT subnet a backend fixes itself, so a profile needs no free subnet for it:
+/// VirtualBox gives NIC 1 its own NAT engine on 10.0.2.0/24 in every VM (manual,
+/// "Network Address Translation (NAT)"); kvm2's NAT network is kubelab's, on a subnet
+/// it picks (`None`).
+pub fn fixed_nat_subnet(kind: DriverKind) -> Option<Ipv4Cidr> {
+    match kind {
+        #[cfg(all(feature = "libvirt", target_os = "linux"))]
+        DriverKind::Kvm2 => None,
+        #[cfg(feature = "virtualbox")]
+        DriverKind::VirtualBox => Ipv4Cidr::new(Ipv4Addr::new(10, 0, 2, 0), 24).ok(),
+    }
 }
 
 #[cfg(test)]
@@ -467,5 +502,34 @@ mod tests {
         assert_eq!(bridge.len(), 12);
         assert!(bridge.starts_with("kl"));
         assert_ne!(bridge, bridge_name("kubelab-lab.nat"));
+    }
+
+    fn unreadable() -> Result<Vec<Ipv4Cidr>, net::NetError> {
+        Err(net::NetError::RoutesUnsupported { os: "plan9" })
+    }
+
+    /// Without the host's routes VirtualBox goes on with its own networks, and warns.
+    #[cfg(feature = "virtualbox")]
+    #[test]
+    fn virtualbox_goes_on_without_routes() {
+        let own: Ipv4Cidr = "192.168.56.0/24".parse().unwrap();
+        let (taken, warning) =
+            with_routes(DriverKind::VirtualBox, vec![own], unreadable()).unwrap();
+        assert_eq!(taken, [own]);
+        let warning = warning.unwrap();
+        assert_eq!(warning.reason.id, "DRV_ROUTES_UNREADABLE");
+        assert!(warning.message.contains("plan9"), "{}", warning.message);
+        let route: Ipv4Cidr = "10.1.1.0/24".parse().unwrap();
+        let (taken, warning) =
+            with_routes(DriverKind::VirtualBox, vec![own], Ok(vec![route])).unwrap();
+        assert_eq!((taken, warning), (vec![own, route], None));
+    }
+
+    /// kvm2 fails: on Linux `/proc/net/route` is always there.
+    #[cfg(all(feature = "libvirt", target_os = "linux"))]
+    #[test]
+    fn kvm2_needs_the_routes() {
+        let err = with_routes(DriverKind::Kvm2, vec![], unreadable()).unwrap_err();
+        assert!(matches!(err, DriverError::Routes { .. }), "{err:?}");
     }
 }

@@ -150,15 +150,18 @@ pub fn up(
                     sha256: image.sha256.clone(),
                     format: image.format,
                 };
-                let others = saved_subnets(home, profile);
-                new_state(&*driver, profile, opts, kind, uri.clone(), host.accel, image, &others)?
+                let (mut taken, warning) = driver::taken_subnets(&*driver)?;
+                warn(progress, warning.as_slice());
+                taken.extend(saved_subnets(home, profile));
+                new_state(profile, opts, kind, uri.clone(), host.accel, image, &taken)?
             }
         };
-        profile.save_state(&state)?;
         let owner = provision::owner(profile)?;
-        // Before anything is made or recorded: a name taken by another home, profile or
-        // the user fails here and leaves nothing behind.
+        // Before anything is saved, made or recorded: a name taken by another home,
+        // profile or the user, or a subnet the hypervisor refuses, fails here and leaves
+        // nothing behind, so the next `up` may ask for other settings.
         provision::check_owned(&*driver, &state, &owner)?;
+        profile.save_state(&state)?;
         provision::ensure_networks(&*driver, &Journal::new(profile), &state, &owner)?;
         drop(networks);
         converge(&*driver, profile, state, image.path, opts, &kubeconfig_owner, progress)
@@ -289,50 +292,72 @@ fn check_consistent(saved: &ClusterState, opts: &UpOptions) -> Result<(), Cluste
 }
 
 /// The subnets saved by the home's other profiles: taken even before their networks
-/// exist (a profile whose state cannot be read is skipped).
+/// exist (a profile whose state cannot be read is skipped). A VirtualBox profile's NAT
+/// subnet is inside each of its VMs only, so it takes nothing from the host.
 fn saved_subnets(home: &Home, profile: &Profile) -> Vec<Ipv4Cidr> {
     let profiles = profile::list(home).unwrap_or_default();
     let others = profiles.iter().filter(|p| p.name != profile.name().as_str());
     others
         .filter_map(|p| p.state.as_ref())
-        .flat_map(|state| ["/host_only_cidr", "/nat_cidr"].map(|key| state.pointer(key)))
+        .flat_map(|state| {
+            let own_nat = state.pointer("/driver").and_then(|d| d.as_str()) == Some("virtualbox");
+            let keys: &[&str] =
+                if own_nat { &["/host_only_cidr"] } else { &["/host_only_cidr", "/nat_cidr"] };
+            keys.iter().map(|key| state.pointer(key)).collect::<Vec<_>>()
+        })
         .filter_map(|cidr| cidr?.as_str()?.parse().ok())
         .collect()
 }
 
-/// The state of a new cluster: subnets chosen free of the host's routes, the
-/// hypervisor's networks and the subnets the home's `others` profiles saved;
-/// addresses and MACs fixed before any VM exists.
-#[allow(clippy::too_many_arguments)] // each is one fact of the new cluster
+/// A new profile's `(host_only, nat)` subnets, overlapping nothing in `taken`: the
+/// host-only one is `requested` (`--network-cidr`) or the first free candidate; the
+/// NAT one is the backend's own ([`driver::fixed_nat_subnet`], so VirtualBox needs a
+/// single free /24) or the next free candidate.
+fn choose_networks(
+    kind: DriverKind,
+    requested: Option<Ipv4Cidr>,
+    taken: &[Ipv4Cidr],
+) -> Result<(Ipv4Cidr, Ipv4Cidr), Error> {
+    let fixed_nat = driver::fixed_nat_subnet(kind);
+    let count = if fixed_nat.is_some() { 1 } else { 2 };
+    let mut used = taken.to_vec();
+    used.extend(fixed_nat);
+    let free = |used: &[Ipv4Cidr]| {
+        crate::net::choose_subnets(used, 1)
+            .and_then(|v| v.first().copied())
+            .ok_or(driver::DriverError::NoFreeSubnet { count })
+    };
+    let host_only = match requested {
+        Some(cidr) => {
+            if let Some(other) = used.iter().find(|t| t.overlaps(&cidr)) {
+                let (cidr, other) = (cidr.to_string(), other.to_string());
+                return Err(ClusterError::CidrInUse { cidr, other }.into());
+            }
+            cidr
+        }
+        None => free(&used)?,
+    };
+    used.push(host_only);
+    let nat = match fixed_nat {
+        Some(nat) => nat,
+        None => free(&used)?,
+    };
+    Ok((host_only, nat))
+}
+
+/// The state of a new cluster: subnets chosen free of `taken` (the host's routes, the
+/// hypervisor's networks and the subnets the home's other profiles saved); addresses
+/// and MACs fixed before any VM exists.
 fn new_state(
-    driver: &dyn Driver,
     profile: &Profile,
     opts: &UpOptions,
     kind: DriverKind,
     libvirt_uri: Option<String>,
     accel: driver::Accel,
     image: ImageState,
-    others: &[Ipv4Cidr],
+    taken: &[Ipv4Cidr],
 ) -> Result<ClusterState, Error> {
-    let (host_only_cidr, nat_cidr) = match opts.network_cidr {
-        Some(cidr) => {
-            let mut used = driver::taken_subnets(driver)?;
-            used.extend_from_slice(others);
-            if let Some(other) = used.iter().find(|t| t.overlaps(&cidr)) {
-                let (cidr, other) = (cidr.to_string(), other.to_string());
-                return Err(ClusterError::CidrInUse { cidr, other }.into());
-            }
-            used.push(cidr);
-            let nat = crate::net::choose_subnets(&used, 1)
-                .and_then(|v| v.first().copied())
-                .ok_or(driver::DriverError::NoFreeSubnet { count: 1 })?;
-            (cidr, nat)
-        }
-        None => {
-            let picked = driver::pick_subnets(driver, others, 2)?;
-            (picked[0], picked[1])
-        }
-    };
+    let (host_only_cidr, nat_cidr) = choose_networks(kind, opts.network_cidr, taken)?;
     let name = profile.name().to_string();
     let bootstrapper = opts.bootstrapper.unwrap_or(BootstrapperKind::Kubeadm);
     // Pods and services get subnets that none of the host's routes, the hypervisor's
@@ -341,8 +366,7 @@ fn new_state(
     let (pod_cidr, service_cidr) = if bootstrapper == BootstrapperKind::None {
         (None, None)
     } else {
-        let mut taken = driver::taken_subnets(driver)?;
-        taken.extend_from_slice(others);
+        let mut taken = taken.to_vec();
         taken.extend([host_only_cidr, nat_cidr]);
         let (pods, services) = bootstrap::choose_subnets(&taken).ok_or_else(|| {
             let taken = taken.iter().map(ToString::to_string).collect::<Vec<_>>();
@@ -515,5 +539,53 @@ fn warn(progress: &dyn Progress, warnings: &[HostWarning]) {
     for w in warnings {
         progress
             .message(&format!("warning ({}): {} ({})", w.reason.id, w.message, w.reason.advice));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(text: &str) -> Ipv4Cidr {
+        text.parse().unwrap()
+    }
+
+    /// VirtualBox 7's `networks.conf` of `* 10.0.0.0/8` refuses every 192.168 candidate;
+    /// the one subnet asked for is enough, the NAT one being VirtualBox's own.
+    #[cfg(feature = "virtualbox")]
+    #[test]
+    fn virtualbox_needs_one_allowed_subnet() {
+        use crate::driver::virtualbox::network::{allowed_ranges, refused_candidates};
+        let taken = refused_candidates(&allowed_ranges(Some("* 10.0.0.0/8\n")));
+        let kind = DriverKind::VirtualBox;
+        let chosen = choose_networks(kind, Some(cidr("10.20.30.0/24")), &taken).unwrap();
+        assert_eq!(chosen, (cidr("10.20.30.0/24"), cidr("10.0.2.0/24")));
+        let err = choose_networks(kind, None, &taken).unwrap_err();
+        assert!(matches!(err, Error::Driver(driver::DriverError::NoFreeSubnet { count: 1 })));
+        // One free candidate is enough without --network-cidr too.
+        let all_but_one: Vec<Ipv4Cidr> =
+            crate::net::candidate_subnets().filter(|c| *c != cidr("192.168.57.0/24")).collect();
+        let chosen = choose_networks(kind, None, &all_but_one).unwrap();
+        assert_eq!(chosen, (cidr("192.168.57.0/24"), cidr("10.0.2.0/24")));
+        // The guests' NAT subnet cannot also be the host-only one.
+        let err = choose_networks(kind, Some(cidr("10.0.2.0/24")), &[]).unwrap_err();
+        assert!(matches!(err, Error::Cluster(ClusterError::CidrInUse { .. })), "{err:?}");
+    }
+
+    /// kvm2 makes its NAT network itself, on a second free subnet.
+    #[cfg(all(feature = "libvirt", target_os = "linux"))]
+    #[test]
+    fn kvm2_needs_two_free_subnets() {
+        let kind = DriverKind::Kvm2;
+        let chosen = choose_networks(kind, None, &[cidr("192.168.39.0/24")]).unwrap();
+        assert_eq!(chosen, (cidr("192.168.50.0/24"), cidr("192.168.51.0/24")));
+        let chosen = choose_networks(kind, Some(cidr("10.20.30.0/24")), &[]).unwrap();
+        assert_eq!(chosen, (cidr("10.20.30.0/24"), cidr("192.168.39.0/24")));
+        let all_but_one: Vec<Ipv4Cidr> =
+            crate::net::candidate_subnets().filter(|c| *c != cidr("192.168.57.0/24")).collect();
+        let err = choose_networks(kind, None, &all_but_one).unwrap_err();
+        assert!(matches!(err, Error::Driver(driver::DriverError::NoFreeSubnet { count: 2 })));
+        let err = choose_networks(kind, Some(cidr("192.168.39.0/24")), &all_but_one).unwrap_err();
+        assert!(matches!(err, Error::Cluster(ClusterError::CidrInUse { .. })), "{err:?}");
     }
 }

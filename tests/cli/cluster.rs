@@ -266,3 +266,21 @@ fn failed_node_add_rolls_the_node_back() {
     let status = k.run(["-p", "lab", "status"]).success().stdout;
     assert!(!status.contains("lab-m03"), "{status}");
 }
+
+/// `--driver kvm2` where no libvirtd listens (its socket is missing): the hint names the
+/// packages to install and how to start the daemon, and nothing is saved.
+#[cfg(feature = "libvirt")]
+#[test]
+fn kvm2_without_libvirtd_names_the_packages_and_the_service() {
+    let k = Kubelab::new();
+    let uri = "qemu+unix:///system?socket=/nonexistent/kubelab/libvirt-sock";
+    let run = k
+        .run(["up", "--driver", "kvm2", "--libvirt-uri", uri])
+        .failure(reason::HOST_LIBVIRT_UNREACHABLE.exit_code);
+    assert!(run.stderr.contains("cannot reach libvirt at qemu+unix:///system"), "{run}");
+    for text in ["libvirt-daemon-system qemu-system-x86", "libvirt qemu-kvm"] {
+        assert!(run.stderr.contains(text), "{text}: {run}");
+    }
+    assert!(run.stderr.contains("sudo systemctl enable --now libvirtd"), "{run}");
+    assert!(!k.home().join("profiles/kubelab").exists(), "nothing saved: {run}");
+}

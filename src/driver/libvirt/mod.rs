@@ -106,6 +106,19 @@ impl LibvirtDriver {
         &self.uri
     }
 
+    /// The libvirt library version, e.g. `libvirt 10.0.0` (for `kubelab doctor`).
+    pub fn version(&self) -> Result<String, DriverError> {
+        let v = self.conn.lib_version().map_err(lv(Action::ReadCapabilities, &self.uri))?;
+        Ok(format!("libvirt {}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000))
+    }
+
+    /// KVM or TCG, from the hypervisor's capabilities and the local probe: the part of
+    /// [`Driver::check_host`] that does not need `qemu-img`.
+    pub fn accel(&self, policy: AccelPolicy) -> Result<HostReport, DriverError> {
+        let caps = self.conn.capabilities().map_err(lv(Action::ReadCapabilities, &self.uri))?;
+        decide_accel(&probe_local(self.is_local(), offers_kvm(&caps))?, policy)
+    }
+
     /// Whether the hypervisor runs on this machine (no host in the URI).
     fn is_local(&self) -> bool {
         url::Url::parse(&self.uri)
@@ -120,8 +133,7 @@ impl Driver for LibvirtDriver {
 
     fn check_host(&self, policy: AccelPolicy) -> Result<HostReport, DriverError> {
         host::check_qemu_img()?;
-        let caps = self.conn.capabilities().map_err(lv(Action::ReadCapabilities, &self.uri))?;
-        decide_accel(&probe_local(self.is_local(), offers_kvm(&caps))?, policy)
+        self.accel(policy)
     }
 
     fn disk_format(&self) -> DiskFormat {

@@ -303,6 +303,11 @@ impl Driver for VirtualBoxDriver {
         if net.kind == NetworkKind::Nat {
             return Ok(());
         }
+        // A subnet networks.conf refuses fails here, before `up` saves the profile.
+        if let Some(ranges) = network::host_ranges()? {
+            network::check_allowed(&net.cidr, &ranges)
+                .map_err(drv(Action::DefineNetwork, &net.name))?;
+        }
         network::check(&self.vbox, self.mode, &net.name, &net.owner)
     }
 
