@@ -60,6 +60,9 @@ pub struct Logs {
     pub cloud_init: Result<String, String>,
 }
 
+/// How much of a node's console log `logs` prints.
+const CONSOLE_MAX_BYTES: u64 = 1 << 20;
+
 /// Fails at once, naming the state, unless `node`'s VM is running.
 fn check_running(driver: &dyn Driver, node: &str) -> Result<(), Error> {
     match driver.state(node)? {
@@ -75,9 +78,9 @@ pub fn logs(profile: &Profile, node: Option<&str>, wait_lock: bool) -> Result<Lo
     let state: ClusterState = profile.load_state()?;
     let node = state.node(node)?;
     let console_path = provision::node_dir(profile, &node.name).join("console.log");
-    let console = std::fs::read(&console_path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_else(|e| format!("(no console log: {e})"));
+    // The log grows with every boot (libvirt appends): its last MiB is plenty.
+    let console = crate::fsutil::read_tail(&console_path, CONSOLE_MAX_BYTES)
+        .unwrap_or_else(|| "(no console log)".to_owned());
     let reach = (|| -> Result<_, Error> {
         let driver = open_driver(&state)?;
         check_running(&*driver, &node.name)?;

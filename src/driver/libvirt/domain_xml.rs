@@ -48,12 +48,14 @@ pub fn domain_xml(vm: &VmSpec, pool: &str) -> String {
     for nic in [&vm.nat, &vm.host_only] {
         x.push_str(&interface(nic));
     }
-    // The guest agent's channel: after a snapshot restore the guest's clock is set
-    // through it when the image runs qemu-guest-agent (else over SSH).
+    // The console log is appended to: a snapshot restore starts a new QEMU, whose log
+    // would otherwise replace the boot messages. The guest agent's channel: after a
+    // restore the guest's clock is set through it when the image runs qemu-guest-agent
+    // (else over SSH).
     let log = escape(&vm.serial_log.to_string_lossy());
     let _ = write!(
         x,
-        "    <serial type='pty'>\n      <log file='{log}' append='off'/>\n    </serial>\n    \
+        "    <serial type='pty'>\n      <log file='{log}' append='on'/>\n    </serial>\n    \
          <console type='pty'/>\n    \
          <channel type='unix'>\n      <target type='virtio' name='org.qemu.guest_agent.0'/>\n    </channel>\n    \
          <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n    </rng>\n    \
