@@ -836,6 +836,7 @@ fn driver_reason(err: &DriverError) -> &'static Reason {
     match err {
         E::KvmUnavailable { .. } => &HOST_KVM_UNAVAILABLE,
         E::Unreachable { .. } | E::Connect { .. } => &HOST_LIBVIRT_UNREACHABLE,
+        E::NoAnswer { .. } => &DRV_CALL_TIMEOUT,
         E::PermissionDenied { .. } => &HOST_LIBVIRT_PERMISSION,
         E::QemuImg { source: ProcessError::NotFound { .. } } => &HOST_QEMU_IMG_MISSING,
         E::QemuImg { source } => process_reason(source),

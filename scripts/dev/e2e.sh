@@ -270,6 +270,23 @@ kl -p e2e-kill up
 [ "$(kl -p e2e-kill ssh -- hostname)" = e2e-kill ] || fail "ssh after the resumed up"
 pass "an up killed mid-boot is resumed"
 
+log "a VM paused while up waits for its SSH: up fails at once, naming it, not at the deadline"
+kl -p e2e-kill down
+"${LAB_EXEC[@]}" env KUBELAB_HOME="$KUBELAB_HOME" "$kubelab" -p e2e-kill up --ssh-timeout 3600 \
+    >"$work/paused.txt" 2>&1 &
+up_pid=$!
+deadline=$((SECONDS + 300))
+until [ "$(lab_virsh domstate e2e-kill 2>/dev/null)" = running ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "e2e-kill never started"
+    sleep 0.2
+done
+lab_virsh suspend e2e-kill >/dev/null
+if wait "$up_pid"; then fail "up succeeded with its VM paused"; fi
+grep -q "node e2e-kill's VM is paused" "$work/paused.txt" || fail "$(cat "$work/paused.txt")"
+grep -q "hint (GUEST_VM_DOWN)" "$work/paused.txt" || fail "no GUEST_VM_DOWN: $(cat "$work/paused.txt")"
+lab_virsh resume e2e-kill >/dev/null
+pass "up stops waiting for a VM that was paused (GUEST_VM_DOWN with its console tail, not the 3600 s deadline)"
+
 # ---- kubeadm bootstrapper (issue 5) ------------------------------------------------
 # The test image's kubeadm, kubectl, kubelet and API server are TEST-ONLY stand-ins
 # (images/testimage/files/k8s-standin/); the host side (CA, token, CA hash, configs,

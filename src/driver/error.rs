@@ -23,6 +23,15 @@ pub enum DriverError {
         #[source]
         source: Cause,
     },
+    /// libvirtd stopped answering: the connection did not open, or its keepalive found
+    /// it silent, within the deadline.
+    #[error("libvirt did not answer within {waited_secs} s (while kubelab tried to {doing})")]
+    NoAnswer {
+        /// What kubelab was doing.
+        doing: String,
+        /// The deadline.
+        waited_secs: u64,
+    },
     /// The daemon refused us for lack of permission.
     #[error("permission denied connecting to libvirt at {uri}")]
     PermissionDenied {

@@ -63,6 +63,15 @@ pub struct LibvirtDriver {
     uploads: Mutex<()>,
 }
 
+/// How long opening a connection may take (a local daemon answers in milliseconds; a
+/// remote one over SSH in seconds).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Seconds between keepalive pings to libvirtd.
+const KEEPALIVE_INTERVAL_SECS: i32 = 5;
+/// Unanswered pings after which the connection is closed: a call to a daemon that
+/// stopped answering fails after about 20 s.
+const KEEPALIVE_COUNT: u32 = 3;
+
 impl std::fmt::Debug for LibvirtDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LibvirtDriver")
@@ -77,9 +86,24 @@ impl LibvirtDriver {
     /// errors, with hints.
     pub fn connect(uri: &str) -> Result<Self, DriverError> {
         static QUIET: Once = Once::new();
-        // libvirt's default handler prints every error to stderr, even handled ones.
-        QUIET.call_once(virt::error::clear_error_callback);
-        let conn = Connect::open(Some(uri)).map_err(|e| connect_error(uri, e))?;
+        QUIET.call_once(|| {
+            // libvirt's default handler prints every error to stderr, even handled ones.
+            virt::error::clear_error_callback();
+            // Keepalive needs an event loop; it runs for the process's lifetime.
+            if virt::event::event_register_default_impl().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("libvirt-events".into())
+                    .spawn(|| while virt::event::event_run_default_impl().is_ok() {});
+            }
+        });
+        let conn = open_within(uri, OPEN_TIMEOUT)?;
+        // The deadline on every call and upload stream: a daemon that stops answering
+        // (stopped, hung, its host gone) closes the connection after KEEPALIVE_COUNT
+        // unanswered pings, and the call waiting on it fails instead of waiting forever.
+        // Drivers without keepalive (test:///) refuse it: nothing to wait on there.
+        if let Err(e) = conn.set_keep_alive(KEEPALIVE_INTERVAL_SECS, KEEPALIVE_COUNT) {
+            tracing::debug!(uri, error = %e, "no libvirt keepalive");
+        }
         Ok(Self {
             conn,
             uri: uri.to_owned(),
@@ -249,6 +273,28 @@ fn offers_kvm(caps_xml: &str) -> bool {
     caps_xml.contains("<domain type='kvm'")
 }
 
+/// Opens `uri`, waiting at most `timeout`: `virConnectOpen` itself has no deadline, and
+/// a daemon that accepts the socket but never answers (stopped, hung) would block it
+/// forever. On timeout the opening thread is left blocked; the command ends with the
+/// error.
+fn open_within(uri: &str, timeout: Duration) -> Result<Connect, DriverError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = uri.to_owned();
+    std::thread::Builder::new()
+        .name("libvirt-open".into())
+        .spawn(move || {
+            let _ = tx.send(Connect::open(Some(&owned)));
+        })
+        .map_err(|e| DriverError::Connect { uri: uri.to_owned(), source: e.into() })?;
+    match rx.recv_timeout(timeout) {
+        Ok(opened) => opened.map_err(|e| connect_error(uri, e)),
+        Err(_) => Err(DriverError::NoAnswer {
+            doing: format!("connect to {uri}"),
+            waited_secs: timeout.as_secs(),
+        }),
+    }
+}
+
 /// Sorts a failed `virConnectOpen` by what the user must do.
 fn connect_error(uri: &str, err: VirtError) -> DriverError {
     let uri = uri.to_owned();
@@ -281,9 +327,16 @@ fn is_missing(err: &VirtError) -> bool {
     })
 }
 
-/// Maps a libvirt error of `action` on `object` to [`DriverError::Backend`].
+/// Maps a libvirt error of `action` on `object` to [`DriverError::Backend`], or to
+/// [`DriverError::NoAnswer`] when the keepalive closed a silent daemon's connection.
 fn lv(action: Action, object: &str) -> impl Fn(VirtError) -> DriverError + '_ {
-    move |e| DriverError::Backend { action, object: object.to_owned(), source: e.into() }
+    move |e| {
+        if e.message().contains("keepalive timeout") {
+            let waited_secs = u64::from(KEEPALIVE_COUNT + 1) * KEEPALIVE_INTERVAL_SECS as u64;
+            return DriverError::NoAnswer { doing: format!("{action} {object}"), waited_secs };
+        }
+        DriverError::Backend { action, object: object.to_owned(), source: e.into() }
+    }
 }
 
 #[cfg(test)]
