@@ -130,11 +130,6 @@ impl MemDriver {
         self.lock().faults.push((method, when));
     }
 
-    /// Removes every injected failure.
-    pub fn heal(&self) {
-        self.lock().faults.clear();
-    }
-
     /// Pauses the next call of `method` on entry, before it reads or changes anything,
     /// until the returned handle resumes it.
     pub fn pause(&self, method: &'static str) -> Paused {
@@ -373,10 +368,10 @@ impl Driver for MemDriver {
             .collect();
         // A leftover disk is the node's if its home is ours and its node of the profile.
         let home = owner.home.to_string();
-        vms.extend(w.volumes.keys().filter_map(|(h, node)| {
-            (*h == home && Owner::from_parts(&home, &owner.profile, Some(node)).is_ok())
-                .then(|| node.clone())
-        }));
+        let leftovers = w.volumes.keys().filter(|(h, node)| {
+            *h == home && Owner::from_parts(&home, &owner.profile, Some(node)).is_ok()
+        });
+        vms.extend(leftovers.map(|(_, node)| node.clone()));
         let networks = w.networks.iter().filter(|(_, n)| n.owner.as_ref() == Some(owner));
         Ok(Owned {
             vms: vms.into_iter().collect(),

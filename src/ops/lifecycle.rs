@@ -281,3 +281,71 @@ pub fn ip(profile: &Profile, node: Option<&str>) -> Result<(String, std::net::Ip
     let node = state.node(node)?;
     Ok((node.name.clone(), node.ip))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::mem::MemDriver;
+    use crate::ops::fixture::Lab;
+    use crate::reason;
+
+    fn delete(lab: &Lab, hv: &MemDriver, name: &str) -> Result<bool, Error> {
+        let _installed = hv.install();
+        super::delete(&lab.home, &lab.profile(name), false, Corrupt::Refuse, &())
+    }
+
+    /// Two homes on one hypervisor: the second's profile of the same name is refused
+    /// and leaves the first's objects alone; deleting another of its profiles keeps the
+    /// base image the first still uses.
+    #[test]
+    fn two_homes_never_touch_each_others_objects() {
+        let (a, b, hv) = (Lab::new(), Lab::new(), MemDriver::new());
+        a.created(&hv, "lab", 2);
+        let (vms, networks) = (format!("{:?}", hv.vms()), format!("{:?}", hv.networks()));
+        let err = b.up(&hv, "lab", &b.options(1)).unwrap_err();
+        assert_eq!(reason::reason(&err).id, reason::DRV_NET_NOT_KUBELAB.id, "{err}");
+        assert!(!b.profile("lab").dir().exists());
+        b.created(&hv, "dev", 1);
+        assert!(delete(&b, &hv, "dev").unwrap());
+        assert_eq!((format!("{:?}", hv.vms()), format!("{:?}", hv.networks())), (vms, networks));
+        assert_eq!(hv.images().len(), 1, "home a's disks still use the base image");
+        assert!(delete(&a, &hv, "lab").unwrap());
+        assert!(hv.vms().is_empty() && hv.networks().is_empty() && hv.images().is_empty());
+    }
+
+    /// A profile copied from another home names that home's VMs in its journal: its
+    /// delete is refused by their markers.
+    #[test]
+    fn delete_of_a_profile_copied_from_another_home_is_refused() {
+        let (a, b, hv) = (Lab::new(), Lab::new(), MemDriver::new());
+        a.created(&hv, "lab", 1);
+        let (from, to) = (a.profile("lab"), b.profile("lab"));
+        std::fs::create_dir_all(to.dir()).unwrap();
+        for file in ["profile.json", "journal.jsonl"] {
+            std::fs::copy(from.dir().join(file), to.dir().join(file)).unwrap();
+        }
+        let err = delete(&b, &hv, "lab").unwrap_err();
+        assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
+        assert_eq!(hv.vms().len(), 1);
+        assert_eq!(hv.networks().len(), 2);
+    }
+
+    /// `delete --force`'s sweep removes what carries the profile's marker, found without
+    /// its (corrupt) files, and nothing of another home or profile.
+    #[test]
+    fn forced_delete_sweeps_by_markers() {
+        let (a, b, hv) = (Lab::new(), Lab::new(), MemDriver::new());
+        a.created(&hv, "lab", 2);
+        a.created(&hv, "dev", 1);
+        b.created(&hv, "other", 1);
+        std::fs::write(a.profile("lab").dir().join("profile.json"), "{").unwrap();
+        let _installed = hv.install();
+        sweep(&a.profile("lab"), None, &()).unwrap();
+        assert_eq!(hv.vms().keys().collect::<Vec<_>>(), ["dev", "other"]);
+        let networks = hv.networks().into_keys().collect::<Vec<_>>();
+        assert_eq!(
+            networks,
+            ["kubelab-dev", "kubelab-dev.nat", "kubelab-other", "kubelab-other.nat"]
+        );
+    }
+}
