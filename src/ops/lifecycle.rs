@@ -205,13 +205,16 @@ pub struct NodeStatus {
     pub name: String,
     /// Control plane or worker.
     pub role: Role,
-    /// What the hypervisor reports.
+    /// What the hypervisor reports ([`state_name`]), or `foreign`.
     pub state: &'static str,
     /// Its host-only address.
     pub ip: std::net::Ipv4Addr,
     /// Its SSH port (on the host-only address for kvm2, on 127.0.0.1 for VirtualBox's
-    /// port forward; 0 when the VM does not exist).
+    /// port forward; 0 when the VM does not exist or is foreign).
     pub ssh_port: u16,
+    /// Why the VM of its name is not this node's, when `state` is `foreign`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foreign: Option<String>,
 }
 
 /// The whole profile as `kubelab status` shows it.
@@ -231,24 +234,15 @@ pub struct Status {
     pub nodes: Vec<NodeStatus>,
 }
 
-/// `kubelab status`: the saved cluster with each node's live state.
+/// `kubelab status`: the saved cluster with each node's live state. A VM of a node's
+/// name that another owner's marker names (or none) is shown as `foreign`, never as
+/// this node.
 pub fn status(profile: &Profile) -> Result<Status, Error> {
     let state: ClusterState = profile.load_state()?;
     let driver = open_driver(&state)?;
-    let mut nodes = Vec::new();
-    for n in &state.nodes {
-        nodes.push(NodeStatus {
-            name: n.name.clone(),
-            role: n.role,
-            state: state_name(driver.state(&n.name)?),
-            ip: n.ip,
-            ssh_port: match driver.ssh_address(&n.name, n.ip) {
-                Ok(addr) => addr.port(),
-                Err(driver::DriverError::NoSuchVm { .. }) => 0,
-                Err(e) => return Err(e.into()),
-            },
-        });
-    }
+    let owner = super::provision::owner(profile)?;
+    let nodes: Result<Vec<_>, _> =
+        state.nodes.iter().map(|n| node_status(&*driver, &owner, n)).collect();
     // Profiles made before VirtualBox reported its own accel saved `kvm`.
     let accel = if state.driver == "virtualbox" { driver::Accel::VirtualBox } else { state.accel };
     Ok(Status {
@@ -257,8 +251,35 @@ pub fn status(profile: &Profile) -> Result<Status, Error> {
         accel,
         image: state.image.source.clone(),
         network: state.host_only_cidr.to_string(),
-        nodes,
+        nodes: nodes?,
     })
+}
+
+fn node_status(
+    driver: &dyn Driver,
+    owner: &Owner,
+    node: &crate::cluster::NodeState,
+) -> Result<NodeStatus, Error> {
+    let status = |state, ssh_port, foreign| NodeStatus {
+        name: node.name.clone(),
+        role: node.role,
+        state,
+        ip: node.ip,
+        ssh_port,
+        foreign,
+    };
+    match driver.check_vm(&node.name, owner) {
+        Err(e @ driver::DriverError::ForeignVm { .. }) => {
+            return Ok(status("foreign", 0, Some(e.to_string())));
+        }
+        checked => checked?,
+    }
+    let ssh_port = match driver.ssh_address(&node.name, node.ip) {
+        Ok(addr) => addr.port(),
+        Err(driver::DriverError::NoSuchVm { .. }) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(status(state_name(driver.state(&node.name)?), ssh_port, None))
 }
 
 /// How `status` and errors name a VM state.
@@ -275,10 +296,12 @@ pub fn state_name(state: VmState) -> &'static str {
 }
 
 /// `kubelab ip [NODE]`: a node's name and host-only address (the control plane's by
-/// default).
+/// default). Refused if a VM of that name exists that is not this node's: the address
+/// would lead the user to another's VM.
 pub fn ip(profile: &Profile, node: Option<&str>) -> Result<(String, std::net::Ipv4Addr), Error> {
     let state: ClusterState = profile.load_state()?;
     let node = state.node(node)?;
+    open_driver(&state)?.check_vm(&node.name, &super::provision::owner(profile)?)?;
     Ok((node.name.clone(), node.ip))
 }
 
@@ -347,5 +370,30 @@ mod tests {
             networks,
             ["kubelab-dev", "kubelab-dev.nat", "kubelab-other", "kubelab-other.nat"]
         );
+    }
+
+    /// A VM of the node's name that another home made (here: after this profile's own
+    /// VM went) is shown as foreign, naming its owner; `ip` and `ssh` refuse it.
+    #[test]
+    fn status_ip_and_ssh_do_not_take_another_owners_vm_for_the_node() {
+        let (a, b, hv) = (Lab::new(), Lab::new(), MemDriver::new());
+        a.created(&hv, "lab", 2);
+        let other = crate::ops::provision::owner(&b.profile("lab")).unwrap();
+        hv.add_vm("lab-m02", Some(other.node("lab-m02")));
+        let _installed = hv.install();
+        let profile = a.profile("lab");
+        let status = status(&profile).unwrap();
+        let [cp, worker] = &status.nodes[..] else { panic!("{:?}", status.nodes) };
+        assert_eq!((cp.state, cp.foreign.as_deref()), ("stopped", None));
+        assert_eq!((worker.state, worker.ssh_port), ("foreign", 0));
+        let why = worker.foreign.as_deref().unwrap();
+        assert!(why.contains(&format!("home {} profile lab", other.home)), "{why}");
+        assert_eq!(ip(&profile, None).unwrap().0, "lab");
+        for err in [
+            ip(&profile, Some("lab-m02")).unwrap_err(),
+            crate::ops::ssh::ssh_target(&profile, Some("lab-m02"), &[], false).unwrap_err(),
+        ] {
+            assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
+        }
     }
 }
