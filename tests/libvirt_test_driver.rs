@@ -14,7 +14,7 @@ use std::time::Duration;
 use kubelab::driver::libvirt::{self, LibvirtDriver, POOL};
 use kubelab::driver::{
     Accel, AccelPolicy, Action, DhcpHost, DiskSpec, Driver, DriverError, NetworkKind, NetworkSpec,
-    Nic, Owner, StopMode, VmSpec, VmState, bridge_name, network_names,
+    Nic, Object, Owner, StopMode, VmSpec, VmState, bridge_name, network_names,
 };
 use kubelab::net::{Ipv4Cidr, MacAddr};
 use virt::connect::Connect;
@@ -648,4 +648,54 @@ fn snapshots_pause_save_restore_list_delete_and_only_on_owned_domains() {
     for name in [host_only.name, network_names("t-snap").1] {
         d.delete_network(&name, o).unwrap();
     }
+}
+
+/// `xml` (a domain's or network's, from the backend) with the marker an older kubelab
+/// wrote instead: the profile alone, no home.
+fn with_legacy_marker(xml: &str, profile: &str) -> String {
+    let old = format!(
+        "<kubelab:profile xmlns:kubelab=\"https://kubelab.dev/xmlns/1\">{profile}</kubelab:profile>"
+    );
+    let lines = xml.lines().map(|l| if l.contains("<kubelab:owner") { old.as_str() } else { l });
+    lines.collect::<Vec<_>>().join("\n")
+}
+
+/// Issue "Never touch what is not yours", pre-marker profiles: a VM and a network an
+/// older kubelab made for the profile are refused as such (the hint says how to remove
+/// them) and left as they were; one made for another profile is
+/// just foreign.
+#[test]
+fn objects_of_a_kubelab_from_before_markers_are_refused_as_legacy() {
+    let d = driver();
+    let vm = vm_spec("t-legacy", "t-legacy");
+    raw()
+        .define_domain_xml(&with_legacy_marker(&libvirt::domain_xml(&vm, POOL), "t-legacy"))
+        .unwrap();
+    let net = net_spec("t-legacy", NetworkKind::HostOnly, "192.168.212.0/24", &["t-legacy"]);
+    let xml = with_legacy_marker(&libvirt::network_xml(&net), "t-legacy");
+    raw().define_network_xml(&xml).unwrap();
+    let o = &vm.owner;
+    for err in [
+        d.check_vm("t-legacy", o).unwrap_err(),
+        d.start("t-legacy", o).unwrap_err(),
+        d.delete("t-legacy", o).unwrap_err(),
+        d.check_network(&net).unwrap_err(),
+        d.ensure_network(&net).unwrap_err(),
+        d.delete_network(&net.name, o).unwrap_err(),
+    ] {
+        let DriverError::Legacy { what, ref profile, .. } = err else { panic!("{err:?}") };
+        assert_eq!(profile, "t-legacy");
+        assert!(err.to_string().contains("from before owner markers"), "{err}");
+        let expected = match what {
+            Object::Vm => "DRV_VM_NOT_KUBELAB",
+            Object::Network => "DRV_NET_NOT_KUBELAB",
+        };
+        assert_eq!(reason_id(err), expected);
+    }
+    let err = d.check_vm("t-legacy", &owner("t-legacy-x")).unwrap_err();
+    assert!(matches!(err, DriverError::ForeignVm { owner: None, .. }), "{err:?}");
+    let conn = raw();
+    assert_eq!(d.state("t-legacy").unwrap(), VmState::Stopped, "left alone");
+    conn.lookup_domain_by_name("t-legacy").unwrap().undefine().unwrap();
+    conn.lookup_network_by_name(&net.name).unwrap().undefine().unwrap();
 }

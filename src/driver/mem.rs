@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     Accel, AccelPolicy, Action, DiskFormat, DiskSpec, Driver, DriverError, DriverKind, HostReport,
-    NAME_PREFIX, NetworkSpec, Owned, Owner, StopMode, VmSpec, VmState,
+    NAME_PREFIX, NetworkSpec, Object, Owned, Owner, StopMode, VmSpec, VmState,
 };
 use crate::net::Ipv4Cidr;
 
@@ -36,11 +36,43 @@ pub struct MemDriver {
     world: Arc<Mutex<World>>,
 }
 
+/// An object's marker, as a backend reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    /// None: the user's object.
+    None,
+    /// kubelab's owner marker.
+    Owner(Owner),
+    /// An older kubelab's marker, naming only a profile.
+    Legacy(String),
+}
+
+impl Marker {
+    /// Ok if it names `want`; else the backends' refusal (`owner` is the caller's).
+    fn check(
+        &self,
+        what: Object,
+        name: &str,
+        want: &Owner,
+        owner: &Owner,
+    ) -> Result<(), DriverError> {
+        let (found, legacy) = match self {
+            Marker::None => (None, None),
+            Marker::Owner(found) => (Some(found.clone()), None),
+            Marker::Legacy(profile) => (None, Some(profile.as_str())),
+        };
+        if found.as_ref() == Some(want) {
+            return Ok(());
+        }
+        Err(DriverError::not_ours(what, name, found, legacy, owner))
+    }
+}
+
 /// A VM as the hypervisor holds it.
 #[derive(Debug, Clone)]
 pub struct MemVm {
-    /// Its owner marker; `None` for a VM kubelab did not create.
-    pub owner: Option<Owner>,
+    /// Its marker.
+    pub marker: Marker,
     /// What it is doing.
     pub state: VmState,
     /// The spec it was created from (`None` for one a test put there).
@@ -53,8 +85,8 @@ pub struct MemVm {
 /// A network as the hypervisor holds it.
 #[derive(Debug, Clone)]
 pub struct MemNetwork {
-    /// Its owner marker; `None` for a network kubelab did not create.
-    pub owner: Option<Owner>,
+    /// Its marker.
+    pub marker: Marker,
     /// Its subnet.
     pub cidr: Ipv4Cidr,
     /// Its DHCP reservations: (MAC, address).
@@ -139,15 +171,15 @@ impl MemDriver {
         Paused { entered, resume }
     }
 
-    /// Puts a VM there as another home or the user would (`owner: None`: no marker).
-    pub fn add_vm(&self, name: &str, owner: Option<Owner>) {
-        let vm = MemVm { owner, state: VmState::Stopped, spec: None, snapshots: BTreeMap::new() };
+    /// Puts a VM there as another home, an older kubelab or the user would.
+    pub fn add_vm(&self, name: &str, marker: Marker) {
+        let vm = MemVm { marker, state: VmState::Stopped, spec: None, snapshots: BTreeMap::new() };
         self.lock().vms.insert(name.to_owned(), vm);
     }
 
-    /// Puts a network there as another home or the user would.
-    pub fn add_network(&self, name: &str, cidr: Ipv4Cidr, owner: Option<Owner>) {
-        let net = MemNetwork { owner, cidr, hosts: Vec::new() };
+    /// Puts a network there as another home, an older kubelab or the user would.
+    pub fn add_network(&self, name: &str, cidr: Ipv4Cidr, marker: Marker) {
+        let net = MemNetwork { marker, cidr, hosts: Vec::new() };
         self.lock().networks.insert(name.to_owned(), net);
     }
 
@@ -218,24 +250,14 @@ impl MemDriver {
 impl World {
     /// Whether VM `name` exists and is node `name` of `owner`; an error if another's.
     fn ours(&self, name: &str, owner: &Owner) -> Result<bool, DriverError> {
-        match self.vms.get(name) {
-            None => Ok(false),
-            Some(vm) if vm.owner.as_ref() == Some(&owner.node(name)) => Ok(true),
-            Some(vm) => {
-                Err(DriverError::ForeignVm { name: name.to_owned(), owner: vm.owner.clone() })
-            }
-        }
+        let Some(vm) = self.vms.get(name) else { return Ok(false) };
+        vm.marker.check(Object::Vm, name, &owner.node(name), owner).map(|()| true)
     }
 
     /// Whether network `name` exists and is `owner`'s; an error if another's.
     fn ours_network(&self, name: &str, owner: &Owner) -> Result<bool, DriverError> {
-        match self.networks.get(name) {
-            None => Ok(false),
-            Some(net) if net.owner.as_ref() == Some(owner) => Ok(true),
-            Some(net) => {
-                Err(DriverError::ForeignNetwork { name: name.to_owned(), owner: net.owner.clone() })
-            }
-        }
+        let Some(net) = self.networks.get(name) else { return Ok(false) };
+        net.marker.check(Object::Network, name, owner, owner).map(|()| true)
     }
 
     /// `owner`'s VM `name`, which must exist.
@@ -284,7 +306,7 @@ impl Driver for MemDriver {
         w.ours_network(&net.name, &net.owner)?;
         let hosts = net.hosts.iter().map(|h| (h.mac.to_string(), h.ip)).collect();
         let found = w.networks.entry(net.name.clone()).or_insert_with(|| MemNetwork {
-            owner: Some(net.owner.clone()),
+            marker: Marker::Owner(net.owner.clone()),
             cidr: net.cidr,
             hosts: Vec::new(),
         });
@@ -323,11 +345,11 @@ impl Driver for MemDriver {
         | DiskSpec::IsoWithDataDisk { iso_id: image, .. }) = &vm.disk;
         w.images.insert(image.clone());
         w.volumes.insert((vm.owner.home.to_string(), vm.name.clone()), image.clone());
-        let owner = Some(vm.owner.node(&vm.name));
+        let marker = Marker::Owner(vm.owner.node(&vm.name));
         w.vms.insert(
             vm.name.clone(),
             MemVm {
-                owner,
+                marker,
                 state: VmState::Stopped,
                 spec: Some(vm.clone()),
                 snapshots: BTreeMap::new(),
@@ -363,7 +385,7 @@ impl Driver for MemDriver {
         let mut vms: BTreeSet<String> = w
             .vms
             .iter()
-            .filter(|(name, vm)| vm.owner.as_ref() == Some(&owner.node(name)))
+            .filter(|(name, vm)| vm.marker == Marker::Owner(owner.node(name)))
             .map(|(name, _)| name.clone())
             .collect();
         // A leftover disk is the node's if its home is ours and its node of the profile.
@@ -372,7 +394,7 @@ impl Driver for MemDriver {
             *h == home && Owner::from_parts(&home, &owner.profile, Some(node)).is_ok()
         });
         vms.extend(leftovers.map(|(_, node)| node.clone()));
-        let networks = w.networks.iter().filter(|(_, n)| n.owner.as_ref() == Some(owner));
+        let networks = w.networks.iter().filter(|(_, n)| n.marker == Marker::Owner(owner.clone()));
         Ok(Owned {
             vms: vms.into_iter().collect(),
             networks: networks.map(|(name, _)| name.clone()).collect(),

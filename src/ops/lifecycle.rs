@@ -212,7 +212,8 @@ pub struct NodeStatus {
     /// Its SSH port (on the host-only address for kvm2, on 127.0.0.1 for VirtualBox's
     /// port forward; 0 when the VM does not exist or is foreign).
     pub ssh_port: u16,
-    /// Why the VM of its name is not this node's, when `state` is `foreign`.
+    /// Why the VM of its name is not this node's (another's, or an older kubelab's),
+    /// when `state` is `foreign`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub foreign: Option<String>,
 }
@@ -269,7 +270,7 @@ fn node_status(
         foreign,
     };
     match driver.check_vm(&node.name, owner) {
-        Err(e @ driver::DriverError::ForeignVm { .. }) => {
+        Err(e @ (driver::DriverError::ForeignVm { .. } | driver::DriverError::Legacy { .. })) => {
             return Ok(status("foreign", 0, Some(e.to_string())));
         }
         checked => checked?,
@@ -308,7 +309,7 @@ pub fn ip(profile: &Profile, node: Option<&str>) -> Result<(String, std::net::Ip
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::mem::MemDriver;
+    use crate::driver::mem::{Marker, MemDriver};
     use crate::ops::fixture::Lab;
     use crate::reason;
 
@@ -379,7 +380,7 @@ mod tests {
         let (a, b, hv) = (Lab::new(), Lab::new(), MemDriver::new());
         a.created(&hv, "lab", 2);
         let other = crate::ops::provision::owner(&b.profile("lab")).unwrap();
-        hv.add_vm("lab-m02", Some(other.node("lab-m02")));
+        hv.add_vm("lab-m02", Marker::Owner(other.node("lab-m02")));
         let _installed = hv.install();
         let profile = a.profile("lab");
         let status = status(&profile).unwrap();
@@ -395,5 +396,35 @@ mod tests {
         ] {
             assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
         }
+    }
+
+    /// A profile whose VM and networks an older kubelab made (marked with the profile
+    /// only): `status` shows the VM as foreign, `delete` refuses it (the hint says how to
+    /// remove it) and keeps the profile; once the user removed
+    /// them, `delete` finishes.
+    #[test]
+    fn pre_marker_profile_is_left_to_the_user_then_deleted() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        let state = lab.created(&hv, "lab", 1);
+        let legacy = || Marker::Legacy("lab".into());
+        hv.add_vm("lab", legacy());
+        hv.add_network("kubelab-lab", state.host_only_cidr, legacy());
+        hv.add_network("kubelab-lab.nat", state.nat_cidr, legacy());
+        let profile = lab.profile("lab");
+        let node = {
+            let _installed = hv.install();
+            status(&profile).unwrap().nodes.remove(0)
+        };
+        assert_eq!(node.state, "foreign");
+        assert!(node.foreign.as_deref().unwrap().contains("before owner markers"), "{node:?}");
+        let err = delete(&lab, &hv, "lab").unwrap_err();
+        assert!(matches!(err, Error::Driver(driver::DriverError::Legacy { .. })), "{err:?}");
+        assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
+        assert!(reason::DRV_VM_NOT_KUBELAB.advice.contains("virsh undefine NAME"));
+        assert_eq!((hv.vms().len(), hv.networks().len()), (1, 2), "left as they were");
+        assert!(profile.dir().exists());
+        let removed_by_the_user = MemDriver::new();
+        assert!(delete(&lab, &removed_by_the_user, "lab").unwrap());
+        assert!(!profile.dir().exists());
     }
 }

@@ -164,7 +164,7 @@ fn warn_stale(profile: &Profile, progress: &dyn Progress) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::mem::{MemDriver, When};
+    use crate::driver::mem::{Marker, MemDriver, When};
     use crate::journal::Resource;
     use crate::ops::fixture::Lab;
     use crate::reason;
@@ -195,11 +195,11 @@ mod tests {
     fn node_add_refuses_a_name_taken_by_another_vm() {
         let (lab, hv) = (Lab::new(), MemDriver::new());
         let before = lab.created(&hv, "lab", 1);
-        hv.add_vm("lab-m02", None);
+        hv.add_vm("lab-m02", Marker::None);
         let err = add(&lab, &hv).unwrap_err();
         assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
         assert!(!hv.calls().contains(&("create", "lab-m02".into())));
-        assert_eq!(hv.vms()["lab-m02"].owner, None, "the user's VM is left as it was");
+        assert_eq!(hv.vms()["lab-m02"].marker, Marker::None, "the user's VM is left as it was");
         assert_eq!(lab.profile("lab").load_state::<ClusterState>().unwrap(), before);
     }
 }

@@ -545,7 +545,7 @@ fn warn(progress: &dyn Progress, warnings: &[HostWarning]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::mem::{MemDriver, When};
+    use crate::driver::mem::{Marker, MemDriver, When};
     use crate::ops::fixture::Lab;
     use crate::ops::lifecycle::{self, Corrupt};
     use crate::reason;
@@ -596,7 +596,7 @@ mod tests {
     #[test]
     fn fresh_up_refused_before_creating_anything_leaves_only_the_lock() {
         let (lab, hv) = (Lab::new(), MemDriver::new());
-        hv.add_vm("lab", None); // the user's own VM
+        hv.add_vm("lab", Marker::None); // the user's own VM
         let err = lab.up(&hv, "lab", &lab.options(1)).unwrap_err();
         assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
         assert!(!lab.profile("lab").dir().exists());

@@ -16,9 +16,9 @@ use virt::sys;
 
 use super::domain_xml::domain_xml;
 use super::storage::{self, POOL};
-use super::xml::{domain_macs, marker_owner};
+use super::xml::{domain_macs, legacy_marker_profile, marker_owner};
 use super::{is_missing, lv};
-use crate::driver::{Action, DiskSpec, DriverError, Owner, StopMode, VmSpec, VmState};
+use crate::driver::{Action, DiskSpec, DriverError, Object, Owner, StopMode, VmSpec, VmState};
 
 /// How often `stop` polls the state while waiting for an ACPI shutdown.
 const STOP_POLL: Duration = Duration::from_millis(250);
@@ -53,11 +53,13 @@ pub(super) fn lookup_ours(
     owner: &Owner,
 ) -> Result<Option<Domain>, DriverError> {
     let Some(dom) = lookup(conn, name)? else { return Ok(None) };
-    let found = marker_owner(&dom.xml_desc(0).map_err(lv(Action::InspectVm, name))?);
-    if found.as_ref() == Some(&owner.node(name)) {
-        Ok(Some(dom))
-    } else {
-        Err(DriverError::ForeignVm { name: name.to_owned(), owner: found })
+    let xml = dom.xml_desc(0).map_err(lv(Action::InspectVm, name))?;
+    match marker_owner(&xml) {
+        Some(found) if found == owner.node(name) => Ok(Some(dom)),
+        found => {
+            let legacy = legacy_marker_profile(&xml);
+            Err(DriverError::not_ours(Object::Vm, name, found, legacy.as_deref(), owner))
+        }
     }
 }
 

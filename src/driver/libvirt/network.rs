@@ -12,7 +12,9 @@ use virt::sys;
 
 use super::xml::{NetworkInfo, escape, marker, network_info};
 use super::{is_missing, lv};
-use crate::driver::{Action, DhcpHost, DriverError, NAME_PREFIX, NetworkKind, NetworkSpec, Owner};
+use crate::driver::{
+    Action, DhcpHost, DriverError, NAME_PREFIX, NetworkKind, NetworkSpec, Object, Owner,
+};
 use crate::net::Ipv4Cidr;
 
 /// The network definition: a bridge with the host at `.1`; NAT networks forward and
@@ -160,7 +162,8 @@ fn check_owner(name: &str, info: &NetworkInfo, owner: &Owner) -> Result<(), Driv
     if info.owner.as_ref() == Some(owner) {
         return Ok(());
     }
-    Err(DriverError::ForeignNetwork { name: name.to_owned(), owner: info.owner.clone() })
+    let legacy = info.legacy_profile.as_deref();
+    Err(DriverError::not_ours(Object::Network, name, info.owner.clone(), legacy, owner))
 }
 
 /// Ok if no network `name` exists or it is `owner`'s.
