@@ -458,8 +458,13 @@ fn up_in_a_second_home_is_refused_before_anything_is_created() {
     d.ensure_network(&net_spec("t-up", NetworkKind::Nat, "192.168.211.0/24", &[])).unwrap();
     define(&mine);
     d.start("t-up", &mine.owner).unwrap();
-    let networks_before = raw().list_all_networks(0).unwrap().len();
-    let domains_before = raw().list_all_domains(0).unwrap().len();
+    // Counted by name: the other tests define and remove their own objects meanwhile.
+    let ours = |names: Vec<String>| names.into_iter().filter(|n| n.contains("t-up")).count();
+    let networks =
+        || ours(raw().list_networks().unwrap()) + ours(raw().list_defined_networks().unwrap());
+    let domains =
+        || ours(raw().list_all_domains(0).unwrap().iter().map(|d| d.name().unwrap()).collect());
+    let (networks_before, domains_before) = (networks(), domains());
 
     let files = tempfile::tempdir().unwrap();
     let image = files.path().join("base.qcow2");
@@ -482,8 +487,7 @@ fn up_in_a_second_home_is_refused_before_anything_is_created() {
     assert_eq!(kubelab::reason::reason(&err).id, "DRV_NET_NOT_KUBELAB");
     assert_ne!(home.id().unwrap().to_string(), HOME, "a home of its own");
     assert!(!profile.dir().exists(), "nothing of the refused profile is left");
-    assert_eq!(raw().list_all_networks(0).unwrap().len(), networks_before);
-    assert_eq!(raw().list_all_domains(0).unwrap().len(), domains_before);
+    assert_eq!((networks(), domains()), (networks_before, domains_before));
     if let Ok(pool) = raw().lookup_storage_pool_by_name(POOL) {
         let b = home.id().unwrap().to_string();
         assert!(
@@ -592,9 +596,9 @@ fn owned_lists_exactly_what_carries_the_profiles_marker() {
 fn snapshots_pause_save_restore_list_delete_and_only_on_owned_domains() {
     let d = driver();
     let vm = vm_spec("t-snap", "t-snap");
-    let host_only = net_spec("t-snap", NetworkKind::HostOnly, "192.168.214.0/24", &["t-snap"]);
+    let host_only = net_spec("t-snap", NetworkKind::HostOnly, "192.168.218.0/24", &["t-snap"]);
     d.ensure_network(&host_only).unwrap();
-    d.ensure_network(&net_spec("t-snap", NetworkKind::Nat, "192.168.215.0/24", &[])).unwrap();
+    d.ensure_network(&net_spec("t-snap", NetworkKind::Nat, "192.168.219.0/24", &[])).unwrap();
     define(&vm);
     let o = &vm.owner;
     d.start("t-snap", o).unwrap();
