@@ -674,7 +674,7 @@ fn aborted_vm_is_crashed_and_its_log_tail_is_read() {
 
 /// Issue "Never touch what is not yours", pre-marker profiles: VMs an older kubelab made
 /// (in the profile's group, without an owner marker) are shown as foreign and refused
-/// by `delete` with DRV_LEGACY_OBJECT; the commands its hint gives remove them, and
+/// by `delete` as such; the commands its hint gives remove them, and
 /// `delete` then removes the rest.
 #[test]
 fn vms_of_a_kubelab_from_before_markers_are_left_to_the_users_hint() {
@@ -691,8 +691,9 @@ fn vms_of_a_kubelab_from_before_markers_are_left_to_the_users_hint() {
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["nodes"][1]["state"], "foreign", "{status}");
     let before = lab.state();
-    let run = lab.run(&["delete"]).failure(kubelab::reason::DRV_LEGACY_OBJECT.exit_code);
-    assert!(run.stderr.contains("hint (DRV_LEGACY_OBJECT)"), "{run}");
+    let run = lab.run(&["delete"]).failure(kubelab::reason::DRV_VM_NOT_KUBELAB.exit_code);
+    assert!(run.stderr.contains("hint (DRV_VM_NOT_KUBELAB)"), "{run}");
+    assert!(run.stderr.contains("VBoxManage unregistervm NAME --delete"), "{run}");
     assert!(run.stderr.contains("from before owner markers"), "{run}");
     assert_eq!(lab.state()["vms"], before["vms"], "left alone");
     for vm in ["lab", "lab-m02"] {
