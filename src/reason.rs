@@ -11,7 +11,7 @@ use crate::Error;
 use crate::bootstrap::BootstrapError;
 use crate::cloudinit::CloudInitError;
 use crate::cluster::ClusterError;
-use crate::driver::DriverError;
+use crate::driver::{DriverError, Object};
 use crate::fsutil;
 use crate::home::HomeError;
 use crate::image::ImageError;
@@ -385,7 +385,13 @@ pub const DRV_VM_NOT_KUBELAB: Reason = Reason {
     exit_code: 43,
     advice: "a VM of this name exists that kubelab did not create for this home, profile and \
              node (the error names its owner, if it is another kubelab home or profile) and \
-             will not touch; use another profile name, or rename or remove that VM yourself",
+             will not touch; use another profile name, or rename or remove that VM yourself. \
+             One an older kubelab made for this profile (the error says so) is left to you \
+             too: if it is yours, remove it with `virsh destroy NAME; virsh undefine NAME; \
+             virsh vol-delete --pool kubelab node-NAME.qcow2; virsh vol-delete --pool \
+             kubelab node-NAME-seed.iso` (add `-c URI` for the profile's libvirt URI; \
+             VirtualBox: `VBoxManage controlvm NAME poweroff; VBoxManage unregistervm NAME \
+             --delete`), then run the command again",
 };
 /// A network of the profile's network name exists that kubelab did not create for this
 /// home and profile.
@@ -394,7 +400,10 @@ pub const DRV_NET_NOT_KUBELAB: Reason = Reason {
     exit_code: 47,
     advice: "a network of this name exists that kubelab did not create for this home and \
              profile (the error names its owner, if it is another kubelab home or profile) \
-             and will not touch; use another profile name, or remove that network yourself",
+             and will not touch; use another profile name, or remove that network yourself. \
+             One an older kubelab made for this profile (the error says so) is left to you \
+             too: if it is yours, remove it with `virsh net-destroy NAME; virsh net-undefine \
+             NAME`, then run the command again",
 };
 /// The libvirt URI has a driver, transport or parameter kubelab does not connect with.
 pub const DRV_URI_REFUSED: Reason = Reason {
@@ -842,10 +851,10 @@ fn driver_reason(err: &DriverError) -> &'static Reason {
         E::QemuImg { source } => process_reason(source),
         E::StartNetwork { .. } => &DRV_NET_INACTIVE,
         E::NetworkConflict { .. } | E::NoFreeSubnet { .. } => &DRV_NET_CONFLICT,
-        E::ForeignNetwork { .. } => &DRV_NET_NOT_KUBELAB,
+        E::ForeignNetwork { .. } | E::Legacy { what: Object::Network, .. } => &DRV_NET_NOT_KUBELAB,
         E::MacConflict { .. } => &DRV_MAC_CONFLICT,
         E::RefusedUri { .. } => &DRV_URI_REFUSED,
-        E::ForeignVm { .. } => &DRV_VM_NOT_KUBELAB,
+        E::ForeignVm { .. } | E::Legacy { what: Object::Vm, .. } => &DRV_VM_NOT_KUBELAB,
         E::UnknownDriver { .. } => &PROFILE_BAD_OPTION,
         E::NoSuchVm { .. } => &DRV_VM_MISSING,
         E::NoSuchSnapshot { .. } => &SNAP_INCOMPLETE,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use kubelab::driver::libvirt::{self, LibvirtDriver, POOL};
 use kubelab::driver::{
     Accel, AccelPolicy, Action, DhcpHost, DiskSpec, Driver, DriverError, NetworkKind, NetworkSpec,
-    Nic, Owner, StopMode, VmSpec, VmState, bridge_name, network_names,
+    Nic, Object, Owner, StopMode, VmSpec, VmState, bridge_name, network_names,
 };
 use kubelab::net::{Ipv4Cidr, MacAddr};
 use virt::connect::Connect;
@@ -458,8 +458,13 @@ fn up_in_a_second_home_is_refused_before_anything_is_created() {
     d.ensure_network(&net_spec("t-up", NetworkKind::Nat, "192.168.211.0/24", &[])).unwrap();
     define(&mine);
     d.start("t-up", &mine.owner).unwrap();
-    let networks_before = raw().list_all_networks(0).unwrap().len();
-    let domains_before = raw().list_all_domains(0).unwrap().len();
+    // Counted by name: the other tests define and remove their own objects meanwhile.
+    let ours = |names: Vec<String>| names.into_iter().filter(|n| n.contains("t-up")).count();
+    let networks =
+        || ours(raw().list_networks().unwrap()) + ours(raw().list_defined_networks().unwrap());
+    let domains =
+        || ours(raw().list_all_domains(0).unwrap().iter().map(|d| d.name().unwrap()).collect());
+    let (networks_before, domains_before) = (networks(), domains());
 
     let files = tempfile::tempdir().unwrap();
     let image = files.path().join("base.qcow2");
@@ -482,8 +487,7 @@ fn up_in_a_second_home_is_refused_before_anything_is_created() {
     assert_eq!(kubelab::reason::reason(&err).id, "DRV_NET_NOT_KUBELAB");
     assert_ne!(home.id().unwrap().to_string(), HOME, "a home of its own");
     assert!(!profile.dir().exists(), "nothing of the refused profile is left");
-    assert_eq!(raw().list_all_networks(0).unwrap().len(), networks_before);
-    assert_eq!(raw().list_all_domains(0).unwrap().len(), domains_before);
+    assert_eq!((networks(), domains()), (networks_before, domains_before));
     if let Ok(pool) = raw().lookup_storage_pool_by_name(POOL) {
         let b = home.id().unwrap().to_string();
         assert!(
@@ -592,9 +596,9 @@ fn owned_lists_exactly_what_carries_the_profiles_marker() {
 fn snapshots_pause_save_restore_list_delete_and_only_on_owned_domains() {
     let d = driver();
     let vm = vm_spec("t-snap", "t-snap");
-    let host_only = net_spec("t-snap", NetworkKind::HostOnly, "192.168.214.0/24", &["t-snap"]);
+    let host_only = net_spec("t-snap", NetworkKind::HostOnly, "192.168.218.0/24", &["t-snap"]);
     d.ensure_network(&host_only).unwrap();
-    d.ensure_network(&net_spec("t-snap", NetworkKind::Nat, "192.168.215.0/24", &[])).unwrap();
+    d.ensure_network(&net_spec("t-snap", NetworkKind::Nat, "192.168.219.0/24", &[])).unwrap();
     define(&vm);
     let o = &vm.owner;
     d.start("t-snap", o).unwrap();
@@ -648,4 +652,54 @@ fn snapshots_pause_save_restore_list_delete_and_only_on_owned_domains() {
     for name in [host_only.name, network_names("t-snap").1] {
         d.delete_network(&name, o).unwrap();
     }
+}
+
+/// `xml` (a domain's or network's, from the backend) with the marker an older kubelab
+/// wrote instead: the profile alone, no home.
+fn with_legacy_marker(xml: &str, profile: &str) -> String {
+    let old = format!(
+        "<kubelab:profile xmlns:kubelab=\"https://kubelab.dev/xmlns/1\">{profile}</kubelab:profile>"
+    );
+    let lines = xml.lines().map(|l| if l.contains("<kubelab:owner") { old.as_str() } else { l });
+    lines.collect::<Vec<_>>().join("\n")
+}
+
+/// Issue "Never touch what is not yours", pre-marker profiles: a VM and a network an
+/// older kubelab made for the profile are refused as such (the hint says how to remove
+/// them) and left as they were; one made for another profile is
+/// just foreign.
+#[test]
+fn objects_of_a_kubelab_from_before_markers_are_refused_as_legacy() {
+    let d = driver();
+    let vm = vm_spec("t-legacy", "t-legacy");
+    raw()
+        .define_domain_xml(&with_legacy_marker(&libvirt::domain_xml(&vm, POOL), "t-legacy"))
+        .unwrap();
+    let net = net_spec("t-legacy", NetworkKind::HostOnly, "192.168.212.0/24", &["t-legacy"]);
+    let xml = with_legacy_marker(&libvirt::network_xml(&net), "t-legacy");
+    raw().define_network_xml(&xml).unwrap();
+    let o = &vm.owner;
+    for err in [
+        d.check_vm("t-legacy", o).unwrap_err(),
+        d.start("t-legacy", o).unwrap_err(),
+        d.delete("t-legacy", o).unwrap_err(),
+        d.check_network(&net).unwrap_err(),
+        d.ensure_network(&net).unwrap_err(),
+        d.delete_network(&net.name, o).unwrap_err(),
+    ] {
+        let DriverError::Legacy { what, ref profile, .. } = err else { panic!("{err:?}") };
+        assert_eq!(profile, "t-legacy");
+        assert!(err.to_string().contains("from before owner markers"), "{err}");
+        let expected = match what {
+            Object::Vm => "DRV_VM_NOT_KUBELAB",
+            Object::Network => "DRV_NET_NOT_KUBELAB",
+        };
+        assert_eq!(reason_id(err), expected);
+    }
+    let err = d.check_vm("t-legacy", &owner("t-legacy-x")).unwrap_err();
+    assert!(matches!(err, DriverError::ForeignVm { owner: None, .. }), "{err:?}");
+    let conn = raw();
+    assert_eq!(d.state("t-legacy").unwrap(), VmState::Stopped, "left alone");
+    conn.lookup_domain_by_name("t-legacy").unwrap().undefine().unwrap();
+    conn.lookup_network_by_name(&net.name).unwrap().undefine().unwrap();
 }

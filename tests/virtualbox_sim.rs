@@ -671,3 +671,39 @@ fn aborted_vm_is_crashed_and_its_log_tail_is_read() {
     std::os::unix::fs::symlink("/etc/passwd", &log).unwrap();
     assert_eq!(driver.log_tail("lab", 4096), None);
 }
+
+/// Issue "Never touch what is not yours", pre-marker profiles: VMs an older kubelab made
+/// (in the profile's group, without an owner marker) are shown as foreign and refused
+/// by `delete` as such; the commands its hint gives remove them, and
+/// `delete` then removes the rest.
+#[test]
+fn vms_of_a_kubelab_from_before_markers_are_left_to_the_users_hint() {
+    let lab = Lab::new();
+    lab.up(&["--no-snapshot"]).success();
+    let sim = |args: &[&str]| {
+        let status = Command::new(wrapper(&lab, "")).args(args).status().unwrap();
+        assert!(status.success(), "VBoxManage {args:?}");
+    };
+    for vm in ["lab", "lab-m02"] {
+        sim(&["setextradata", vm, "kubelab/owner"]); // as an older kubelab left it
+    }
+    let status = lab.run(&["-o", "json", "status"]).success().stdout;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["nodes"][1]["state"], "foreign", "{status}");
+    let before = lab.state();
+    let run = lab.run(&["delete"]).failure(kubelab::reason::DRV_VM_NOT_KUBELAB.exit_code);
+    assert!(run.stderr.contains("hint (DRV_VM_NOT_KUBELAB)"), "{run}");
+    assert!(run.stderr.contains("VBoxManage unregistervm NAME --delete"), "{run}");
+    assert!(run.stderr.contains("from before owner markers"), "{run}");
+    assert_eq!(lab.state()["vms"], before["vms"], "left alone");
+    for vm in ["lab", "lab-m02"] {
+        sim(&["controlvm", vm, "poweroff"]);
+        sim(&["unregistervm", vm, "--delete"]);
+    }
+    lab.run(&["delete"]).success();
+    let state = lab.state();
+    for key in ["vms", "hostonlyifs", "extradata"] {
+        assert_eq!(obj_len(&state, key), 0, "{key} left: {state}");
+    }
+    lab.assert_no_guest_running();
+}

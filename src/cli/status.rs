@@ -33,6 +33,9 @@ pub fn exec(ctx: &Ctx) -> Result<(), crate::Error> {
             if n.role == crate::cluster::Role::ControlPlane { "control-plane" } else { "worker" };
         line(format!("{:<24} {role:<14} {:<10} {:<16} {}", n.name, n.state, n.ip, n.ssh_port))?;
     }
+    for (name, why) in status.nodes.iter().filter_map(|n| Some((&n.name, n.foreign.as_ref()?))) {
+        line(format!("warning: node {name} is not this profile's VM: {why}"))?;
+    }
     Ok(())
 }
 

@@ -138,6 +138,18 @@ pub enum DriverError {
         /// Its marker's owner, when another kubelab home, profile or node created it.
         owner: Option<Owner>,
     },
+    /// The object was made for this profile by a kubelab from before owner markers had
+    /// a home id (see `driver` on ownership): kubelab cannot tell it from another home's
+    /// profile of the same name, so it leaves it to the user.
+    #[error("{what} {name} was made for profile {profile} by a kubelab from before owner markers")]
+    Legacy {
+        /// VM or network.
+        what: Object,
+        /// Its name.
+        name: String,
+        /// The profile its old marker names.
+        profile: String,
+    },
     /// Another VM already uses the MAC address kubelab derived.
     #[error("MAC address {mac} of VM {name} is already used by VM {other}")]
     MacConflict {
@@ -202,6 +214,48 @@ pub enum DriverError {
         #[source]
         source: Cause,
     },
+}
+
+impl DriverError {
+    /// The refusal of `what` `name`, which is not `owner`'s: [`DriverError::Legacy`] if it
+    /// has no marker but `legacy` names `owner`'s profile (an older kubelab's marker,
+    /// read by the backend), else foreign, naming the marker's owner `found`.
+    pub fn not_ours(
+        what: Object,
+        name: &str,
+        found: Option<Owner>,
+        legacy: Option<&str>,
+        owner: &Owner,
+    ) -> Self {
+        let name = name.to_owned();
+        match (found, legacy) {
+            (None, Some(profile)) if profile == owner.profile => {
+                Self::Legacy { what, name, profile: profile.to_owned() }
+            }
+            (owner, _) => match what {
+                Object::Vm => Self::ForeignVm { name, owner },
+                Object::Network => Self::ForeignNetwork { name, owner },
+            },
+        }
+    }
+}
+
+/// The kinds of object an owner marker is checked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object {
+    /// A VM.
+    Vm,
+    /// A network.
+    Network,
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Object::Vm => "VM",
+            Object::Network => "network",
+        })
+    }
 }
 
 /// How a foreign object's owner is told: by its marker, or as not kubelab's at all.

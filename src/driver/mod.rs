@@ -32,6 +32,19 @@
 //! kubelab from before markers had a home id) is foreign too. `up` and `node add` run
 //! [`Driver::check_vm`] and [`Driver::check_network`] over every object they will make
 //! before they make any, so a name taken by another home is refused up front.
+//!
+//! ## Profiles from before the markers
+//!
+//! A kubelab from before home ids marked libvirt domains and networks with
+//! `<kubelab:profile>NAME</kubelab:profile>` alone, VirtualBox VMs with their group
+//! `/kubelab-NAME` alone, and named node volumes `node-<node>.qcow2`. Such a marker
+//! cannot tell this home's old cluster from another home's profile of the same name, so
+//! kubelab neither touches nor adopts these objects: when one carries the profile's name
+//! it fails with [`DriverError::Legacy`] (reasons `DRV_VM_NOT_KUBELAB` and
+//! `DRV_NET_NOT_KUBELAB`), whose hints give the `virsh`/`VBoxManage` commands that
+//! remove them; the user, who knows whose they
+//! are, runs them, and `kubelab delete` then removes the rest. `status` shows such a VM
+//! as `foreign`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -48,13 +61,16 @@ mod owner;
 // libvirt (the `virt` crate) is a Linux-only dependency: other targets leave it out.
 #[cfg(all(feature = "libvirt", target_os = "linux"))]
 pub mod libvirt;
+/// An in-memory hypervisor that `open` returns in unit tests (see [`mem::installed`]).
+#[cfg(test)]
+pub mod mem;
 /// The VirtualBox backend (`VBoxManage`).
 #[cfg(feature = "virtualbox")]
 pub mod virtualbox;
 
 pub mod uri;
 
-pub use error::{Action, Cause, DriverError};
+pub use error::{Action, Cause, DriverError, Object};
 pub use owner::Owner;
 
 /// Prefix of every network (and the storage pool) kubelab creates, so it never touches
@@ -402,6 +418,12 @@ pub trait Driver: Send + Sync {
 /// `libvirt::resolve_uri` for the fallbacks).
 #[cfg_attr(not(all(feature = "libvirt", target_os = "linux")), allow(unused_variables))]
 pub fn open(kind: DriverKind, libvirt_uri: Option<&str>) -> Result<Box<dyn Driver>, DriverError> {
+    // The seam of `ops`' unit tests: their thread's in-memory hypervisor, whatever the
+    // profile's driver says.
+    #[cfg(test)]
+    if let Some(driver) = mem::installed() {
+        return Ok(Box::new(driver));
+    }
     match kind {
         #[cfg(all(feature = "libvirt", target_os = "linux"))]
         DriverKind::Kvm2 => {

@@ -205,13 +205,17 @@ pub struct NodeStatus {
     pub name: String,
     /// Control plane or worker.
     pub role: Role,
-    /// What the hypervisor reports.
+    /// What the hypervisor reports ([`state_name`]), or `foreign`.
     pub state: &'static str,
     /// Its host-only address.
     pub ip: std::net::Ipv4Addr,
     /// Its SSH port (on the host-only address for kvm2, on 127.0.0.1 for VirtualBox's
-    /// port forward; 0 when the VM does not exist).
+    /// port forward; 0 when the VM does not exist or is foreign).
     pub ssh_port: u16,
+    /// Why the VM of its name is not this node's (another's, or an older kubelab's),
+    /// when `state` is `foreign`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foreign: Option<String>,
 }
 
 /// The whole profile as `kubelab status` shows it.
@@ -231,24 +235,15 @@ pub struct Status {
     pub nodes: Vec<NodeStatus>,
 }
 
-/// `kubelab status`: the saved cluster with each node's live state.
+/// `kubelab status`: the saved cluster with each node's live state. A VM of a node's
+/// name that another owner's marker names (or none) is shown as `foreign`, never as
+/// this node.
 pub fn status(profile: &Profile) -> Result<Status, Error> {
     let state: ClusterState = profile.load_state()?;
     let driver = open_driver(&state)?;
-    let mut nodes = Vec::new();
-    for n in &state.nodes {
-        nodes.push(NodeStatus {
-            name: n.name.clone(),
-            role: n.role,
-            state: state_name(driver.state(&n.name)?),
-            ip: n.ip,
-            ssh_port: match driver.ssh_address(&n.name, n.ip) {
-                Ok(addr) => addr.port(),
-                Err(driver::DriverError::NoSuchVm { .. }) => 0,
-                Err(e) => return Err(e.into()),
-            },
-        });
-    }
+    let owner = super::provision::owner(profile)?;
+    let nodes: Result<Vec<_>, _> =
+        state.nodes.iter().map(|n| node_status(&*driver, &owner, n)).collect();
     // Profiles made before VirtualBox reported its own accel saved `kvm`.
     let accel = if state.driver == "virtualbox" { driver::Accel::VirtualBox } else { state.accel };
     Ok(Status {
@@ -257,8 +252,35 @@ pub fn status(profile: &Profile) -> Result<Status, Error> {
         accel,
         image: state.image.source.clone(),
         network: state.host_only_cidr.to_string(),
-        nodes,
+        nodes: nodes?,
     })
+}
+
+fn node_status(
+    driver: &dyn Driver,
+    owner: &Owner,
+    node: &crate::cluster::NodeState,
+) -> Result<NodeStatus, Error> {
+    let status = |state, ssh_port, foreign| NodeStatus {
+        name: node.name.clone(),
+        role: node.role,
+        state,
+        ip: node.ip,
+        ssh_port,
+        foreign,
+    };
+    match driver.check_vm(&node.name, owner) {
+        Err(e @ (driver::DriverError::ForeignVm { .. } | driver::DriverError::Legacy { .. })) => {
+            return Ok(status("foreign", 0, Some(e.to_string())));
+        }
+        checked => checked?,
+    }
+    let ssh_port = match driver.ssh_address(&node.name, node.ip) {
+        Ok(addr) => addr.port(),
+        Err(driver::DriverError::NoSuchVm { .. }) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(status(state_name(driver.state(&node.name)?), ssh_port, None))
 }
 
 /// How `status` and errors name a VM state.
@@ -275,9 +297,130 @@ pub fn state_name(state: VmState) -> &'static str {
 }
 
 /// `kubelab ip [NODE]`: a node's name and host-only address (the control plane's by
-/// default).
+/// default). Refused if a VM of that name exists that is not this node's: the address
+/// would lead the user to another's VM.
 pub fn ip(profile: &Profile, node: Option<&str>) -> Result<(String, std::net::Ipv4Addr), Error> {
     let state: ClusterState = profile.load_state()?;
     let node = state.node(node)?;
+    open_driver(&state)?.check_vm(&node.name, &super::provision::owner(profile)?)?;
     Ok((node.name.clone(), node.ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::mem::{Marker, MemDriver};
+    use crate::ops::fixture::Lab;
+    use crate::reason;
+
+    fn delete(lab: &Lab, hv: &MemDriver, name: &str) -> Result<bool, Error> {
+        let _installed = hv.install();
+        super::delete(&lab.home, &lab.profile(name), false, Corrupt::Refuse, &())
+    }
+
+    /// Two homes on one hypervisor: the second's profile of the same name is refused
+    /// and leaves the first's objects alone; deleting another of its profiles keeps the
+    /// base image the first still uses.
+    #[test]
+    fn two_homes_never_touch_each_others_objects() {
+        let (a, b, hv) = (Lab::new(), Lab::new(), MemDriver::new());
+        a.created(&hv, "lab", 2);
+        let (vms, networks) = (format!("{:?}", hv.vms()), format!("{:?}", hv.networks()));
+        let err = b.up(&hv, "lab", &b.options(1)).unwrap_err();
+        assert_eq!(reason::reason(&err).id, reason::DRV_NET_NOT_KUBELAB.id, "{err}");
+        assert!(!b.profile("lab").dir().exists());
+        b.created(&hv, "dev", 1);
+        assert!(delete(&b, &hv, "dev").unwrap());
+        assert_eq!((format!("{:?}", hv.vms()), format!("{:?}", hv.networks())), (vms, networks));
+        assert_eq!(hv.images().len(), 1, "home a's disks still use the base image");
+        assert!(delete(&a, &hv, "lab").unwrap());
+        assert!(hv.vms().is_empty() && hv.networks().is_empty() && hv.images().is_empty());
+    }
+
+    /// A profile copied from another home names that home's VMs in its journal: its
+    /// delete is refused by their markers.
+    #[test]
+    fn delete_of_a_profile_copied_from_another_home_is_refused() {
+        let (a, b, hv) = (Lab::new(), Lab::new(), MemDriver::new());
+        a.created(&hv, "lab", 1);
+        let (from, to) = (a.profile("lab"), b.profile("lab"));
+        std::fs::create_dir_all(to.dir()).unwrap();
+        for file in ["profile.json", "journal.jsonl"] {
+            std::fs::copy(from.dir().join(file), to.dir().join(file)).unwrap();
+        }
+        let err = delete(&b, &hv, "lab").unwrap_err();
+        assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
+        assert_eq!(hv.vms().len(), 1);
+        assert_eq!(hv.networks().len(), 2);
+    }
+
+    /// `delete --force`'s sweep removes what carries the profile's marker, found without
+    /// its (corrupt) files, and nothing of another home or profile.
+    #[test]
+    fn forced_delete_sweeps_by_markers() {
+        let (a, b, hv) = (Lab::new(), Lab::new(), MemDriver::new());
+        a.created(&hv, "lab", 2);
+        a.created(&hv, "dev", 1);
+        b.created(&hv, "other", 1);
+        std::fs::write(a.profile("lab").dir().join("profile.json"), "{").unwrap();
+        let _installed = hv.install();
+        sweep(&a.profile("lab"), None, &()).unwrap();
+        assert_eq!(hv.vms().keys().collect::<Vec<_>>(), ["dev", "other"]);
+        let networks = hv.networks().into_keys().collect::<Vec<_>>();
+        assert_eq!(
+            networks,
+            ["kubelab-dev", "kubelab-dev.nat", "kubelab-other", "kubelab-other.nat"]
+        );
+    }
+
+    /// A VM of the node's name that another home made (here: after this profile's own
+    /// VM went) is shown as foreign, naming its owner; `ip` refuses it.
+    #[test]
+    fn status_and_ip_do_not_take_another_owners_vm_for_the_node() {
+        let (a, b, hv) = (Lab::new(), Lab::new(), MemDriver::new());
+        a.created(&hv, "lab", 2);
+        let other = crate::ops::provision::owner(&b.profile("lab")).unwrap();
+        hv.add_vm("lab-m02", Marker::Owner(other.node("lab-m02")));
+        let _installed = hv.install();
+        let profile = a.profile("lab");
+        let status = status(&profile).unwrap();
+        let [cp, worker] = &status.nodes[..] else { panic!("{:?}", status.nodes) };
+        assert_eq!((cp.state, cp.foreign.as_deref()), ("stopped", None));
+        assert_eq!((worker.state, worker.ssh_port), ("foreign", 0));
+        let why = worker.foreign.as_deref().unwrap();
+        assert!(why.contains(&format!("home {} profile lab", other.home)), "{why}");
+        assert_eq!(ip(&profile, None).unwrap().0, "lab");
+        let err = ip(&profile, Some("lab-m02")).unwrap_err();
+        assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
+    }
+
+    /// A profile whose VM and networks an older kubelab made (marked with the profile
+    /// only): `status` shows the VM as foreign, `delete` refuses it (the hint says how to
+    /// remove it) and keeps the profile; once the user removed
+    /// them, `delete` finishes.
+    #[test]
+    fn pre_marker_profile_is_left_to_the_user_then_deleted() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        let state = lab.created(&hv, "lab", 1);
+        let legacy = || Marker::Legacy("lab".into());
+        hv.add_vm("lab", legacy());
+        hv.add_network("kubelab-lab", state.host_only_cidr, legacy());
+        hv.add_network("kubelab-lab.nat", state.nat_cidr, legacy());
+        let profile = lab.profile("lab");
+        let node = {
+            let _installed = hv.install();
+            status(&profile).unwrap().nodes.remove(0)
+        };
+        assert_eq!(node.state, "foreign");
+        assert!(node.foreign.as_deref().unwrap().contains("before owner markers"), "{node:?}");
+        let err = delete(&lab, &hv, "lab").unwrap_err();
+        assert!(matches!(err, Error::Driver(driver::DriverError::Legacy { .. })), "{err:?}");
+        assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
+        assert!(reason::DRV_VM_NOT_KUBELAB.advice.contains("virsh undefine NAME"));
+        assert_eq!((hv.vms().len(), hv.networks().len()), (1, 2), "left as they were");
+        assert!(profile.dir().exists());
+        let removed_by_the_user = MemDriver::new();
+        assert!(delete(&lab, &removed_by_the_user, "lab").unwrap());
+        assert!(!profile.dir().exists());
+    }
 }

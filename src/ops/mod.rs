@@ -2,6 +2,8 @@
 //! these and prints what it returns. No argument parsing and no printing here.
 
 pub mod doctor;
+#[cfg(test)]
+mod fixture;
 pub mod image;
 pub mod kubeconfig;
 pub mod lifecycle;

@@ -160,3 +160,46 @@ fn warn_stale(profile: &Profile, progress: &dyn Progress) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::mem::{Marker, MemDriver, When};
+    use crate::journal::Resource;
+    use crate::ops::fixture::Lab;
+    use crate::reason;
+
+    fn add(lab: &Lab, hv: &MemDriver) -> Result<(NodeState, Vec<Timing>), Error> {
+        let _installed = hv.install();
+        super::add(&lab.home, &lab.profile("lab"), Duration::ZERO, false, &())
+    }
+
+    #[test]
+    fn failed_node_add_removes_what_it_created() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        let before = lab.created(&hv, "lab", 1);
+        hv.fail("start", When::Object("lab-m02".into()));
+        add(&lab, &hv).unwrap_err();
+        assert!(hv.calls().contains(&("create", "lab-m02".into())));
+        assert_eq!(hv.vms().keys().collect::<Vec<_>>(), ["lab"]);
+        assert_eq!(hv.volumes().len(), 1);
+        assert_eq!(hv.networks()["kubelab-lab"].hosts.len(), 1, "its reservation is gone");
+        let profile = lab.profile("lab");
+        assert_eq!(profile.load_state::<ClusterState>().unwrap(), before);
+        let journal = Journal::new(&profile).entries().unwrap();
+        assert!(!journal.contains(&Resource::Vm("lab-m02".into())), "{journal:?}");
+        assert!(!provision::node_dir(&profile, "lab-m02").exists());
+    }
+
+    #[test]
+    fn node_add_refuses_a_name_taken_by_another_vm() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        let before = lab.created(&hv, "lab", 1);
+        hv.add_vm("lab-m02", Marker::None);
+        let err = add(&lab, &hv).unwrap_err();
+        assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
+        assert!(!hv.calls().contains(&("create", "lab-m02".into())));
+        assert_eq!(hv.vms()["lab-m02"].marker, Marker::None, "the user's VM is left as it was");
+        assert_eq!(lab.profile("lab").load_state::<ClusterState>().unwrap(), before);
+    }
+}

@@ -442,3 +442,30 @@ pub fn stale(profile: &Profile) -> Vec<String> {
         .map(|r| r.name)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::mem::{MemDriver, When};
+    use crate::ops::fixture;
+
+    /// A save that fails on one node leaves no part of the snapshot on the other; the
+    /// next save takes every node's.
+    #[test]
+    fn failed_save_leaves_no_part_behind() {
+        let (lab, hv) = (fixture::Lab::new(), MemDriver::new());
+        lab.created(&hv, "lab", 2);
+        let profile = lab.profile("lab");
+        let _installed = hv.install();
+        hv.fail("snapshot_save", When::Nth(2)); // the second node's, whichever it is
+        let err = save(&profile, "half", false, &()).unwrap_err();
+        assert!(crate::error::chain(&err).contains("injected failure"), "{err}");
+        assert!(hv.vms().values().all(|vm| vm.snapshots.is_empty()), "{:?}", hv.vms());
+        assert!(list(&profile, false, &()).unwrap().is_empty());
+
+        let record = save(&profile, "whole", false, &()).unwrap();
+        assert_eq!((record.nodes.len(), record.memory), (2, false), "{record:?}");
+        assert!(hv.vms().values().all(|vm| vm.snapshots.contains_key("whole")));
+        assert!(list(&profile, false, &()).unwrap()[0].complete);
+    }
+}

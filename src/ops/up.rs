@@ -545,6 +545,10 @@ fn warn(progress: &dyn Progress, warnings: &[HostWarning]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::mem::{Marker, MemDriver, When};
+    use crate::ops::fixture::Lab;
+    use crate::ops::lifecycle::{self, Corrupt};
+    use crate::reason;
 
     fn cidr(text: &str) -> Ipv4Cidr {
         text.parse().unwrap()
@@ -587,5 +591,75 @@ mod tests {
         assert!(matches!(err, Error::Driver(driver::DriverError::NoFreeSubnet { count: 2 })));
         let err = choose_networks(kind, Some(cidr("192.168.39.0/24")), &all_but_one).unwrap_err();
         assert!(matches!(err, Error::Cluster(ClusterError::CidrInUse { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn fresh_up_refused_before_creating_anything_leaves_only_the_lock() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        hv.add_vm("lab", Marker::None); // the user's own VM
+        let err = lab.up(&hv, "lab", &lab.options(1)).unwrap_err();
+        assert_eq!(reason::reason(&err).id, reason::DRV_VM_NOT_KUBELAB.id, "{err}");
+        assert!(!lab.profile("lab").dir().exists());
+        assert!(lab.home.locks_dir().join("lab.lock").exists(), "a waiter may hold it");
+        assert_eq!(hv.vms().keys().collect::<Vec<_>>(), ["lab"]);
+        assert!(hv.networks().is_empty() && hv.images().is_empty());
+        assert!(hv.calls().iter().all(|(method, _)| !method.starts_with("ensure")));
+    }
+
+    #[test]
+    fn failed_fresh_up_leaves_nothing_its_delete_cannot_find() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        hv.fail("create", When::Object("lab-m02".into()));
+        hv.fail("start", When::Object("lab".into()));
+        lab.up(&hv, "lab", &lab.options(2)).unwrap_err();
+        assert_eq!(hv.networks().len(), 2);
+        let _installed = hv.install();
+        assert!(
+            lifecycle::delete(&lab.home, &lab.profile("lab"), false, Corrupt::Refuse, &()).unwrap()
+        );
+        assert!(hv.vms().is_empty() && hv.networks().is_empty(), "{:?}", hv.vms());
+        assert!(hv.volumes().is_empty() && hv.images().is_empty());
+        assert!(lab.home.locks_dir().join("lab.lock").exists());
+    }
+
+    /// A second `up` of a profile being created fails at once without `--wait`; with it,
+    /// it runs after the first and resumes its cluster instead of making another.
+    #[test]
+    fn second_up_of_one_profile_fails_or_waits() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        hv.fail("start", When::Object("lab".into()));
+        let creating = hv.pause("create");
+        std::thread::scope(|s| {
+            let first = s.spawn(|| lab.up(&hv, "lab", &lab.options(1)));
+            creating.wait_entered();
+            let busy = lab.up(&hv, "lab", &lab.options(1)).unwrap_err();
+            assert_eq!(reason::reason(&busy).id, reason::PROFILE_BUSY.id, "{busy}");
+            let queued =
+                s.spawn(|| lab.up(&hv, "lab", &UpOptions { wait_lock: true, ..lab.options(1) }));
+            creating.resume();
+            first.join().unwrap().unwrap_err();
+            let err = queued.join().unwrap().unwrap_err();
+            assert!(crate::error::chain(&err).contains("injected failure of start"), "{err}");
+        });
+        let creates = hv.calls().into_iter().filter(|(method, _)| *method == "create").count();
+        assert_eq!(creates, 1, "the queued up found the VM made by the first");
+    }
+
+    /// Two profiles created at once, one of them choosing its subnets while the other
+    /// is on its way: the home's networks lock makes them choose one after the other.
+    #[test]
+    fn profiles_created_at_once_get_distinct_subnets() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        let choosing = hv.pause("used_subnets");
+        let states = std::thread::scope(|s| {
+            let a = s.spawn(|| lab.created(&hv, "a", 1));
+            choosing.wait_entered();
+            let b = s.spawn(|| lab.created(&hv, "b", 1));
+            choosing.resume();
+            [a.join().unwrap(), b.join().unwrap()]
+        });
+        let [a, b] = &states;
+        // (VirtualBox's NAT subnet is the same in every VM, so only host-only ones count.)
+        assert!(!a.host_only_cidr.overlaps(&b.host_only_cidr), "{a:?}\n{b:?}");
     }
 }

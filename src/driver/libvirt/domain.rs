@@ -16,9 +16,9 @@ use virt::sys;
 
 use super::domain_xml::domain_xml;
 use super::storage::{self, POOL};
-use super::xml::{domain_macs, marker_owner};
+use super::xml::{domain_macs, legacy_marker_profile, marker_owner};
 use super::{is_missing, lv};
-use crate::driver::{Action, DiskSpec, DriverError, Owner, StopMode, VmSpec, VmState};
+use crate::driver::{Action, DiskSpec, DriverError, Object, Owner, StopMode, VmSpec, VmState};
 
 /// How often `stop` polls the state while waiting for an ACPI shutdown.
 const STOP_POLL: Duration = Duration::from_millis(250);
@@ -53,11 +53,13 @@ pub(super) fn lookup_ours(
     owner: &Owner,
 ) -> Result<Option<Domain>, DriverError> {
     let Some(dom) = lookup(conn, name)? else { return Ok(None) };
-    let found = marker_owner(&dom.xml_desc(0).map_err(lv(Action::InspectVm, name))?);
-    if found.as_ref() == Some(&owner.node(name)) {
-        Ok(Some(dom))
-    } else {
-        Err(DriverError::ForeignVm { name: name.to_owned(), owner: found })
+    let xml = dom.xml_desc(0).map_err(lv(Action::InspectVm, name))?;
+    match marker_owner(&xml) {
+        Some(found) if found == owner.node(name) => Ok(Some(dom)),
+        found => {
+            let legacy = legacy_marker_profile(&xml);
+            Err(DriverError::not_ours(Object::Vm, name, found, legacy.as_deref(), owner))
+        }
     }
 }
 
@@ -103,14 +105,26 @@ pub fn create(
     conn.define_domain_xml(&domain_xml(vm, POOL)).map(drop).map_err(lv(Action::DefineVm, &vm.name))
 }
 
+/// Every domain's name and definition; one removed since it was listed (by another
+/// kubelab, or the user) is left out: listing must not fail on that.
+pub fn all_domains(conn: &Connect) -> Result<Vec<(String, String)>, DriverError> {
+    let uri = conn.uri().unwrap_or_default();
+    let mut all = Vec::new();
+    for dom in conn.list_all_domains(0).map_err(lv(Action::ListVms, &uri))? {
+        let name = dom.name().map_err(lv(Action::ListVms, &uri))?;
+        match dom.xml_desc(0) {
+            Ok(xml) => all.push((name, xml)),
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(lv(Action::InspectVm, &name)(e)),
+        }
+    }
+    Ok(all)
+}
+
 /// Refuses MACs another domain already uses (a 24-bit hash can collide).
 fn check_macs(conn: &Connect, vm: &VmSpec) -> Result<(), DriverError> {
-    let uri = conn.uri().unwrap_or_default();
-    let domains = conn.list_all_domains(0).map_err(lv(Action::ListVms, &uri))?;
     let ours = [vm.nat.mac.to_string(), vm.host_only.mac.to_string()];
-    for dom in domains {
-        let other = dom.name().map_err(lv(Action::ListVms, &uri))?;
-        let xml = dom.xml_desc(0).map_err(lv(Action::InspectVm, &other))?;
+    for (other, xml) in all_domains(conn)? {
         if let Some(mac) = domain_macs(&xml).into_iter().find(|m| ours.contains(m)) {
             return Err(DriverError::MacConflict { mac, name: vm.name.clone(), other });
         }
@@ -193,11 +207,8 @@ pub fn delete(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverErr
 /// volume (its name carries the home id and a node name of the profile: see
 /// [`storage::node_of_volume`]), which [`delete`] removes as well.
 pub fn owned(conn: &Connect, owner: &Owner) -> Result<Vec<String>, DriverError> {
-    let uri = conn.uri().unwrap_or_default();
     let mut nodes = Vec::new();
-    for dom in conn.list_all_domains(0).map_err(lv(Action::ListVms, &uri))? {
-        let name = dom.name().map_err(lv(Action::ListVms, &uri))?;
-        let xml = dom.xml_desc(0).map_err(lv(Action::InspectVm, &name))?;
+    for (name, xml) in all_domains(conn)? {
         if marker_owner(&xml) == Some(owner.node(&name)) {
             nodes.push(name);
         }

@@ -12,7 +12,9 @@ use virt::sys;
 
 use super::xml::{NetworkInfo, escape, marker, network_info};
 use super::{is_missing, lv};
-use crate::driver::{Action, DhcpHost, DriverError, NAME_PREFIX, NetworkKind, NetworkSpec, Owner};
+use crate::driver::{
+    Action, DhcpHost, DriverError, NAME_PREFIX, NetworkKind, NetworkSpec, Object, Owner,
+};
 use crate::net::Ipv4Cidr;
 
 /// The network definition: a bridge with the host at `.1`; NAT networks forward and
@@ -137,7 +139,9 @@ pub fn all_subnets(conn: &Connect) -> Result<Vec<(String, Vec<Ipv4Cidr>)>, Drive
     let mut all = Vec::new();
     for network in networks {
         let name = network.name().map_err(lv(Action::ListNetworks, &uri))?;
-        all.push((name.clone(), inspect(&network, &name)?.subnets));
+        if let Some(info) = inspect_listed(&network, &name)? {
+            all.push((name, info.subnets));
+        }
     }
     Ok(all)
 }
@@ -148,7 +152,7 @@ pub fn owned(conn: &Connect, owner: &Owner) -> Result<Vec<String>, DriverError> 
     let mut ours = Vec::new();
     for network in conn.list_all_networks(0).map_err(lv(Action::ListNetworks, &uri))? {
         let name = network.name().map_err(lv(Action::ListNetworks, &uri))?;
-        if inspect(&network, &name)?.owner.as_ref() == Some(owner) {
+        if inspect_listed(&network, &name)?.is_some_and(|info| info.owner.as_ref() == Some(owner)) {
             ours.push(name);
         }
     }
@@ -160,7 +164,8 @@ fn check_owner(name: &str, info: &NetworkInfo, owner: &Owner) -> Result<(), Driv
     if info.owner.as_ref() == Some(owner) {
         return Ok(());
     }
-    Err(DriverError::ForeignNetwork { name: name.to_owned(), owner: info.owner.clone() })
+    let legacy = info.legacy_profile.as_deref();
+    Err(DriverError::not_ours(Object::Network, name, info.owner.clone(), legacy, owner))
 }
 
 /// Ok if no network `name` exists or it is `owner`'s.
@@ -197,6 +202,16 @@ fn lookup(conn: &Connect, name: &str) -> Result<Option<Network>, DriverError> {
 }
 
 /// The current definition, read back (live and persistent agree: kubelab updates both).
+/// A listed network's definition; `None` if it was removed since it was listed (by
+/// another kubelab, or the user): listing must not fail on that.
+fn inspect_listed(network: &Network, name: &str) -> Result<Option<NetworkInfo>, DriverError> {
+    match network.xml_desc(0) {
+        Ok(xml) => Ok(Some(network_info(&xml))),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(lv(Action::InspectNetwork, name)(e)),
+    }
+}
+
 fn inspect(network: &Network, name: &str) -> Result<NetworkInfo, DriverError> {
     let xml = network.xml_desc(0).map_err(lv(Action::InspectNetwork, name))?;
     Ok(network_info(&xml))

@@ -308,10 +308,9 @@ pub fn user_of(
             }
         }
     }
-    for dom in conn.list_all_domains(0).map_err(&fail)? {
-        let xml = dom.xml_desc(0).map_err(&fail)?;
+    for (dom, xml) in super::domain::all_domains(conn)? {
         if uses_volume(&xml, &pool_name, name, &path) {
-            return Ok(Some(format!("VM {}", dom.name().map_err(&fail)?)));
+            return Ok(Some(format!("VM {dom}")));
         }
     }
     Ok(None)

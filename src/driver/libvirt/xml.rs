@@ -46,6 +46,14 @@ pub fn marker_owner(xml: &str) -> Option<Owner> {
         .ok()
 }
 
+/// The profile in an older kubelab's marker (`<kubelab:profile>`, without a home), which
+/// only [`crate::driver::DriverError::Legacy`] uses: it proves nothing about the owner.
+pub fn legacy_marker_profile(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let node = doc.descendants().find(|n| n.has_tag_name((MARKER_NS, "profile")))?;
+    node.text().map(str::to_owned)
+}
+
 /// What kubelab reads back from a network definition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkInfo {
@@ -57,12 +65,18 @@ pub struct NetworkInfo {
     pub forwards: bool,
     /// The owner in its kubelab marker.
     pub owner: Option<Owner>,
+    /// The profile in an older kubelab's marker ([`legacy_marker_profile`]).
+    pub legacy_profile: Option<String>,
 }
 
 /// Reads a network definition; unparseable XML or addresses yield what could be read.
 pub fn network_info(xml: &str) -> NetworkInfo {
     let Ok(doc) = roxmltree::Document::parse(xml) else { return NetworkInfo::default() };
-    let mut info = NetworkInfo { owner: marker_owner(xml), ..NetworkInfo::default() };
+    let mut info = NetworkInfo {
+        owner: marker_owner(xml),
+        legacy_profile: legacy_marker_profile(xml),
+        ..NetworkInfo::default()
+    };
     info.forwards = doc.descendants().any(|n| n.has_tag_name("forward"));
     for ip in doc.descendants().filter(|n| n.has_tag_name("ip")) {
         if ip.attribute("family").is_some_and(|f| f != "ipv4") {
@@ -169,6 +183,9 @@ mod tests {
         ] {
             assert_eq!(marker_owner(&bad), None, "{bad}");
         }
+        let old = format!("<domain><metadata><k:profile {ns}>lab</k:profile></metadata></domain>");
+        assert_eq!(legacy_marker_profile(&old).as_deref(), Some("lab"));
+        assert_eq!(legacy_marker_profile(&format!("<domain>\n{}</domain>", marker(&owner))), None);
     }
 
     #[test]

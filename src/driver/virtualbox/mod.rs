@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::{AccelPolicy, Action, DiskFormat, DiskSpec, Driver, DriverError, DriverKind};
 use super::{
-    HostReport, HostWarning, NetworkKind, NetworkSpec, Owned, Owner, StopMode, VmSpec, VmState,
+    HostReport, HostWarning, NetworkKind, NetworkSpec, Object, Owned, Owner, StopMode, VmSpec,
+    VmState,
 };
 use crate::net::Ipv4Cidr;
 use crate::reason;
@@ -91,10 +92,11 @@ impl VirtualBoxDriver {
         let Some(info) = self.info(name)? else { return Ok(None) };
         let found = self.marker(name)?;
         if found.as_ref() == Some(&owner.node(name)) {
-            Ok(Some(info))
-        } else {
-            Err(DriverError::ForeignVm { name: name.to_owned(), owner: found })
+            return Ok(Some(info));
         }
+        // An older kubelab marked its VMs only by their group.
+        let legacy = info.groups.contains(&vm::group(&owner.profile)).then_some(&owner.profile);
+        Err(DriverError::not_ours(Object::Vm, name, found, legacy.map(String::as_str), owner))
     }
 
     /// The owner the VM `name`'s marker names; `None` without a valid one.
