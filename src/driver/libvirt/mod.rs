@@ -365,6 +365,21 @@ mod tests {
     }
 
     #[test]
+    fn a_daemon_that_never_answers_fails_the_open_at_its_deadline() {
+        // A socket that accepts and then says nothing, like a stopped libvirtd.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("libvirt-sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let uri = format!("qemu+unix:///system?socket={}", socket.display());
+        let start = std::time::Instant::now();
+        let err = open_within(&uri, Duration::from_millis(500)).unwrap_err();
+        assert!(matches!(err, DriverError::NoAnswer { waited_secs: 0, .. }), "{err:?}");
+        assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+        assert!(err.to_string().contains(&format!("connect to {uri}")), "{err}");
+        drop(listener);
+    }
+
+    #[test]
     fn kvm_offer_is_read_from_capabilities() {
         let caps =
             "<guest><arch name='x86_64'><domain type='qemu'/>\n<domain type='kvm'/></arch></guest>";
