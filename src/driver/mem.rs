@@ -183,6 +183,13 @@ impl MemDriver {
         self.lock().networks.insert(name.to_owned(), net);
     }
 
+    /// Sets VM `name`'s state, as a boot or a crash would (it must exist).
+    pub fn set_state(&self, name: &str, state: VmState) {
+        if let Some(vm) = self.lock().vms.get_mut(name) {
+            vm.state = state;
+        }
+    }
+
     /// The VMs, by name.
     pub fn vms(&self) -> BTreeMap<String, MemVm> {
         self.lock().vms.clone()

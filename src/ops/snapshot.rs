@@ -468,4 +468,113 @@ mod tests {
         assert!(hv.vms().values().all(|vm| vm.snapshots.contains_key("whole")));
         assert!(list(&profile, false, &()).unwrap()[0].complete);
     }
+
+    fn running(lab: &fixture::Lab, hv: &MemDriver, nodes: u32) -> Profile {
+        lab.created(hv, "lab", nodes);
+        for index in 0..nodes {
+            hv.set_state(&crate::cluster::node_name("lab", index), VmState::Running);
+        }
+        lab.profile("lab")
+    }
+
+    /// Every node is paused before any node's state is captured, and all run again after.
+    #[test]
+    fn save_pauses_every_node_before_capturing_any() {
+        let (lab, hv) = (fixture::Lab::new(), MemDriver::new());
+        let profile = running(&lab, &hv, 3);
+        let _installed = hv.install();
+        let record = save(&profile, "s1", false, &()).unwrap();
+        assert!(record.memory && record.disk_bytes > 0, "{record:?}");
+        let calls: Vec<_> = hv.calls().into_iter().map(|(m, _)| m).collect();
+        let last_pause = calls.iter().rposition(|m| *m == "pause").unwrap();
+        let first_save = calls.iter().position(|m| *m == "snapshot_save").unwrap();
+        let last_save = calls.iter().rposition(|m| *m == "snapshot_save").unwrap();
+        let first_resume = calls.iter().position(|m| *m == "resume").unwrap();
+        assert!(last_pause < first_save && last_save < first_resume, "{calls:?}");
+        assert_eq!(calls.iter().filter(|m| **m == "pause").count(), 3);
+        assert!(hv.vms().values().all(|vm| vm.state == VmState::Running));
+        let err = save(&profile, "s1", false, &()).unwrap_err();
+        assert_eq!(crate::reason::reason(&err).id, "SNAP_EXISTS");
+    }
+
+    /// A save cut short (kill -9 while the nodes were paused, one part taken) is
+    /// discarded by the next command, which resumes the nodes.
+    #[test]
+    fn an_interrupted_save_is_repaired_by_the_next_command() {
+        let (lab, hv) = (fixture::Lab::new(), MemDriver::new());
+        let profile = running(&lab, &hv, 2);
+        let owner = provision::owner(&profile).unwrap();
+        let _installed = hv.install();
+        let driver =
+            crate::driver::open(crate::driver::DriverKind::default_kind().unwrap(), None).unwrap();
+        let mut book = Book::default();
+        book.pending = Some(Pending::Save("cut".into()));
+        book.save(&profile).unwrap();
+        for node in ["lab", "lab-m02"] {
+            driver.pause(node, &owner).unwrap();
+        }
+        driver.snapshot_save("lab", &owner, "cut").unwrap();
+
+        assert!(list(&profile, false, &()).unwrap().is_empty());
+        assert!(
+            hv.vms().values().all(|vm| vm.snapshots.is_empty() && vm.state == VmState::Running)
+        );
+        assert_eq!(Book::load(&profile).unwrap().pending, None);
+    }
+
+    /// A restore checks the whole cluster before it touches any node: a snapshot of
+    /// another node set, or one a node lost, is refused and nothing is reverted.
+    #[test]
+    fn restore_refuses_before_touching_any_node() {
+        let (lab, hv) = (fixture::Lab::new(), MemDriver::new());
+        lab.created(&hv, "lab", 2);
+        let profile = lab.profile("lab");
+        let owner = provision::owner(&profile).unwrap();
+        let _installed = hv.install();
+        assert!(
+            !save(&profile, "cold", false, &()).unwrap().memory,
+            "a stopped cluster: disks only"
+        );
+
+        let driver =
+            crate::driver::open(crate::driver::DriverKind::default_kind().unwrap(), None).unwrap();
+        driver.snapshot_delete("lab-m02", &owner, "cold").unwrap();
+        let err = restore(&profile, "cold", false, &()).unwrap_err();
+        assert_eq!(crate::reason::reason(&err).id, "SNAP_INCOMPLETE");
+        assert!(!list(&profile, false, &()).unwrap()[0].complete);
+
+        let mut book = Book::load(&profile).unwrap();
+        book.snapshots[0].nodes = vec!["lab".into()];
+        book.save(&profile).unwrap();
+        let err = restore(&profile, "cold", false, &()).unwrap_err();
+        assert_eq!(crate::reason::reason(&err).id, "SNAP_NODES_CHANGED");
+        let err = restore(&profile, "nope", false, &()).unwrap_err();
+        assert_eq!(crate::reason::reason(&err).id, "SNAP_NOT_FOUND");
+        assert!(!hv.calls().iter().any(|(m, _)| *m == "snapshot_restore"), "{:?}", hv.calls());
+
+        hv.set_state("lab", VmState::Running);
+        let err = save(&profile, "mixed", false, &()).unwrap_err();
+        assert_eq!(crate::reason::reason(&err).id, "SNAP_MIXED_STATES");
+        assert!(!hv.calls().iter().any(|(m, _)| *m == "pause"), "nothing paused");
+    }
+
+    /// A disk-only snapshot brings a stopped cluster back stopped; delete removes every
+    /// node's part and the record.
+    #[test]
+    fn disk_only_restore_and_delete() {
+        let (lab, hv) = (fixture::Lab::new(), MemDriver::new());
+        lab.created(&hv, "lab", 2);
+        let profile = lab.profile("lab");
+        let _installed = hv.install();
+        save(&profile, "cold", false, &()).unwrap();
+        let restored = restore(&profile, "cold", false, &()).unwrap();
+        assert!(!restored.running);
+        assert_eq!(hv.calls().iter().filter(|(m, _)| *m == "snapshot_restore").count(), 2);
+        assert!(hv.vms().values().all(|vm| vm.state == VmState::Stopped));
+        delete(&profile, "cold", false, &()).unwrap();
+        assert!(hv.vms().values().all(|vm| vm.snapshots.is_empty()));
+        assert!(list(&profile, false, &()).unwrap().is_empty());
+        let err = delete(&profile, "cold", false, &()).unwrap_err();
+        assert_eq!(crate::reason::reason(&err).id, "SNAP_NOT_FOUND");
+    }
 }
