@@ -2,7 +2,8 @@
 # kubelab's main job, end to end, on a fresh Debian/Ubuntu machine (run as root):
 # installs the host packages, builds kubelab, then
 #   kubelab up --nodes 2 (kubeadm)  ->  kubectl get nodes -o wide through the context kubelab
-#   merged into a private KUBECONFIG  ->  kubelab ssh into the worker  ->  kubelab delete
+#   merged into a private KUBECONFIG  ->  kubelab ssh into the worker  ->  kubelab reset (back
+#   to the clean snapshot up took)  ->  kubelab delete
 #   (the context is gone, the previous one is current again).
 # Every step is checked; the script exits non-zero when one fails.
 #
@@ -117,6 +118,12 @@ kl -p "$P" status
 kl -p "$P" ssh "$P-m02" -- hostname
 [ "$(run "$kubelab" -p "$P" ssh "$P-m02" -- hostname)" = "$P-m02" ] || fail "ssh into the worker"
 kl -p "$P" ssh --print-command
+# Back to clean in seconds: the snapshot `up` took once every node was Ready.
+run "$kubelab" -p "$P" ssh "$P-m02" -- 'sudo touch /var/tmp/quickstart-was-here'
+kl -p "$P" reset
+run "$kubelab" -p "$P" ssh "$P-m02" -- test ! -e /var/tmp/quickstart-was-here || fail "reset kept the change"
+ready=$(run kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}')
+[ "$ready" = "$P=True $P-m02=True " ] || fail "nodes not Ready after reset: $ready"
 if [ -n "${KEEP_LAB:-}" ]; then
     say "KEEP_LAB set: cluster $P kept (KUBECONFIG=$KUBECONFIG, KUBELAB_HOME=$KUBELAB_HOME)"
     exit 0
@@ -125,4 +132,4 @@ kl -p "$P" delete
 kctl config get-contexts
 [ "$(run kubectl config current-context)" = my-other-context ] || fail "the previous context is not current"
 if run kubectl config get-contexts "$P" >/dev/null 2>&1; then fail "context $P left behind"; fi
-say "quickstart passed: 2-node cluster up, kubectl saw both nodes Ready, ssh, delete restored the previous context"
+say "quickstart passed: 2-node cluster up, kubectl saw both nodes Ready, ssh, reset undid a change, delete restored the previous context"
