@@ -36,6 +36,9 @@ pub enum ProcessError {
         status: ExitStatus,
         /// What it wrote to stderr.
         stderr: String,
+        /// What it wrote to stdout (some tools report there, e.g. VBoxManage that a VM
+        /// has no snapshots).
+        stdout: String,
     },
     /// The program did not finish in time and was killed.
     #[error("`{}` did not finish within {secs} s", command_line(program, args))]
@@ -150,6 +153,7 @@ impl Tool {
                 args: shown,
                 status: output.status,
                 stderr,
+                stdout,
             });
         }
         Ok(Output { stdout, stderr })

@@ -884,9 +884,11 @@ fn vbox_reason(err: &crate::driver::virtualbox::VBoxError) -> &'static Reason {
         E::NoSuchVm { .. } => &DRV_VM_MISSING,
         E::ForeignAdapter { .. } => &DRV_NET_NOT_KUBELAB,
         E::DiskFormat { .. } => &IMG_BAD_SOURCE,
-        E::Command { .. } | E::Parse { .. } | E::FreePort { .. } | E::Stop { .. } => {
-            &DRV_BACKEND_FAILED
-        }
+        E::Command { .. }
+        | E::Parse { .. }
+        | E::FreePort { .. }
+        | E::Stop { .. }
+        | E::SnapshotExists { .. } => &DRV_BACKEND_FAILED,
     }
 }
 

@@ -121,6 +121,7 @@ impl Lab {
                     "createvm" => "createvm".to_owned(),
                     "storagectl" => format!("storagectl {}", words[4]),
                     "storageattach" => format!("storageattach {}", words[5]),
+                    "snapshot" => format!("snapshot {}", words[2]),
                     verb => verb.to_owned(),
                 }
             })
@@ -188,6 +189,12 @@ fn up_status_down_up_delete_two_nodes() {
         "storageattach 0",
         "storageattach 2",
         "startvm headless",
+        // The `clean` snapshot, once every node answers SSH (a duplicate name is refused
+        // by kubelab: VirtualBox would take it).
+        "controlvm pause",
+        "snapshot list",
+        "snapshot take",
+        "controlvm resume",
     ];
     for vm in ["lab", "lab-m02"] {
         let commands = lab.vm_commands(vm);
@@ -706,4 +713,170 @@ fn vms_of_a_kubelab_from_before_markers_are_left_to_the_users_hint() {
         assert_eq!(obj_len(&state, key), 0, "{key} left: {state}");
     }
     lab.assert_no_guest_running();
+}
+
+/// The names of VM `vm`'s snapshots in the simulator's state.
+fn vm_snapshots(state: &Value, vm: &str) -> Vec<String> {
+    state["vms"][vm]["snapshots"]
+        .as_array()
+        .map(|a| a.iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Issue 13 on VirtualBox: `up` takes `clean`; `snapshot save` pauses both nodes before
+/// either is taken and resumes them after; `restore` powers each off, restores (the VM
+/// is then `saved`), starts both from their saved state, sets the clocks over SSH and
+/// waits for SSH; `delete` removes every node's part. Another profile's VM is never
+/// touched, and `delete` removes the snapshots with the VMs.
+#[test]
+fn snapshot_save_list_restore_delete_and_reset() {
+    let lab = Lab::new();
+    let run = lab.up(&[]).success();
+    assert!(run.stdout.contains("clean"), "{run}");
+    lab.up_in(&lab.kubelab, "other", &[]).success();
+    let other = lab.state()["vms"]["other"].clone();
+    let guests = lab.state_dir().join("guests");
+    let since = lab.transcript().len();
+
+    lab.run(&["snapshot", "save", "s1"]).success();
+    let save = &lab.transcript()[since..];
+    let acts: Vec<&String> = save.iter().filter(|l| !l.starts_with("showvminfo")).collect();
+    let last_pause = acts.iter().rposition(|l| l.ends_with(" pause")).unwrap();
+    let first_take = acts.iter().position(|l| l.contains(" take ")).unwrap();
+    let first_resume = acts.iter().position(|l| l.ends_with(" resume")).unwrap();
+    assert!(last_pause < first_take, "every node paused before any is taken: {acts:?}");
+    let last_take = acts.iter().rposition(|l| l.contains(" take ")).unwrap();
+    assert!(last_take < first_resume, "{acts:?}");
+    assert!(
+        save.contains(&"snapshot lab take kubelab-s1 --description=taken by kubelab".to_owned()),
+        "{save:?}"
+    );
+    let state = lab.state();
+    for vm in ["lab", "lab-m02"] {
+        assert_eq!(state["vms"][vm]["state"], "running");
+        assert_eq!(vm_snapshots(&state, vm), ["kubelab-clean", "kubelab-s1"]);
+        let sav = state["vms"][vm]["dir"].as_str().unwrap().to_owned() + "/Snapshots";
+        assert!(fs::read_dir(&sav).unwrap().count() >= 4, "images and saved states: {sav}");
+    }
+
+    let list = lab.run(&["-o", "json", "snapshot", "list"]).success();
+    let list: Value = serde_json::from_str(&list.stdout).unwrap();
+    let names: Vec<&str> =
+        list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["clean", "s1"], "{list}");
+    for snap in list.as_array().unwrap() {
+        assert_eq!(snap["complete"], true, "{snap}");
+        assert_eq!(snap["memory"], true, "{snap}");
+        assert_eq!(snap["nodes"], serde_json::json!(["lab", "lab-m02"]));
+        assert!(snap["disk_bytes"].as_u64().unwrap() > 0, "{snap}");
+    }
+
+    // A change to a node's disk is undone by the restore.
+    let disk = lab.state()["vms"]["lab"]["storage"]["0"].as_str().unwrap().to_owned();
+    fs::write(&disk, "changed after s1\n").unwrap();
+    let before = lab.vm_commands("lab").len();
+    let run = lab.run(&["snapshot", "restore", "s1"]).success();
+    assert_eq!(fs::read_to_string(&disk).unwrap(), "vboxsim medium\n", "{run}");
+    let restore = lab.vm_commands("lab")[before..].to_vec();
+    let reads = ["showvminfo", "getextradata"];
+    let acts: Vec<&String> = restore.iter().filter(|c| !reads.contains(&c.as_str())).collect();
+    assert_eq!(
+        acts,
+        // ops checks that every node holds its part, then the driver finds it.
+        [
+            "snapshot list",
+            "snapshot list",
+            "controlvm poweroff",
+            "snapshot restore",
+            "startvm headless"
+        ],
+        "{restore:?}"
+    );
+    for vm in ["lab", "lab-m02"] {
+        assert_eq!(lab.state()["vms"][vm]["state"], "running");
+        let clock = fs::read_to_string(guests.join(vm).join("clock-set.log")).unwrap();
+        assert!(clock.starts_with("now "), "the clock was set over SSH: {clock}");
+    }
+
+    // A disk-only snapshot of the stopped cluster: restored, the nodes stay stopped.
+    lab.run(&["down"]).success();
+    lab.run(&["snapshot", "save", "cold"]).success();
+    let run = lab.run(&["-o", "json", "snapshot", "restore", "cold"]).success();
+    let restored: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(restored["running"], false, "{run}");
+    assert_eq!(lab.state()["vms"]["lab"]["state"], "poweroff");
+    lab.up(&[]).success();
+
+    // `reset` restores `clean`.
+    lab.run(&["reset"]).success();
+    assert_eq!(lab.state()["vms"]["lab-m02"]["state"], "running");
+
+    lab.run(&["snapshot", "delete", "s1"]).success();
+    lab.run(&["snapshot", "delete", "cold"]).success();
+    let state = lab.state();
+    for vm in ["lab", "lab-m02"] {
+        assert_eq!(vm_snapshots(&state, vm), ["kubelab-clean"]);
+    }
+    let run = lab.run(&["snapshot", "restore", "s1"]).failure(80);
+    assert!(run.stderr.contains("hint (SNAP_NOT_FOUND)"), "{run}");
+
+    let other_now = lab.state()["vms"]["other"].clone();
+    assert_eq!(other_now, other, "profile other's VM untouched");
+    let on_other: Vec<String> =
+        lab.transcript().into_iter().filter(|l| l.starts_with("snapshot other ")).collect();
+    assert_eq!(on_other.len(), 2, "only other's own `up` took its clean: {on_other:?}");
+    lab.run(&["delete"]).success();
+    assert_eq!(
+        lab.state()["vms"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["other", "other-m02"]
+    );
+    lab.run_in(&lab.kubelab, "other", &["delete"]).success();
+    for key in ["vms", "media", "hostonlyifs", "extradata"] {
+        assert_eq!(obj_len(&lab.state(), key), 0, "{key} left");
+    }
+    lab.assert_no_guest_running();
+}
+
+/// The driver refuses a duplicate snapshot name (VirtualBox would take it) and restores
+/// into a VM that the simulator, like VirtualBox, refuses to restore while it runs.
+#[test]
+fn duplicate_snapshot_refused_and_restore_powers_off_first() {
+    let lab = Lab::new();
+    lab.up(&["--no-snapshot"]).success();
+    let vbox = VBoxManage::at(wrapper(&lab, "")).unwrap();
+    let err = vbox.snapshot_restore("lab", "kubelab-x").unwrap_err();
+    assert!(err.to_string().contains("VBoxManage failed"), "{err}");
+    vbox.snapshot_take("lab", "kubelab-x", "by test").unwrap();
+    let refused = vbox.snapshot_restore("lab", "kubelab-x").unwrap_err();
+    let chain = format!("{:?}", refused);
+    assert!(
+        chain.contains(
+            "Cannot delete the current state of the running machine (machine state: Running)"
+        ),
+        "{chain}"
+    );
+    let driver = VirtualBoxDriver::new(vbox.clone());
+    let owner = Owner::new(lab.home_id().parse().unwrap(), &"lab".parse().unwrap());
+    let err = driver.snapshot_save("lab", &owner, "x").unwrap_err();
+    assert_eq!(reason_id(err), "DRV_BACKEND_FAILED");
+    assert_eq!(vbox.snapshot_list("lab").unwrap(), ["kubelab-x"], "no duplicate taken");
+    let err = driver.snapshot_restore("lab", &owner, "missing").unwrap_err();
+    assert!(matches!(err, driver::DriverError::NoSuchSnapshot { .. }), "{err:?}");
+    assert_eq!(lab.state()["vms"]["lab"]["state"], "running", "not powered off for nothing");
+    driver.snapshot_restore("lab", &owner, "x").unwrap();
+    assert_eq!(lab.state()["vms"]["lab"]["state"], "saved");
+    driver.resume("lab", &owner).unwrap();
+    assert_eq!(lab.state()["vms"]["lab"]["state"], "running");
+    driver.pause("lab", &owner).unwrap();
+    driver.pause("lab", &owner).unwrap(); // already paused
+    driver.resume("lab", &owner).unwrap();
+    driver.resume("lab", &owner).unwrap(); // already running
+    driver.snapshot_delete("lab", &owner, "x").unwrap();
+    driver.snapshot_delete("lab", &owner, "x").unwrap(); // already gone
+    assert!(driver.snapshots("lab", &owner).unwrap().is_empty());
+    assert!(driver.disk_usage("lab", &owner).unwrap() > 0);
+    let stranger = Owner::new(lab.home_id().parse().unwrap(), &"other".parse().unwrap());
+    let err = driver.pause("lab", &stranger).unwrap_err();
+    assert_eq!(reason_id(err), "DRV_VM_NOT_KUBELAB");
+    lab.run(&["delete"]).success();
 }

@@ -154,6 +154,13 @@ pub enum VBoxError {
         /// The adapter.
         adapter: String,
     },
+    /// The VM already has a snapshot of that name (VirtualBox allows duplicates, which
+    /// would make `restore` and `delete` ambiguous).
+    #[error("the VM already has a snapshot {snapshot}")]
+    SnapshotExists {
+        /// The snapshot's VirtualBox name.
+        snapshot: String,
+    },
     /// A graceful stop did not end before the deadline and power-off failed too.
     #[error("VM {vm} did not stop")]
     Stop {

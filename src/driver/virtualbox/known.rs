@@ -177,6 +177,7 @@ mod tests {
             args: vec!["hostonlyif".into(), "create".into()],
             status: std::os::unix::process::ExitStatusExt::from_raw(256),
             stderr: fixture("hostonlyif-create-no-vboxnetctl.stderr"),
+            stdout: String::new(),
         };
         let err = typed(source, Some("hostonlyif".into()));
         let VBoxError::KernelDriver { module, evidence } = &err else { panic!("{err:?}") };

@@ -23,6 +23,7 @@ pub mod host;
 pub mod known;
 pub mod network;
 pub mod parse;
+mod snapshot;
 pub mod vboxmanage;
 pub mod vm;
 
@@ -220,6 +221,14 @@ impl VirtualBoxDriver {
         };
         self.power_off(name, &info, StopMode::Force)?;
         let vb = drv(Action::DeleteVm, name);
+        // Snapshots keep the node's disk as the parent of their images: deleted first
+        // (children before parents, which VirtualBox requires), so what is detached and
+        // closed below is the VM's one current disk again.
+        let snapshots = self.vbox.snapshot_list(name).map_err(&vb)?;
+        for snapshot in snapshots.iter().rev() {
+            self.vbox.snapshot_delete(name, snapshot).map_err(&vb)?;
+        }
+        let info = if snapshots.is_empty() { info } else { self.info(name)?.unwrap_or(info) };
         let slot = |port: u32| info.media.get(&format!("{}-{port}-0", vm::CONTROLLER));
         // Detach everything first, so `unregistervm --delete` cannot touch shared media.
         let remove = ["--name".to_owned(), vm::CONTROLLER.to_owned(), "--remove".to_owned()];
@@ -455,32 +464,32 @@ impl Driver for VirtualBoxDriver {
         crate::fsutil::read_tail(&Path::new(&folder).join(VBOX_LOG), max_bytes)
     }
 
-    fn pause(&self, name: &str, _owner: &Owner) -> Result<(), DriverError> {
-        Err(todo_snapshots(Action::PauseVm, name))
+    fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        snapshot::pause(self, name, owner)
     }
 
-    fn resume(&self, name: &str, _owner: &Owner) -> Result<(), DriverError> {
-        Err(todo_snapshots(Action::PauseVm, name))
+    fn resume(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
+        snapshot::resume(self, name, owner)
     }
 
-    fn snapshot_save(&self, name: &str, _owner: &Owner, _snap: &str) -> Result<(), DriverError> {
-        Err(todo_snapshots(Action::SaveSnapshot, name))
+    fn snapshot_save(&self, name: &str, owner: &Owner, snap: &str) -> Result<(), DriverError> {
+        snapshot::save(self, name, owner, snap)
     }
 
-    fn snapshot_restore(&self, name: &str, _owner: &Owner, _snap: &str) -> Result<(), DriverError> {
-        Err(todo_snapshots(Action::RestoreSnapshot, name))
+    fn snapshot_restore(&self, name: &str, owner: &Owner, snap: &str) -> Result<(), DriverError> {
+        snapshot::restore(self, name, owner, snap)
     }
 
-    fn snapshot_delete(&self, _name: &str, _owner: &Owner, _snap: &str) -> Result<(), DriverError> {
-        Ok(())
+    fn snapshot_delete(&self, name: &str, owner: &Owner, snap: &str) -> Result<(), DriverError> {
+        snapshot::delete(self, name, owner, snap)
     }
 
-    fn snapshots(&self, _name: &str, _owner: &Owner) -> Result<Vec<String>, DriverError> {
-        Ok(Vec::new())
+    fn snapshots(&self, name: &str, owner: &Owner) -> Result<Vec<String>, DriverError> {
+        snapshot::list(self, name, owner)
     }
 
-    fn disk_usage(&self, _name: &str, _owner: &Owner) -> Result<u64, DriverError> {
-        Ok(0)
+    fn disk_usage(&self, name: &str, owner: &Owner) -> Result<u64, DriverError> {
+        snapshot::disk_usage(self, name, owner)
     }
 
     fn set_guest_time(
@@ -489,16 +498,9 @@ impl Driver for VirtualBoxDriver {
         _owner: &Owner,
         _now: std::time::SystemTime,
     ) -> Result<bool, DriverError> {
+        // Only the Guest Additions set a guest's clock, and kubelab's images have none:
+        // `ops` sets it over SSH.
         Ok(false)
-    }
-}
-
-// TEMPORARY (replaced by the VirtualBox snapshot implementation before landing).
-fn todo_snapshots(action: Action, name: &str) -> DriverError {
-    DriverError::Backend {
-        action,
-        object: name.to_owned(),
-        source: "snapshots are not implemented for VirtualBox yet".into(),
     }
 }
 

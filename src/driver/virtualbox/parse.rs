@@ -119,6 +119,8 @@ pub struct VmInfo {
     pub groups: Vec<String>,
     /// The VM's log folder (`LogFldr`), where `VBox.log` is.
     pub log_folder: Option<String>,
+    /// Where its snapshots' differencing images and saved states go (`SnapFldr`).
+    pub snapshot_folder: Option<String>,
     /// NIC 1's NAT port forwards.
     pub forwards: Vec<PortForward>,
     /// The medium attached at each storage slot (`SATA-0-0` -> path), `none` left out.
@@ -147,6 +149,7 @@ impl VmInfo {
                 .map(|g| g.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
             log_folder: map.get("LogFldr").cloned(),
+            snapshot_folder: map.get("SnapFldr").cloned(),
             forwards,
             media,
         })
@@ -169,6 +172,25 @@ fn is_slot(key: &str) -> bool {
     device
         && port
         && parts.next().is_some_and(|c| !c.contains("ImageUUID") && !c.contains("IsEjected"))
+}
+
+/// The names in `snapshot VM list --machinereadable` (manual: "VBoxManage snapshot"),
+/// in tree order: the root is `SnapshotName`, a snapshot's children add `-1`, `-2`...
+/// to its key (`SnapshotName-1-2`); `CurrentSnapshotName` repeats one and is skipped.
+pub fn parse_snapshot_names(text: &str) -> Vec<String> {
+    let is_node = |key: &str| {
+        key.strip_prefix("SnapshotName").is_some_and(|path| {
+            path.split('-').skip(1).all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+                && (path.is_empty() || path.starts_with('-'))
+        })
+    };
+    // In output order, which parse_machine_readable's map does not keep.
+    text.lines()
+        .filter_map(|line| {
+            let one = parse_machine_readable(line);
+            one.into_iter().next().filter(|(key, _)| is_node(key)).map(|(_, name)| name)
+        })
+        .collect()
 }
 
 /// `list vms` / `list runningvms`: `"name" {uuid}` per line -> the names.
@@ -340,12 +362,25 @@ pub(super) mod tests {
         assert_eq!(info.groups, vec!["/kubelab-lab".to_owned()]);
         assert_eq!(info.ssh_port(), Some(40022));
         assert_eq!(info.log_folder.as_deref(), Some("C:\\Users\\hp\\lab\\Logs"));
+        assert_eq!(info.snapshot_folder.as_deref(), Some("C:\\Users\\hp\\lab\\Snapshots"));
         assert_eq!(
             info.media.get("SATA-0-0").map(String::as_str),
             Some("/home/u/.kubelab/profiles/lab/nodes/lab/disk.vdi")
         );
         assert!(!info.media.contains_key("SATA-1-0"), "none is not a medium");
         assert!(!info.media.keys().any(|k| k.contains("ImageUUID")));
+    }
+
+    /// Manual section "VBoxManage snapshot": `list --machinereadable` of a tree (a
+    /// root with two children, the first with a child of its own); the fixture follows
+    /// `showSnapshots` in VBoxManageInfo.cpp.
+    #[test]
+    fn snapshot_list_walks_the_tree() {
+        let names = parse_snapshot_names(&fixture("snapshot-list.txt"));
+        assert_eq!(names, ["kubelab-clean", "kubelab-s1", "by-hand", "kubelab-s2"]);
+        assert!(parse_snapshot_names("").is_empty());
+        let odd = "SnapshotNameX=\"a\"\nSnapshotName-=\"b\"\nSnapshotName-1a=\"c\"\n";
+        assert!(parse_snapshot_names(odd).is_empty(), "not snapshot keys");
     }
 
     #[test]

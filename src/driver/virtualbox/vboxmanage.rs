@@ -39,6 +39,8 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default install folder on Windows (the MSI installer's).
 pub const WINDOWS_DEFAULT_DIR: &str = r"C:\Program Files\Oracle\VirtualBox";
+/// What `snapshot VM list` prints (on stdout, exit status 1) for a VM without snapshots.
+const NO_SNAPSHOTS: &str = "This machine does not have any snapshots";
 /// The environment variables VirtualBox's installers set to their install folder.
 pub const INSTALL_DIR_ENVS: [&str; 2] = ["VBOX_MSI_INSTALL_PATH", "VBOX_INSTALL_PATH"];
 
@@ -88,16 +90,16 @@ pub fn check_version(version: Version) -> Result<(), VBoxError> {
 }
 
 /// How long `VBoxManage ARGS` may take: [`QUERY_TIMEOUT`] for queries,
-/// [`MAX_CALL_TIMEOUT`] for calls that start a VM, write disks or create adapters,
-/// [`CHANGE_TIMEOUT`] for the rest.
+/// [`MAX_CALL_TIMEOUT`] for calls that start a VM, write disks (snapshots write a saved
+/// state of the VM's memory, or merge images) or create adapters, [`CHANGE_TIMEOUT`]
+/// for the rest.
 pub fn call_timeout<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Duration {
     let word = |i: usize| args.get(i).map(|a| a.as_ref().to_string_lossy().into_owned());
-    match (word(0).as_deref(), word(1).as_deref()) {
-        (Some("--version" | "showvminfo" | "list" | "getextradata" | "showmediuminfo"), _) => {
-            QUERY_TIMEOUT
-        }
-        (Some("startvm" | "createmedium" | "unregistervm"), _)
-        | (Some("hostonlyif"), Some("create")) => MAX_CALL_TIMEOUT,
+    match (word(0).as_deref(), word(1).as_deref(), word(2).as_deref()) {
+        (Some("--version" | "showvminfo" | "list" | "getextradata" | "showmediuminfo"), ..)
+        | (Some("snapshot"), _, Some("list")) => QUERY_TIMEOUT,
+        (Some("startvm" | "createmedium" | "unregistervm" | "snapshot"), ..)
+        | (Some("hostonlyif"), Some("create"), _) => MAX_CALL_TIMEOUT,
         _ => CHANGE_TIMEOUT,
     }
 }
@@ -309,6 +311,37 @@ impl VBoxManage {
         self.run(&["controlvm", vm, action]).map(drop)
     }
 
+    /// `snapshot VM take NAME --description=TEXT` (manual: "VBoxManage snapshot"):
+    /// without `--live`, VirtualBox pauses a running VM while it saves its state.
+    pub fn snapshot_take(&self, vm: &str, name: &str, description: &str) -> Result<(), VBoxError> {
+        let description = format!("--description={description}");
+        self.run(&["snapshot", vm, "take", name, &description]).map(drop)
+    }
+
+    /// `snapshot VM restore NAME`: refused while the VM runs or is paused.
+    pub fn snapshot_restore(&self, vm: &str, name: &str) -> Result<(), VBoxError> {
+        self.run(&["snapshot", vm, "restore", name]).map(drop)
+    }
+
+    /// `snapshot VM delete NAME`.
+    pub fn snapshot_delete(&self, vm: &str, name: &str) -> Result<(), VBoxError> {
+        self.run(&["snapshot", vm, "delete", name]).map(drop)
+    }
+
+    /// `snapshot VM list --machinereadable`: the names of all the VM's snapshots.
+    /// Without any, VBoxManage says so on stdout and exits 1: that is an empty list.
+    pub fn snapshot_list(&self, vm: &str) -> Result<Vec<String>, VBoxError> {
+        match self.run(&["snapshot", vm, "list", "--machinereadable"]) {
+            Ok(out) => Ok(parse::parse_snapshot_names(&out)),
+            Err(VBoxError::Command { source: ProcessError::Failed { stdout, .. } })
+                if stdout.contains(NO_SNAPSHOTS) =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `discardstate VM`: a saved VM becomes powered off.
     pub fn discard_state(&self, vm: &str) -> Result<(), VBoxError> {
         self.run(&["discardstate", vm]).map(drop)
@@ -444,6 +477,9 @@ mod tests {
         assert_eq!(call_timeout(&["hostonlyif", "ipconfig", "vboxnet0"]), CHANGE_TIMEOUT);
         assert_eq!(call_timeout(&["startvm", "lab", "--type", "headless"]), MAX_CALL_TIMEOUT);
         assert_eq!(call_timeout(&["hostonlyif", "create"]), MAX_CALL_TIMEOUT);
+        assert_eq!(call_timeout(&["snapshot", "lab", "list", "--machinereadable"]), QUERY_TIMEOUT);
+        assert_eq!(call_timeout(&["snapshot", "lab", "take", "kubelab-s1"]), MAX_CALL_TIMEOUT);
+        assert_eq!(call_timeout(&["snapshot", "lab", "restore", "kubelab-s1"]), MAX_CALL_TIMEOUT);
         assert!(QUERY_TIMEOUT < Duration::from_secs(60));
         assert!(CHANGE_TIMEOUT <= MAX_CALL_TIMEOUT);
         assert!(MAX_CALL_TIMEOUT <= Duration::from_secs(120));
