@@ -558,6 +558,31 @@ mod tests {
         assert!(!hv.calls().iter().any(|(m, _)| *m == "pause"), "nothing paused");
     }
 
+    /// A restore cut short (some nodes reverted, some not) is finished by the next
+    /// command before it does its own work.
+    #[test]
+    fn an_interrupted_restore_is_finished_by_the_next_command() {
+        let (lab, hv) = (fixture::Lab::new(), MemDriver::new());
+        lab.created(&hv, "lab", 2);
+        let profile = lab.profile("lab");
+        let _installed = hv.install();
+        save(&profile, "cold", false, &()).unwrap();
+        let mut book = Book::load(&profile).unwrap();
+        book.pending = Some(Pending::Restore("cold".into()));
+        book.save(&profile).unwrap();
+
+        let listed = list(&profile, false, &()).unwrap();
+        assert_eq!(listed.len(), 1);
+        let reverted: Vec<_> = hv
+            .calls()
+            .into_iter()
+            .filter(|(m, _)| *m == "snapshot_restore")
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(reverted, ["lab", "lab-m02"], "every node reverted again");
+        assert_eq!(Book::load(&profile).unwrap().pending, None);
+    }
+
     /// A disk-only snapshot brings a stopped cluster back stopped; delete removes every
     /// node's part and the record.
     #[test]
