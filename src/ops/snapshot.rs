@@ -573,12 +573,13 @@ mod tests {
 
         let listed = list(&profile, false, &()).unwrap();
         assert_eq!(listed.len(), 1);
-        let reverted: Vec<_> = hv
+        let mut reverted: Vec<_> = hv
             .calls()
             .into_iter()
             .filter(|(m, _)| *m == "snapshot_restore")
             .map(|(_, o)| o)
             .collect();
+        reverted.sort();
         assert_eq!(reverted, ["lab", "lab-m02"], "every node reverted again");
         assert_eq!(Book::load(&profile).unwrap().pending, None);
     }
