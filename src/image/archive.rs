@@ -68,7 +68,10 @@ impl Manifest {
             ));
         }
         if !is_lower_hex(&self.sha256, 64) {
-            return Err(format!("manifest sha256 {:?} is not 64 lowercase hex digits", self.sha256));
+            return Err(format!(
+                "manifest sha256 {:?} is not 64 lowercase hex digits",
+                self.sha256
+            ));
         }
         if let Some(name) = self.name.as_deref().filter(|n| !is_name(n)) {
             return Err(format!("manifest name {name:?} is not a catalogue name"));
@@ -225,7 +228,9 @@ pub fn read(
         hashing.verify(&manifest, path)?;
         match entries.next() {
             None => Ok(()),
-            Some(Ok(extra)) => Err(bad(format!("unexpected entry {:?} after the image", entry_name(&extra)))),
+            Some(Ok(extra)) => {
+                Err(bad(format!("unexpected entry {:?} after the image", entry_name(&extra))))
+            }
             Some(Err(_)) => Err(bad("unexpected data after the image".to_owned())),
         }
     })();
@@ -267,7 +272,12 @@ fn entry_size(entry: &tar::Entry<'_, impl Read>, path: &Path) -> Result<u64, Ima
 
 /// Copies `from` (the archive's image) to `to` (the part file at `part`), telling a read
 /// error from a write error.
-fn copy(from: &mut impl Read, to: &mut File, archive: &Path, part: &Path) -> Result<(), ImageError> {
+fn copy(
+    from: &mut impl Read,
+    to: &mut File,
+    archive: &Path,
+    part: &Path,
+) -> Result<(), ImageError> {
     let mut buf = vec![0; 1 << 20];
     loop {
         let n = match from.read(&mut buf) {
@@ -278,5 +288,176 @@ fn copy(from: &mut impl Read, to: &mut File, archive: &Path, part: &Path) -> Res
         };
         to.write_all(&buf[..n])
             .map_err(|source| ImageError::WritePart { path: part.to_owned(), source })?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IMAGE: &[u8] = b"qcow2 image bytes, not really";
+
+    fn manifest_of(bytes: &[u8]) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            name: Some("debian-12".into()),
+            source: "https://example.org/disk.qcow2".into(),
+            format: Format::Qcow2,
+            size_bytes: bytes.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(bytes)),
+        }
+    }
+
+    fn exported(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write(&mut out, &manifest_of(bytes), bytes, Path::new("x.tar"), &()).unwrap();
+        out
+    }
+
+    /// An archive of `entries` as given (any name, no checks), for malformed inputs.
+    fn crafted(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn manifest_json(manifest: &Manifest) -> Vec<u8> {
+        serde_json::to_vec(manifest).unwrap()
+    }
+
+    /// Reads `archive` into a part file; returns the result and the part's bytes, if
+    /// it is left.
+    fn import(archive: &[u8]) -> (Result<Manifest, ImageError>, Option<Vec<u8>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("k.part");
+        let result = read(archive, Path::new("x.tar"), &(), |_| Ok(Some(part.clone())));
+        (result, std::fs::read(&part).ok())
+    }
+
+    fn problem(result: Result<Manifest, ImageError>) -> String {
+        match result {
+            Err(ImageError::BadArchive { problem, .. }) => problem,
+            other => panic!("expected BadArchive, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let archive = exported(IMAGE);
+        let (result, part) = import(&archive);
+        assert_eq!(result.unwrap(), manifest_of(IMAGE));
+        assert_eq!(part.unwrap(), IMAGE);
+    }
+
+    #[test]
+    fn already_cached_stops_after_the_manifest() {
+        let archive = exported(IMAGE);
+        let result = read(archive.as_slice(), Path::new("x.tar"), &(), |_| Ok(None));
+        assert_eq!(result.unwrap(), manifest_of(IMAGE));
+    }
+
+    #[test]
+    fn truncated_archive_is_refused_and_the_part_removed() {
+        let archive = exported(IMAGE);
+        let cut = archive.len() - 1024 - 512 + 10; // inside the image's data block
+        let (result, part) = import(&archive[..cut]);
+        assert!(problem(result).contains("cut short"));
+        assert_eq!(part, None);
+        assert!(problem(import(&archive[..100]).0).contains("manifest.json"));
+    }
+
+    #[test]
+    fn tampered_byte_is_a_checksum_mismatch_naming_both_digests() {
+        let mut archive = exported(IMAGE);
+        let at = archive.windows(IMAGE.len()).position(|w| w == IMAGE).unwrap();
+        archive[at] = b'Q';
+        let (result, part) = import(&archive);
+        match result {
+            Err(ImageError::ArchiveMismatch { expected, actual, .. }) => {
+                assert_eq!(expected, manifest_of(IMAGE).sha256);
+                let mut tampered = IMAGE.to_vec();
+                tampered[0] = b'Q';
+                assert_eq!(actual, hex::encode(sha2::Sha256::digest(&tampered)));
+            }
+            other => panic!("expected ArchiveMismatch, got {other:?}"),
+        }
+        assert_eq!(part, None);
+    }
+
+    #[test]
+    fn extra_entries_are_refused() {
+        let json = manifest_json(&manifest_of(IMAGE));
+        let after = crafted(&[("manifest.json", &json), ("image.qcow2", IMAGE), ("x", b"y")]);
+        let (result, part) = import(&after);
+        assert!(problem(result).contains("\"x\" after the image"));
+        assert_eq!(part, None);
+        let between = crafted(&[("manifest.json", &json), ("x", b"y"), ("image.qcow2", IMAGE)]);
+        assert!(problem(import(&between).0).contains("found entry \"x\""));
+    }
+
+    #[test]
+    fn traversing_names_are_refused() {
+        let json = manifest_json(&manifest_of(IMAGE));
+        let first = crafted(&[("../x", &json)]);
+        assert!(problem(import(&first).0).contains("found entry \"../x\""));
+        let second = crafted(&[("manifest.json", &json), ("../image.qcow2", IMAGE)]);
+        assert!(problem(import(&second).0).contains("found entry \"../image.qcow2\""));
+    }
+
+    #[test]
+    fn oversize_manifest_is_refused_before_it_is_read() {
+        let huge = vec![b' '; usize::try_from(MAX_MANIFEST_BYTES).unwrap() + 1];
+        let archive = crafted(&[("manifest.json", &huge)]);
+        assert!(problem(import(&archive).0).contains("over"));
+    }
+
+    #[test]
+    fn sizes_must_match_the_manifest() {
+        let mut manifest = manifest_of(IMAGE);
+        manifest.size_bytes += 1;
+        let archive =
+            crafted(&[("manifest.json", &manifest_json(&manifest)), ("image.qcow2", IMAGE)]);
+        let (result, part) = import(&archive);
+        assert!(problem(result).contains("the manifest says"));
+        assert_eq!(part, None);
+    }
+
+    #[test]
+    fn manifest_is_read_strictly() {
+        let mut value = serde_json::to_value(manifest_of(IMAGE)).unwrap();
+        value["kubernetes_version"] = "v1.34.2".into();
+        let json = serde_json::to_vec(&value).unwrap();
+        let archive = crafted(&[("manifest.json", &json), ("image.qcow2", IMAGE)]);
+        assert!(problem(import(&archive).0).contains("unknown field"));
+        let bad = |edit: fn(&mut Manifest)| {
+            let mut manifest = manifest_of(IMAGE);
+            edit(&mut manifest);
+            let json = manifest_json(&manifest);
+            problem(import(&crafted(&[("manifest.json", &json), ("image.qcow2", IMAGE)])).0)
+        };
+        assert!(bad(|m| m.format_version = 2).contains("format_version 2"));
+        assert!(bad(|m| m.sha256 = "../../etc".into()).contains("sha256"));
+        assert!(bad(|m| m.name = Some("../x".into())).contains("name"));
+        assert!(bad(|m| m.format = Format::Vmdk).contains("where the file image.vmdk belongs"));
+    }
+
+    #[test]
+    fn export_fails_when_the_image_is_not_what_the_manifest_says() {
+        let mut manifest = manifest_of(IMAGE);
+        manifest.sha256 = "0".repeat(64);
+        let err = write(Vec::new(), &manifest, IMAGE, Path::new("x.tar"), &()).unwrap_err();
+        assert!(matches!(err, ImageError::ArchiveMismatch { .. }), "{err}");
+        let short = &IMAGE[..5];
+        let err =
+            write(Vec::new(), &manifest_of(IMAGE), short, Path::new("x.tar"), &()).unwrap_err();
+        assert!(matches!(err, ImageError::BadArchive { .. }), "{err}");
     }
 }

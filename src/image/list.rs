@@ -99,7 +99,10 @@ pub fn remove(home: &Home, target: &str) -> Result<Vec<CachedImage>, ImageError>
         cache.remove(sidecar)?;
     }
     if removed.is_empty() {
-        return Err(ImageError::NotCached { target: target.to_owned(), cached: describe(&sidecars) });
+        return Err(ImageError::NotCached {
+            target: target.to_owned(),
+            cached: describe(&sidecars),
+        });
     }
     Ok(removed)
 }
@@ -126,9 +129,11 @@ fn selector(target: &str) -> Result<impl Fn(&Sidecar) -> bool, ImageError> {
         catalog::find(target)?;
     }
     let (name, prefix) = (target.to_owned(), target.to_ascii_lowercase());
-    Ok(move |s: &Sidecar| {
-        if is_digest { s.sha256.starts_with(&prefix) } else { s.name.as_deref() == Some(&name) }
-    })
+    Ok(
+        move |s: &Sidecar| {
+            if is_digest { s.sha256.starts_with(&prefix) } else { s.name.as_deref() == Some(&name) }
+        },
+    )
 }
 
 /// `name-or-source (format, sha256:first-12)` for each sidecar, for error messages.
@@ -137,7 +142,12 @@ fn describe(sidecars: &[Sidecar]) -> String {
         return "none".to_owned();
     }
     let one = |s: &Sidecar| {
-        format!("{} ({}, sha256:{})", s.name.as_deref().unwrap_or(&s.url), s.format, &s.sha256[..12])
+        format!(
+            "{} ({}, sha256:{})",
+            s.name.as_deref().unwrap_or(&s.url),
+            s.format,
+            &s.sha256[..12]
+        )
     };
     sidecars.iter().map(one).collect::<Vec<_>>().join(", ")
 }
