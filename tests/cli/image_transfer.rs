@@ -11,8 +11,8 @@ use crate::util::{Kubelab, Run, files_in, test_data};
 /// A home holding one local image, pulled by path; returns its digest.
 fn home_with_image(k: &Kubelab, data: &[u8]) -> String {
     let src = k.home().join("disk.qcow2");
-    std::fs::write(&src, data).unwrap();
-    k.run(["image", "pull", src.to_str().unwrap()]).success();
+    std::fs::write(&src, data).expect("write the local image");
+    k.run(["image", "pull", src.to_str().expect("utf-8 path")]).success();
     hex::encode(sha2::Sha256::digest(data))
 }
 
@@ -30,7 +30,7 @@ fn exported(dir: &Path, data: &[u8]) -> (PathBuf, String) {
     let a = Kubelab::new();
     let digest = home_with_image(&a, data);
     let archive = dir.join("image.tar");
-    a.run(["image", "export", archive.to_str().unwrap(), &digest[..12]]).success();
+    a.run(["image", "export", archive.to_str().expect("utf-8 path"), &digest[..12]]).success();
     (archive, digest)
 }
 
@@ -47,7 +47,7 @@ fn export_then_import_into_an_empty_home_keeps_the_digest() {
     assert_eq!(out["archive"], archive_arg);
     assert_eq!(out["image"]["sha256"], digest.as_str());
     assert_eq!(out["image"]["size_bytes"], 700_000);
-    assert_eq!(files_in(dir.path()), [archive.clone()], "no temp file is left");
+    assert_eq!(files_in(dir.path()), std::slice::from_ref(&archive), "no temp file is left");
 
     let b = Kubelab::new();
     let run = b.run(["-o", "json", "image", "import", archive_arg]).success();
