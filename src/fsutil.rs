@@ -202,29 +202,65 @@ fn write_atomic_then(
     contents: &[u8],
     prepare: impl FnOnce(&File) -> io::Result<()>,
 ) -> io::Result<()> {
-    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
-    let (tmp, mut file) = loop {
-        let mut tmp_name = name.to_os_string();
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-        match open_nofollow(&tmp, OpenOptions::new().write(true).create_new(true)) {
-            Ok(file) => break (tmp, file),
-            // A stale temp file of a crashed process with the same PID: take the next.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < u32::MAX => {}
-            Err(e) => return Err(e),
+    let mut out = AtomicFile::create(path)?;
+    out.file().write_all(contents)?;
+    prepare(out.file())?;
+    out.commit()
+}
+
+/// A file written under a fresh temporary name beside its destination and renamed over
+/// it only once complete, for writes too large to hold in memory (`image export`). The
+/// temp file is new (`O_EXCL`, so never a planted file or link); dropped without
+/// [`commit`](Self::commit), it is removed, so a failure leaves nothing behind.
+#[derive(Debug)]
+pub struct AtomicFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    file: File,
+    committed: bool,
+}
+
+impl AtomicFile {
+    /// Creates the temp file for `path` (mode 0600 on Unix).
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
+        loop {
+            let mut tmp_name = name.to_os_string();
+            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
+            let tmp = path.with_file_name(tmp_name);
+            match open_nofollow(&tmp, OpenOptions::new().write(true).create_new(true)) {
+                Ok(file) => {
+                    return Ok(Self { tmp, path: path.to_owned(), file, committed: false });
+                }
+                // A stale temp file of a crashed process with the same PID: take the next.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < u32::MAX => {}
+                Err(e) => return Err(e),
+            }
         }
-    };
-    let result = (|| {
-        file.write_all(contents)?;
-        prepare(&file)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
     }
-    result
+
+    /// The temp file, to write to.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Flushes the temp file to disk and renames it over the destination (replacing a
+    /// link there instead of writing through it).
+    pub fn commit(mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        fs::rename(&self.tmp, &self.path)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +282,23 @@ mod tests {
             std::os::unix::fs::symlink(&log, &link).unwrap();
             assert_eq!(read_tail(&link, 1000), None, "a link is never followed");
         }
+    }
+
+    #[test]
+    fn atomic_file_is_removed_unless_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image.tar");
+        fs::write(&path, b"old").unwrap();
+        let mut out = AtomicFile::create(&path).unwrap();
+        out.file().write_all(b"partial").unwrap();
+        drop(out);
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file is left");
+        let mut out = AtomicFile::create(&path).unwrap();
+        out.file().write_all(b"new").unwrap();
+        out.commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Exit codes are grouped by layer: 1 unused (every failure has a reason), 2 usage
 //! (clap), 3-9 `KUBELAB_` (bugs), 10-19 `PROFILE_`,
 //! 20-39 `HOST_`, 40-49 `DRV_`, 50-59 `IMG_`, 60-69 `GUEST_`, 70-79 `K8S_`, 80-89
-//! `SNAP_`.
+//! `SNAP_`, 90-99 `XFER_` (image archives moved between hosts).
 
 use crate::Error;
 use crate::bootstrap::BootstrapError;
@@ -128,12 +128,13 @@ pub const IMG_REDIRECT_REFUSED: Reason = Reason {
     advice: "the server tried to send kubelab to a local file or another protocol: use a \
              server you trust, or download the file yourself and pass its path",
 };
-/// A downloaded image does not match its expected digest (the download was deleted).
+/// A downloaded or imported image does not match its expected digest (it was deleted).
 pub const IMG_CHECKSUM_MISMATCH: Reason = Reason {
     id: "IMG_CHECKSUM_MISMATCH",
     exit_code: 50,
     advice: "check the digest you passed against the publisher's SHA256SUMS; if it is right, \
-             the download was corrupted or tampered with (a proxy?): pull again",
+             the download was corrupted or tampered with (a proxy?): pull again; for \
+             `image import`, the archive was altered after export: copy or export it again",
 };
 /// The image name is not in the catalogue.
 pub const IMG_NOT_FOUND: Reason = Reason {
@@ -155,6 +156,14 @@ pub const IMG_DOWNLOAD_FAILED: Reason = Reason {
     exit_code: 53,
     advice: "check the URL, the network and HTTPS_PROXY/HTTP_PROXY/NO_PROXY; run the command \
              again to resume the download; KUBELAB_READ_TIMEOUT_SECS sets the stall limit",
+};
+/// An `image import` archive is not one `image export` writes, or was cut short.
+pub const XFER_BAD_ARCHIVE: Reason = Reason {
+    id: "XFER_BAD_ARCHIVE",
+    exit_code: 90,
+    advice: "the file is not an archive written by `kubelab image export`, or it was cut \
+             short or altered on the way: copy it again (its size should match the \
+             original's), or export it again; nothing entered the cache",
 };
 /// The image spec is not a usable name, URL, path or digest.
 pub const IMG_BAD_SOURCE: Reason = Reason {
@@ -824,7 +833,10 @@ fn image_reason(err: &ImageError) -> &'static Reason {
         | E::BadDigest { .. }
         | E::FormatUnavailable { .. }
         | E::ReadLocal { .. } => &IMG_BAD_SOURCE,
-        E::NotCached { .. } => &IMG_NOT_CACHED,
+        E::NotCached { .. } | E::Ambiguous { .. } => &IMG_NOT_CACHED,
+        E::ArchiveMismatch { .. } => &IMG_CHECKSUM_MISMATCH,
+        E::BadArchive { .. } => &XFER_BAD_ARCHIVE,
+        E::WriteArchive { .. } => &HOST_IO_FAILED,
         E::BadSidecar { .. } => &IMG_CACHE_CORRUPT,
         E::NotRegularFile { .. } => &IMG_NOT_REGULAR_FILE,
         E::TooLarge { .. } => &IMG_TOO_LARGE,
@@ -979,6 +991,7 @@ mod tests {
         &SNAP_MIXED_STATES,
         &SNAP_INCOMPLETE,
         &SNAP_TOO_MANY,
+        &XFER_BAD_ARCHIVE,
     ];
 
     #[test]
@@ -996,6 +1009,7 @@ mod tests {
                 "GUEST" => 60..=69,
                 "K8S" => 70..=79,
                 "SNAP" => 80..=89,
+                "XFER" => 90..=99,
                 "KUBELAB" => 3..=9,
                 other => panic!("unknown layer {other}"),
             };

@@ -14,6 +14,8 @@ mod doctor;
 
 #[path = "cli/image_bounds.rs"]
 mod image_bounds;
+#[path = "cli/image_transfer.rs"]
+mod image_transfer;
 #[path = "cli/tamper.rs"]
 mod tamper;
 

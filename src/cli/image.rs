@@ -1,6 +1,7 @@
-//! `kubelab image list|pull|rm`: the image catalogue and cache.
+//! `kubelab image list|pull|rm|export|import`: the image catalogue and cache.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
@@ -28,6 +29,20 @@ enum ImageCommand {
     Rm {
         /// A catalogue name, or a SHA-256 (at least its first 12 hex characters).
         target: String,
+    },
+    /// Write a cached image and its manifest to one archive file, for another host.
+    Export {
+        /// The archive to write (replaced if it exists).
+        file: PathBuf,
+        /// A catalogue name, or a SHA-256 (at least its first 12 hex characters).
+        ///
+        /// Default: the image `kubelab up` uses by default.
+        image: Option<String>,
+    },
+    /// Verify an archive written by `image export` and add its image to the cache.
+    Import {
+        /// The archive to read.
+        file: PathBuf,
     },
 }
 
@@ -77,6 +92,25 @@ pub fn exec(ctx: &Ctx, args: ImageArgs) -> Result<(), crate::Error> {
                 writeln!(out, "removed {}", image.path.display()).map_err(crate::Error::Output)?;
             }
             Ok(())
+        }
+        ImageCommand::Export { file, image } => {
+            let exported =
+                ops::image::export(&ctx.home, &file, image.as_deref(), &CliProgress::new())?;
+            if ctx.output == OutputFormat::Json {
+                return ctx.print_json(&exported);
+            }
+            let image = &exported.image;
+            writeln!(std::io::stdout(), "{}  sha256:{}", exported.archive.display(), image.sha256)
+                .map_err(crate::Error::Output)
+        }
+        ImageCommand::Import { file } => {
+            let imported = ops::image::import(&ctx.home, &file, &CliProgress::new())?;
+            if ctx.output == OutputFormat::Json {
+                return ctx.print_json(&imported);
+            }
+            let image = &imported.image;
+            writeln!(std::io::stdout(), "{}  sha256:{}", image.path.display(), image.sha256)
+                .map_err(crate::Error::Output)
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use super::catalog::{Format, is_lower_hex};
+use super::catalog::{Format, is_lower_hex, is_name};
 use super::{CachedImage, ImageError};
 use crate::fsutil;
 use crate::home::Home;
@@ -59,13 +59,7 @@ impl Sidecar {
         if sidecar.sha512.as_deref().is_some_and(|hex| !is_lower_hex(hex, 128)) {
             return Err(bad("sha512", "not 128 lowercase hex digits".into()));
         }
-        let name_ok = |name: &str| {
-            !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
-        if let Some(name) = sidecar.name.as_deref().filter(|n| !name_ok(n)) {
+        if let Some(name) = sidecar.name.as_deref().filter(|n| !is_name(n)) {
             return Err(bad("name", format!("{name:?} is not a catalogue name")));
         }
         let expected = format!("{}.{}.json", sidecar.sha256, sidecar.format);

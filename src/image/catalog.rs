@@ -131,6 +131,15 @@ pub fn is_lower_hex(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Whether `text` has the shape of a catalogue name (`debian-12`, `ubuntu-24.04`): what
+/// sidecars and archive manifests may record as a name.
+pub fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
 impl Digest {
     /// Parses `hex` (either case) as an `algorithm` digest.
     pub fn parse(algorithm: Algorithm, hex: &str) -> Result<Self, ImageError> {

@@ -248,10 +248,49 @@ pub enum ImageError {
         /// What is wrong.
         why: String,
     },
-    /// `image rm` found nothing cached under that name or digest.
-    #[error("no cached image matches \"{target}\"")]
+    /// `image rm` or `image export` found nothing cached under that name or digest.
+    #[error("no cached image matches \"{target}\"; cached: {cached}")]
     NotCached {
         /// The name or digest given.
         target: String,
+        /// The cached images (name or source, format, digest), or `none`.
+        cached: String,
+    },
+    /// `image export` was given a name or digest prefix that selects several images.
+    #[error("\"{target}\" matches several cached images: {matches}; give a longer digest")]
+    Ambiguous {
+        /// The name or digest given.
+        target: String,
+        /// The images it matches (name or source, format, digest).
+        matches: String,
+    },
+    /// The export archive cannot be written; the partial file was removed.
+    #[error("cannot write image archive {}", path.display())]
+    WriteArchive {
+        /// The archive.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not an archive `image export` writes: wrong entries, sizes or manifest,
+    /// or cut short. Nothing entered the cache.
+    #[error("{} is not a valid kubelab image archive: {problem}", path.display())]
+    BadArchive {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The archived image does not hash to its manifest's digest (or, on export, the
+    /// cached file no longer does). Nothing entered the cache.
+    #[error("checksum mismatch in {}: the manifest says sha256 {expected}, the image is {actual}", path.display())]
+    ArchiveMismatch {
+        /// The archive.
+        path: PathBuf,
+        /// The manifest's SHA-256.
+        expected: String,
+        /// The SHA-256 of the bytes read.
+        actual: String,
     },
 }

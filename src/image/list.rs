@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::cache::Cache;
+use super::cache::{Cache, Sidecar};
 use super::catalog::{self, Format, Kind};
 use super::{CachedImage, ImageError};
 use crate::home::Home;
@@ -86,31 +86,68 @@ pub fn list(home: &Home) -> Result<ImageList, ImageError> {
     Ok(ImageList { catalog, other })
 }
 
-/// Removes the cached images pulled as catalogue name `target`, or whose SHA-256 is or
-/// starts with `target` (at least 12 hex characters); returns what was removed.
+/// Removes the cached images `target` names ([`selector`]); returns what was removed.
 pub fn remove(home: &Home, target: &str) -> Result<Vec<CachedImage>, ImageError> {
+    let selects = selector(target)?;
+    let cache = Cache::new(home);
+    let sidecars = cache.sidecars()?;
+    let mut removed = Vec::new();
+    for sidecar in sidecars.iter().filter(|s| selects(s)) {
+        if let Some(image) = cache.present(sidecar) {
+            removed.push(image);
+        }
+        cache.remove(sidecar)?;
+    }
+    if removed.is_empty() {
+        return Err(ImageError::NotCached {
+            target: target.to_owned(),
+            cached: describe(&sidecars),
+        });
+    }
+    Ok(removed)
+}
+
+/// The one cached image `target` names ([`selector`]); the error lists the candidates
+/// when there is none or more than one.
+pub fn select(cache: &Cache, target: &str) -> Result<Sidecar, ImageError> {
+    let selects = selector(target)?;
+    let sidecars = cache.sidecars()?;
+    let mut hits: Vec<Sidecar> = sidecars.iter().filter(|s| selects(s)).cloned().collect();
+    match hits.len() {
+        0 => Err(ImageError::NotCached { target: target.to_owned(), cached: describe(&sidecars) }),
+        1 => Ok(hits.remove(0)),
+        _ => Err(ImageError::Ambiguous { target: target.to_owned(), matches: describe(&hits) }),
+    }
+}
+
+/// Which sidecars `target` names: those pulled as catalogue name `target`, or whose
+/// SHA-256 is or starts with `target` (at least 12 hex characters, so a short prefix
+/// never picks an image by chance). An unknown name is an error listing the catalogue.
+fn selector(target: &str) -> Result<impl Fn(&Sidecar) -> bool, ImageError> {
     let is_digest = target.len() >= 12 && target.bytes().all(|b| b.is_ascii_hexdigit());
     if !is_digest {
         catalog::find(target)?;
     }
-    let target_lower = target.to_ascii_lowercase();
-    let cache = Cache::new(home);
-    let mut removed = Vec::new();
-    for sidecar in cache.sidecars()? {
-        let hit = if is_digest {
-            sidecar.sha256.starts_with(&target_lower)
-        } else {
-            sidecar.name.as_deref() == Some(target)
-        };
-        if hit {
-            if let Some(image) = cache.present(&sidecar) {
-                removed.push(image);
-            }
-            cache.remove(&sidecar)?;
-        }
+    let (name, prefix) = (target.to_owned(), target.to_ascii_lowercase());
+    Ok(
+        move |s: &Sidecar| {
+            if is_digest { s.sha256.starts_with(&prefix) } else { s.name.as_deref() == Some(&name) }
+        },
+    )
+}
+
+/// `name-or-source (format, sha256:first-12)` for each sidecar, for error messages.
+fn describe(sidecars: &[Sidecar]) -> String {
+    if sidecars.is_empty() {
+        return "none".to_owned();
     }
-    if removed.is_empty() {
-        return Err(ImageError::NotCached { target: target.to_owned() });
-    }
-    Ok(removed)
+    let one = |s: &Sidecar| {
+        format!(
+            "{} ({}, sha256:{})",
+            s.name.as_deref().unwrap_or(&s.url),
+            s.format,
+            &s.sha256[..12]
+        )
+    };
+    sidecars.iter().map(one).collect::<Vec<_>>().join(", ")
 }

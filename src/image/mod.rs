@@ -1,15 +1,19 @@
 //! Images: resolve a spec (catalogue name, URL + digest, local path) to a verified file
 //! in the cache, downloading it if needed. `ensure` is what `up` and `image pull` call;
-//! `list` and `remove` serve `image list` and `image rm`.
+//! `list` and `remove` serve `image list` and `image rm`, `export` and `import` serve
+//! `image export` and `image import`.
 
+mod archive;
 pub mod cache;
 pub mod catalog;
 pub mod download;
 mod error;
 mod list;
+mod transfer;
 
 pub use error::ImageError;
 pub use list::{CatalogImage, FormatStatus, ImageList, list, remove};
+pub use transfer::{Exported, Imported, export, import};
 
 use std::path::{Path, PathBuf};
 
@@ -57,11 +61,7 @@ impl ImageSource {
         {
             return Ok(Self::Path(PathBuf::from(text)));
         }
-        let name_ok = !text.is_empty()
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        if name_ok {
+        if catalog::is_name(text) {
             Ok(Self::Catalog(text.to_owned()))
         } else {
             Err(bad("not a catalogue name, URL or file"))
