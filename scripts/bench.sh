@@ -332,7 +332,7 @@ cmd_reset() {
         kl -p "$profile" ssh -- test ! -e /var/tmp/bench-changed || die "reset left the change"
         local disk
         disk=$(kl -p "$profile" snapshot list -o json | python3 -c \
-            'import json,sys; s=json.load(sys.stdin)[0]; print(f"{s[\"disk_bytes\"]/len(s[\"nodes\"])/2**20:.1f}")')
+            'import json, sys; s = json.load(sys.stdin)[0]; print("%.1f" % (s["disk_bytes"] / len(s["nodes"]) / 2**20))')
         sed -n '/^timings:/,$p' "$work/$profile-reset.txt" >&2
         rows+=("$(awk -v n="$n" -v u="$up" -v s="$snap" -v r="$reset" -v d="$disk" 'BEGIN {
             printf "%-6s %8.1f %9.1f %8.1f %6.3f %11s", n, u, s, r, r / u, d }')")
