@@ -308,7 +308,9 @@ cmd_bootstrap() {
 
 cmd_reset() {
     bench_lab
+    # The bench's own kubeconfig, fresh: its home is new each run, so are its entries.
     export KUBECONFIG=$work/kubeconfig
+    rm -f "$KUBECONFIG"
     local n i node profile t0 t1 up reset snap rows=()
     for n in 2 3; do
         profile="${BENCH_PREFIX}r$n"
