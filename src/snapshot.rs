@@ -236,20 +236,11 @@ pub fn default_name(unix_secs: u64) -> String {
     format!("snap-{}-{}", date.replace('-', ""), time.replace(':', ""))
 }
 
-/// `(YYYY-MM-DD, HH:MM:SS)` in UTC for seconds since the Unix epoch (Howard Hinnant's
-/// days-to-civil algorithm: no time zone database needed).
+/// `(YYYY-MM-DD, HH:MM:SS)` in UTC for seconds since the Unix epoch.
 pub fn utc(unix_secs: u64) -> (String, String) {
-    let days = (unix_secs / 86_400) as i64;
+    let days = i64::try_from(unix_secs / 86_400).unwrap_or(i64::MAX);
+    let (year, month, day) = crate::bootstrap::pki::civil_from_days(days);
     let secs = unix_secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     (
         format!("{year:04}-{month:02}-{day:02}"),
         format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),

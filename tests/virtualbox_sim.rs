@@ -100,6 +100,16 @@ impl Lab {
     }
 
     /// The transcript lines since `from`, as `(subcommand words, vm)`.
+    /// No VBoxManage call that creates something was made.
+    fn assert_nothing_created(&self) {
+        let created = ["hostonlyif create", "createvm", "createmedium", "setextradata"];
+        let transcript = self.transcript();
+        assert!(
+            !transcript.iter().any(|l| created.iter().any(|c| l.starts_with(c))),
+            "{transcript:?}"
+        );
+    }
+
     fn transcript(&self) -> Vec<String> {
         fs::read_to_string(self.state_dir().join("transcript.log"))
             .unwrap_or_default()
@@ -302,12 +312,7 @@ fn hostonly_range_refused_before_anything_is_created() {
         run.stderr.contains("add the line `* 10.213.7.0/24` to /etc/vbox/networks.conf"),
         "{run}"
     );
-    let created = ["hostonlyif create", "createvm", "createmedium", "setextradata"];
-    assert!(
-        !lab.transcript().iter().any(|l| created.iter().any(|c| l.starts_with(c))),
-        "{:?}",
-        lab.transcript()
-    );
+    lab.assert_nothing_created();
 }
 
 /// A refused range saves nothing (issue 12): following the hint with another
@@ -567,12 +572,7 @@ fn vboxdrv_not_loaded_stops_up_before_anything_is_created() {
     assert!(run.stderr.contains("hint (HOST_VBOX_KERNEL_DRIVER)"), "{run}");
     assert!(run.stderr.contains("kernel driver vboxdrv is not loaded"), "{run}");
     assert!(run.stderr.contains("sudo /sbin/vboxconfig"), "{run}");
-    let created = ["hostonlyif create", "createvm", "createmedium", "setextradata"];
-    assert!(
-        !lab.transcript().iter().any(|l| created.iter().any(|c| l.starts_with(c))),
-        "{:?}",
-        lab.transcript()
-    );
+    lab.assert_nothing_created();
 }
 
 /// Linux without vboxnetadp, macOS with the kernel extension not allowed: `hostonlyif

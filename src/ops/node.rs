@@ -64,7 +64,7 @@ pub fn add(
         }
     }
     let timings = added?;
-    warn_stale(profile, progress);
+    warn_stale(profile, &state, progress);
     let node = state.nodes.iter().find(|n| n.name == node.name).cloned().unwrap_or(node);
     Ok((node, timings))
 }
@@ -148,13 +148,13 @@ pub fn remove(
     provision::with_bootstrapper(&*driver, profile, &state, &(), |b, c| b.remove_node(c, node))?;
     state.nodes.retain(|n| n.name != node);
     forget_node(&*driver, &Journal::new(profile), profile, &state, node, &owner)?;
-    warn_stale(profile, progress);
+    warn_stale(profile, &state, progress);
     Ok(())
 }
 
 /// Says which snapshots hold another node set now (a restore refuses them).
-fn warn_stale(profile: &Profile, progress: &dyn Progress) {
-    for name in super::snapshot::stale(profile) {
+fn warn_stale(profile: &Profile, state: &ClusterState, progress: &dyn Progress) {
+    for name in super::snapshot::stale(profile, state) {
         progress.message(&format!(
             "note: snapshot {name:?} holds other nodes than the cluster now has: `snapshot restore` refuses it"
         ));

@@ -326,6 +326,19 @@ fn total(phase: &'static str, start: Instant) -> Timing {
     Timing { node: "all".into(), phase, secs: start.elapsed().as_secs_f64() }
 }
 
+/// Runs `work` on `profile`'s cluster under its lock, its records repaired first.
+fn with_lab<T>(
+    profile: &Profile,
+    wait_lock: bool,
+    progress: &dyn Progress,
+    work: impl FnOnce(&mut Lab<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let _lock = profile.lock_existing(wait_lock)?;
+    let state: ClusterState = profile.load_state()?;
+    let driver = open_driver(&state)?;
+    work(&mut Lab::open(profile, &*driver, &state, progress)?)
+}
+
 /// `kubelab snapshot save NAME`.
 pub fn save(
     profile: &Profile,
@@ -334,10 +347,7 @@ pub fn save(
     progress: &dyn Progress,
 ) -> Result<Record, Error> {
     snapshot::check_name(name)?;
-    let _lock = profile.lock_existing(wait_lock)?;
-    let state: ClusterState = profile.load_state()?;
-    let driver = open_driver(&state)?;
-    Lab::open(profile, &*driver, &state, progress)?.save(name, progress)
+    with_lab(profile, wait_lock, progress, |lab| lab.save(name, progress))
 }
 
 /// `kubelab snapshot restore NAME`, and `kubelab reset` (the `clean` snapshot).
@@ -348,10 +358,7 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<Restored, Error> {
     snapshot::check_name(name)?;
-    let _lock = profile.lock_existing(wait_lock)?;
-    let state: ClusterState = profile.load_state()?;
-    let driver = open_driver(&state)?;
-    Lab::open(profile, &*driver, &state, progress)?.restore(name, RESTORE_WAIT, progress)
+    with_lab(profile, wait_lock, progress, |lab| lab.restore(name, RESTORE_WAIT, progress))
 }
 
 /// `kubelab snapshot list`: the records, each checked against the hypervisor.
@@ -360,25 +367,23 @@ pub fn list(
     wait_lock: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<Listed>, Error> {
-    let _lock = profile.lock_existing(wait_lock)?;
-    let state: ClusterState = profile.load_state()?;
-    let driver = open_driver(&state)?;
-    let lab = Lab::open(profile, &*driver, &state, progress)?;
-    let mut held = Vec::new();
-    for node in &lab.state.nodes {
-        held.push((node.name.clone(), lab.driver.snapshots(&node.name, &lab.owner)?));
-    }
-    Ok(lab
-        .book
-        .snapshots
-        .iter()
-        .map(|record| Listed {
-            complete: record.nodes.iter().all(|node| {
-                held.iter().any(|(n, names)| n == node && names.contains(&record.name))
-            }),
-            record: record.clone(),
-        })
-        .collect())
+    with_lab(profile, wait_lock, progress, |lab| {
+        let mut held = Vec::new();
+        for node in &lab.state.nodes {
+            held.push((node.name.clone(), lab.driver.snapshots(&node.name, &lab.owner)?));
+        }
+        Ok(lab
+            .book
+            .snapshots
+            .iter()
+            .map(|record| Listed {
+                complete: record.nodes.iter().all(|node| {
+                    held.iter().any(|(n, names)| n == node && names.contains(&record.name))
+                }),
+                record: record.clone(),
+            })
+            .collect())
+    })
 }
 
 /// `kubelab snapshot delete NAME`: removes every node's part, then the record.
@@ -389,18 +394,16 @@ pub fn delete(
     progress: &dyn Progress,
 ) -> Result<(), Error> {
     snapshot::check_name(name)?;
-    let _lock = profile.lock_existing(wait_lock)?;
-    let state: ClusterState = profile.load_state()?;
-    let driver = open_driver(&state)?;
-    let mut lab = Lab::open(profile, &*driver, &state, progress)?;
-    if lab.book.find(name).is_none() {
-        let profile = profile.name().to_string();
-        return Err(SnapshotError::NotFound { profile, name: name.to_owned() }.into());
-    }
-    let owner = &lab.owner;
-    lab.each(|d, node| Ok(d.snapshot_delete(node, owner, name)?))?;
-    lab.book.snapshots.retain(|r| r.name != name);
-    lab.set_pending(None)
+    with_lab(profile, wait_lock, progress, |lab| {
+        if lab.book.find(name).is_none() {
+            let profile = profile.name().to_string();
+            return Err(SnapshotError::NotFound { profile, name: name.to_owned() }.into());
+        }
+        let owner = &lab.owner;
+        lab.each(|d, node| Ok(d.snapshot_delete(node, owner, name)?))?;
+        lab.book.snapshots.retain(|r| r.name != name);
+        lab.set_pending(None)
+    })
 }
 
 /// Repairs a save or restore that was cut short; `up` calls it (with the lock held)
@@ -429,11 +432,10 @@ pub fn take_clean(
     lab.save(CLEAN, progress).map(Some)
 }
 
-/// The snapshots that no longer match the cluster's nodes after `node add` or `node
-/// delete` (a restore refuses them), for the command to say so. Called with the lock
-/// held; an unreadable profile or record file lists none.
-pub fn stale(profile: &Profile) -> Vec<String> {
-    let Ok(state) = profile.load_state::<ClusterState>() else { return Vec::new() };
+/// The snapshots that no longer hold `state`'s nodes after `node add` or `node delete`
+/// (a restore refuses them), for the command to say so. Called with the lock held; an
+/// unreadable record file lists none.
+pub fn stale(profile: &Profile, state: &ClusterState) -> Vec<String> {
     let nodes: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
     let Ok(book) = Book::load(profile) else { return Vec::new() };
     book.snapshots
