@@ -5,7 +5,8 @@
 //! Exit codes are grouped by layer: 1 unused (every failure has a reason), 2 usage
 //! (clap), 3-9 `KUBELAB_` (bugs), 10-19 `PROFILE_`,
 //! 20-39 `HOST_`, 40-49 `DRV_`, 50-59 `IMG_`, 60-69 `GUEST_`, 70-79 `K8S_`, 80-89
-//! `SNAP_`, 90-99 `XFER_` (image archives moved between hosts).
+//! `SNAP_`, 90-99 `XFER_` (image archives moved between hosts), 100-109 `HOST_` (continued),
+//! 110-119 `BAKE_` (golden images).
 
 use crate::Error;
 use crate::bootstrap::BootstrapError;
@@ -604,6 +605,14 @@ pub const SNAP_NAME_INVALID: Reason = Reason {
     advice: "use 1 to 40 lowercase letters, digits, '-', '_' and '.', starting with a \
              letter or digit",
 };
+/// `image bake`'s VM was not powered off when its disk was to be copied.
+pub const BAKE_VM_NOT_STOPPED: Reason = Reason {
+    id: "BAKE_VM_NOT_STOPPED",
+    exit_code: 110,
+    advice: "something started the bake's VM again after kubelab powered it off: run \
+             `kubelab image bake` again (the interrupted bake's profile is removed by \
+             `kubelab delete -p` with the profile name shown above)",
+};
 /// The snapshot holds other nodes than the cluster has now.
 pub const SNAP_NODES_CHANGED: Reason = Reason {
     id: "SNAP_NODES_CHANGED",
@@ -869,9 +878,10 @@ fn driver_reason(err: &DriverError) -> &'static Reason {
         E::ForeignVm { .. } | E::Legacy { what: Object::Vm, .. } => &DRV_VM_NOT_KUBELAB,
         E::UnknownDriver { .. } => &PROFILE_BAD_OPTION,
         E::NoSuchVm { .. } => &DRV_VM_MISSING,
+        E::NotStopped { .. } => &BAKE_VM_NOT_STOPPED,
         E::NoSuchSnapshot { .. } => &SNAP_INCOMPLETE,
         E::Routes { .. } => &DRV_ROUTES_UNREADABLE,
-        E::ReadHost { .. } | E::ReadFile { .. } => &HOST_IO_FAILED,
+        E::ReadHost { .. } | E::ReadFile { .. } | E::WriteFile { .. } => &HOST_IO_FAILED,
         E::UnknownState { .. } | E::Backend { .. } => &DRV_BACKEND_FAILED,
         #[cfg(feature = "virtualbox")]
         E::VirtualBox { source, .. } => vbox_reason(source),
@@ -992,6 +1002,7 @@ mod tests {
         &SNAP_INCOMPLETE,
         &SNAP_TOO_MANY,
         &XFER_BAD_ARCHIVE,
+        &BAKE_VM_NOT_STOPPED,
     ];
 
     #[test]
@@ -1010,6 +1021,7 @@ mod tests {
                 "K8S" => 70..=79,
                 "SNAP" => 80..=89,
                 "XFER" => 90..=99,
+                "BAKE" => 110..=119,
                 "KUBELAB" => 3..=9,
                 other => panic!("unknown layer {other}"),
             };

@@ -166,6 +166,14 @@ pub enum DriverError {
         /// The VM.
         name: String,
     },
+    /// The VM must be powered off for this (its disk is copied).
+    #[error("VM {name} is {state}, not powered off")]
+    NotStopped {
+        /// The VM.
+        name: String,
+        /// What it is doing.
+        state: String,
+    },
     /// The VM has no snapshot of that name.
     #[error("VM {name} has no snapshot {snapshot}")]
     NoSuchSnapshot {
@@ -185,6 +193,15 @@ pub enum DriverError {
     /// A local file to upload could not be read.
     #[error("cannot read {}", path.display())]
     ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A local file (an exported disk) could not be written.
+    #[error("cannot write {}", path.display())]
+    WriteFile {
         /// The file.
         path: PathBuf,
         /// The underlying error.
@@ -312,6 +329,8 @@ pub enum Action {
     DeleteSnapshot,
     /// Setting a guest's clock through its agent.
     SetGuestTime,
+    /// Copying a VM's disk out of the hypervisor.
+    ExportDisk,
 }
 
 impl fmt::Display for Action {
@@ -339,6 +358,7 @@ impl fmt::Display for Action {
             Action::RestoreSnapshot => "restore a snapshot of VM",
             Action::DeleteSnapshot => "delete a snapshot of VM",
             Action::SetGuestTime => "set the guest clock of VM",
+            Action::ExportDisk => "export the disk of VM",
         })
     }
 }

@@ -412,6 +412,15 @@ pub trait Driver: Send + Sync {
         owner: &Owner,
         now: std::time::SystemTime,
     ) -> Result<bool, DriverError>;
+    /// Writes the boot disk of `owner`'s stopped VM to the local file `dest`: one
+    /// standalone image in [`Driver::disk_format`], its base image merged in (`image
+    /// bake` stores it as a new base). Fails if the VM is not stopped.
+    fn export_disk(
+        &self,
+        name: &str,
+        owner: &Owner,
+        dest: &std::path::Path,
+    ) -> Result<(), DriverError>;
 }
 
 /// Opens the backend `kind`. `libvirt_uri` is `--libvirt-uri` (see

@@ -4,6 +4,7 @@
 //! to typed [`DriverError`]s here, where their codes are known.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::net::Ipv4Cidr;
 
 mod domain;
 mod domain_xml;
+mod export;
 mod network;
 mod snapshot;
 mod storage;
@@ -265,6 +267,10 @@ impl Driver for LibvirtDriver {
         now: std::time::SystemTime,
     ) -> Result<bool, DriverError> {
         snapshot::set_time(&self.conn, name, owner, now)
+    }
+
+    fn export_disk(&self, name: &str, owner: &Owner, dest: &Path) -> Result<(), DriverError> {
+        export::export_disk(&self.conn, name, owner, dest)
     }
 }
 

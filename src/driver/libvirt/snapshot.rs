@@ -29,11 +29,11 @@ use crate::driver::{Action, DriverError, Owner, VmState};
 /// Prefix of the libvirt name of every snapshot kubelab takes.
 const PREFIX: &str = "kubelab-";
 
-fn ours(conn: &Connect, name: &str, owner: &Owner) -> Result<Domain, DriverError> {
+pub(super) fn ours(conn: &Connect, name: &str, owner: &Owner) -> Result<Domain, DriverError> {
     lookup_ours(conn, name, owner)?.ok_or_else(|| DriverError::NoSuchVm { name: name.to_owned() })
 }
 
-fn state(dom: &Domain, name: &str) -> Result<VmState, DriverError> {
+pub(super) fn state(dom: &Domain, name: &str) -> Result<VmState, DriverError> {
     let (raw, _) = dom.state().map_err(lv(Action::InspectVm, name))?;
     super::domain::map_state(raw)
         .map_err(|raw| DriverError::UnknownState { name: name.to_owned(), raw })

@@ -19,6 +19,7 @@ use crate::net::Ipv4Cidr;
 use crate::reason;
 
 mod error;
+mod export;
 pub mod host;
 pub mod known;
 pub mod network;
@@ -482,6 +483,10 @@ impl Driver for VirtualBoxDriver {
 
     fn snapshot_delete(&self, name: &str, owner: &Owner, snap: &str) -> Result<(), DriverError> {
         snapshot::delete(self, name, owner, snap)
+    }
+
+    fn export_disk(&self, name: &str, owner: &Owner, dest: &Path) -> Result<(), DriverError> {
+        export::export_disk(self, name, owner, dest)
     }
 
     fn snapshots(&self, name: &str, owner: &Owner) -> Result<Vec<String>, DriverError> {

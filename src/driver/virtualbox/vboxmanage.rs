@@ -277,6 +277,12 @@ impl VBoxManage {
         self.run(&prefixed(&["createmedium", "disk"], args)).map(drop)
     }
 
+    /// `clonemedium disk SRC DEST --format FORMAT`: a standalone copy, parents merged in
+    /// (manual: "VBoxManage clonemedium").
+    pub fn clone_medium(&self, src: &str, dest: &str, format: &str) -> Result<(), VBoxError> {
+        self.run(&["clonemedium", "disk", src, dest, "--format", format]).map(drop)
+    }
+
     /// `modifymedium disk ARGS` (manual: "VBoxManage modifymedium").
     pub fn modify_medium(&self, args: &[String]) -> Result<(), VBoxError> {
         self.run(&prefixed(&["modifymedium", "disk"], args)).map(drop)
