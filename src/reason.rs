@@ -613,6 +613,21 @@ pub const BAKE_VM_NOT_STOPPED: Reason = Reason {
              `kubelab image bake` again (the interrupted bake's profile is removed by \
              `kubelab delete -p` with the profile name shown above)",
 };
+/// `--image baked:<version>` names no baked image in the cache.
+pub const BAKE_NOT_FOUND: Reason = Reason {
+    id: "BAKE_NOT_FOUND",
+    exit_code: 111,
+    advice: "bake one first (`kubelab image bake --kubernetes-version VERSION`), or import \
+             one (`kubelab image import FILE`); `kubelab image list` shows the baked images",
+};
+/// `--image baked:<version>` and `--kubernetes-version` disagree.
+pub const BAKE_VERSION_MISMATCH: Reason = Reason {
+    id: "BAKE_VERSION_MISMATCH",
+    exit_code: 112,
+    advice: "a baked image runs the Kubernetes version it was baked for: drop \
+             --kubernetes-version, or bake that version (`kubelab image bake \
+             --kubernetes-version VERSION`) and use `--image baked:VERSION`",
+};
 /// The snapshot holds other nodes than the cluster has now.
 pub const SNAP_NODES_CHANGED: Reason = Reason {
     id: "SNAP_NODES_CHANGED",
@@ -724,6 +739,7 @@ fn cluster_reason(err: &ClusterError) -> &'static Reason {
     use ClusterError as E;
     match err {
         E::Contradicts { .. } => &PROFILE_FLAG_CONFLICT,
+        E::BakedVersion { .. } => &BAKE_VERSION_MISMATCH,
         E::UnknownNode { .. } | E::ControlPlane { .. } => &PROFILE_UNKNOWN_NODE,
         E::BadSize { .. }
         | E::OutOfRange { .. }
@@ -767,15 +783,17 @@ fn bootstrap_reason(err: &BootstrapError) -> &'static Reason {
             SshError::CommandFailed { .. } => &K8S_BOOTSTRAP_FAILED,
             ref other => ssh_reason(other),
         },
-        E::ControlPlaneFailed { .. } => &K8S_BOOTSTRAP_FAILED,
+        E::ControlPlaneFailed { .. } | E::NoDigest { .. } => &K8S_BOOTSTRAP_FAILED,
         E::NotReady { .. } => &K8S_NOT_READY,
         E::ApiTimeout { .. } => &K8S_API_UNREACHABLE,
         E::BadSecret { .. } | E::ReadSecret { .. } => &K8S_SECRETS_CORRUPT,
         E::NotKubernetes { .. } => &K8S_NOT_KUBERNETES,
         E::UnsupportedVersion { .. } => &K8S_VERSION_UNSUPPORTED,
-        E::Unknown { .. } | E::BadVersion { .. } | E::BadRepo { .. } | E::NoSubnet { .. } => {
-            &PROFILE_BAD_OPTION
-        }
+        E::Unknown { .. }
+        | E::BadVersion { .. }
+        | E::BadRepo { .. }
+        | E::BadMirror { .. }
+        | E::NoSubnet { .. } => &PROFILE_BAD_OPTION,
         E::NoControlPlane { .. } | E::NoSuchNode { .. } => &DRV_VM_MISSING,
         E::WriteSecret { .. } | E::OpenLog { .. } | E::WriteLog { .. } => &HOST_HOME_IO,
         E::GenerateCa(_) | E::ApiClient(_) | E::Panicked { .. } | E::ParseKubectl { .. } => {
@@ -847,6 +865,7 @@ fn image_reason(err: &ImageError) -> &'static Reason {
         E::BadArchive { .. } => &XFER_BAD_ARCHIVE,
         E::WriteArchive { .. } => &HOST_IO_FAILED,
         E::BadSidecar { .. } => &IMG_CACHE_CORRUPT,
+        E::NoBaked { .. } => &BAKE_NOT_FOUND,
         E::NotRegularFile { .. } => &IMG_NOT_REGULAR_FILE,
         E::TooLarge { .. } => &IMG_TOO_LARGE,
         E::RedirectRefused { .. } => &IMG_REDIRECT_REFUSED,
@@ -1003,6 +1022,8 @@ mod tests {
         &SNAP_TOO_MANY,
         &XFER_BAD_ARCHIVE,
         &BAKE_VM_NOT_STOPPED,
+        &BAKE_NOT_FOUND,
+        &BAKE_VERSION_MISMATCH,
     ];
 
     #[test]

@@ -153,12 +153,21 @@ install_k8s_standins() {
     log "installing the Kubernetes stand-ins"
     install -d -m 0755 "$root/usr/local/lib/kubelab-standin"
     install -m 0644 "$src/standin.py" "$root/usr/local/lib/kubelab-standin/standin.py"
-    for tool in kubeadm kubectl kubelet containerd; do
+    for tool in kubeadm kubectl kubelet containerd crictl; do
         install -m 0755 "$src/$tool" "$root/usr/local/bin/$tool"
     done
     for unit in containerd.service kubelet.service kubelab-apiserver-standin.service; do
         install -m 0644 "$src/$unit" "$root/etc/systemd/system/$unit"
     done
+    # kubeadm's images in the stand-in image store, as on a node image made with them
+    # (digests made up from the names): kubeadm init's ImagePull finds them, offline.
+    KUBELAB_STANDIN_ROOT=$root python3 - "$src" <<'PY'
+import hashlib, sys
+sys.path.insert(0, sys.argv[1])
+import standin
+standin.save_images({ref: "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+                     for ref in standin.images(standin.VERSION)})
+PY
 }
 
 trim_kernel() {

@@ -90,20 +90,27 @@ else
     apt-mark hold kubelet kubeadm kubectl
 fi
 
-# containerd: the systemd cgroup driver (kubeadm's default for the kubelet), and kubeadm's
+# containerd: the systemd cgroup driver (kubeadm's default for the kubelet), kubeadm's
 # own pause image as the sandbox image (containerd 1.6 defaults to an older one, which a
-# node without a registry does not have).
+# node without a registry does not have), and registry hosts read from
+# /etc/containerd/certs.d/<registry>/hosts.toml, where `image bake --registry-mirror` puts
+# a mirror.
 pause=$(kubeadm config images list --kubernetes-version "$version" 2>/dev/null | grep '/pause:' || true)
 [ -n "$pause" ] || { echo "error: kubeadm names no pause image for $version" >&2; exit 1; }
 mkdir -p /etc/containerd
+certs_d='config_path = "/etc/containerd/certs.d"'
 if ! grep -q 'SystemdCgroup = true' /etc/containerd/config.toml 2>/dev/null ||
-    ! grep -qF "sandbox_image = \"$pause\"" /etc/containerd/config.toml; then
-    echo "containerd: systemd cgroup driver, sandbox image $pause"
+    ! grep -qF "sandbox_image = \"$pause\"" /etc/containerd/config.toml ||
+    ! grep -qF "$certs_d" /etc/containerd/config.toml; then
+    echo "containerd: systemd cgroup driver, sandbox image $pause, registry hosts in /etc/containerd/certs.d"
     containerd config default |
         sed -e 's/SystemdCgroup = false/SystemdCgroup = true/' \
-            -e "s#sandbox_image = .*#sandbox_image = \"$pause\"#" >/etc/containerd/config.toml
+            -e "s#sandbox_image = .*#sandbox_image = \"$pause\"#" \
+            -e "s#config_path = \"\"#$certs_d#" >/etc/containerd/config.toml
     grep -qF "sandbox_image = \"$pause\"" /etc/containerd/config.toml ||
         { echo "error: containerd's config has no sandbox_image to set" >&2; exit 1; }
+    grep -qF "$certs_d" /etc/containerd/config.toml ||
+        { echo "error: containerd's config has no registry config_path to set" >&2; exit 1; }
     systemctl restart containerd
 fi
 systemctl enable --now containerd

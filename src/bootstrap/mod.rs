@@ -12,7 +12,7 @@ mod kubeadm;
 pub mod log;
 pub mod pki;
 
-pub use self::kubeadm::choose_subnets;
+pub use self::kubeadm::{Contents, bake_node, choose_subnets};
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -57,6 +57,14 @@ pub enum BootstrapError {
     /// `--kubernetes-repo` is not a plain http(s) URL.
     #[error("invalid --kubernetes-repo {text:?}: {why}")]
     BadRepo {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// `--registry-mirror` is not a plain http(s) URL.
+    #[error("invalid --registry-mirror {text:?}: {why}")]
+    BadMirror {
         /// The text given.
         text: String,
         /// What is wrong with it.
@@ -181,6 +189,14 @@ pub enum BootstrapError {
         #[source]
         source: serde_json::Error,
     },
+    /// The container runtime reports no digest for an image `image bake` pulled.
+    #[error("the container runtime on {node} reports no digest for {image}")]
+    NoDigest {
+        /// The node.
+        node: String,
+        /// The image reference.
+        image: String,
+    },
     /// Nodes or kube-system pods were not ready before the deadline.
     #[error("not ready after {waited_secs} s: {late}")]
     NotReady {
@@ -281,6 +297,26 @@ pub fn check_repo(text: &str) -> Result<(), BootstrapError> {
     Ok(())
 }
 
+/// Checks `--registry-mirror`: an http(s) URL without credentials, query or fragment, of
+/// characters that need no quoting in containerd's hosts.toml or a shell word.
+pub fn check_mirror(text: &str) -> Result<(), BootstrapError> {
+    let bad = |why| Err(BootstrapError::BadMirror { text: text.to_owned(), why });
+    let Ok(url) = url::Url::parse(text) else { return bad("not a URL") };
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return bad("expected an http:// or https:// URL with a host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("credentials do not belong in the URL (it is written into the image)");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return bad("expected a URL without ?query or #fragment");
+    }
+    if !text.chars().all(|c| c.is_ascii_alphanumeric() || "/:.-_~%".contains(c)) {
+        return bad("characters other than letters, digits and /:.-_~%");
+    }
+    Ok(())
+}
+
 /// The repository URL for `version` (`vMAJOR.MINOR.PATCH`): `{minor}` filled in.
 pub fn repo_url(template: &str, version: &str) -> String {
     let minor = version.rsplit_once('.').map_or(version, |(minor, _)| minor);
@@ -317,6 +353,9 @@ pub struct Cluster<'a> {
     pub kubernetes_version: &'a str,
     /// The Kubernetes package repository (`{minor}` filled in).
     pub kubernetes_repo: &'a str,
+    /// The nodes boot an image baked for `kubernetes_version`: the prerequisites are in
+    /// it, so they are not run (nothing is installed or pulled).
+    pub prepared: bool,
     /// vCPUs per node.
     pub cpus: u32,
     /// Memory per node.
@@ -450,6 +489,13 @@ mod tests {
             "file:///srv/",
         ] {
             assert!(check_repo(bad).is_err(), "{bad}");
+        }
+        assert!(check_mirror("http://10.0.0.1:5000").is_ok());
+        assert!(check_mirror("https://mirror.example/registry").is_ok());
+        for bad in
+            ["ftp://m", "http://u:p@m", "http://m/?x=1", "http://m/\"x", "m:5000", "http://m/$(id)"]
+        {
+            assert!(matches!(check_mirror(bad), Err(BootstrapError::BadMirror { .. })), "{bad}");
         }
         for old_or_new in ["v1.30.9", "v1.36.0", "v2.34.0", "v0.34.0"] {
             assert!(

@@ -1,4 +1,4 @@
-//! `kubelab image list|pull|rm|export|import`: the image catalogue and cache.
+//! `kubelab image list|pull|rm|export|import|bake`: the image catalogue and cache.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,6 +44,52 @@ enum ImageCommand {
         /// The archive to read.
         file: PathBuf,
     },
+    /// Make a golden node image: boot the base image once, install Kubernetes' node
+    /// prerequisites and pull its images, clean it for cloning and store its disk in the
+    /// cache. `kubelab up` then boots it for clusters of that version made from that base
+    /// (or with `--image baked:VERSION`), installing and pulling nothing.
+    Bake(BakeArgs),
+}
+
+#[derive(Debug, Args)]
+struct BakeArgs {
+    /// The base image: a catalogue name, a URL or a path (default: ubuntu-24.04).
+    #[arg(long, value_name = "NAME|URL|PATH")]
+    from: Option<String>,
+
+    /// SHA-256 of the --from file.
+    #[arg(long, value_name = "HEX")]
+    from_sha256: Option<String>,
+
+    /// Accept an http(s) --from URL without a digest.
+    #[arg(long)]
+    insecure_skip_verify: bool,
+
+    /// Kubernetes version to bake in (vMAJOR.MINOR.PATCH; default v1.34.2).
+    #[arg(long, value_name = "VERSION")]
+    kubernetes_version: Option<String>,
+
+    /// Kubernetes package repository (as for `kubelab up`).
+    #[arg(long, value_name = "URL")]
+    kubernetes_repo: Option<String>,
+
+    /// A registry mirror the bake pulls the container images through (written as the
+    /// first host of each registry in containerd's certs.d, removed before the disk is
+    /// stored), e.g. http://10.0.0.1:5000.
+    #[arg(long, value_name = "URL")]
+    registry_mirror: Option<String>,
+
+    /// The hypervisor backend that bakes (and whose disk format the image gets).
+    #[arg(long, value_name = "NAME")]
+    driver: Option<String>,
+
+    /// libvirt connection URI.
+    #[arg(long, value_name = "URI")]
+    libvirt_uri: Option<String>,
+
+    /// Seconds to wait for the bake VM to answer SSH.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    ssh_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +149,7 @@ pub fn exec(ctx: &Ctx, args: ImageArgs) -> Result<(), crate::Error> {
             writeln!(std::io::stdout(), "{}  sha256:{}", exported.archive.display(), image.sha256)
                 .map_err(crate::Error::Output)
         }
+        ImageCommand::Bake(args) => bake(ctx, args),
         ImageCommand::Import { file } => {
             let imported = ops::image::import(&ctx.home, &file, &CliProgress::new())?;
             if ctx.output == OutputFormat::Json {
@@ -134,6 +181,38 @@ fn pull(ctx: &Ctx, args: PullArgs) -> Result<(), crate::Error> {
         .map_err(crate::Error::Output)
 }
 
+fn bake(ctx: &Ctx, args: BakeArgs) -> Result<(), crate::Error> {
+    let opts = ops::bake::BakeOptions {
+        from: args.from,
+        from_sha256: args.from_sha256,
+        insecure_skip_verify: args.insecure_skip_verify,
+        kubernetes_version: args.kubernetes_version,
+        kubernetes_repo: args.kubernetes_repo,
+        registry_mirror: args.registry_mirror,
+        driver: args.driver.as_deref().map(str::parse).transpose()?,
+        libvirt_uri: args.libvirt_uri,
+        ssh_timeout: std::time::Duration::from_secs(args.ssh_timeout),
+    };
+    let report = ops::bake::bake(&ctx.home, &opts, &CliProgress::new())?;
+    if ctx.output == OutputFormat::Json {
+        return ctx.print_json(&report);
+    }
+    let (image, baked) = (&report.image.image, &report.image.baked);
+    writeln!(
+        std::io::stdout(),
+        "baked {} in {:.0} s: {} ({}, sha256:{}) from {}, {} packages, {} images",
+        baked.image_name(),
+        report.secs,
+        image.path.display(),
+        HumanBytes(image.size_bytes),
+        image.sha256,
+        baked.base.source,
+        baked.packages.len(),
+        baked.images.len()
+    )
+    .map_err(crate::Error::Output)
+}
+
 fn list(ctx: &Ctx) -> Result<(), crate::Error> {
     let images = ops::image::list(&ctx.home)?;
     if ctx.output == OutputFormat::Json {
@@ -151,6 +230,17 @@ fn list(ctx: &Ctx) -> Result<(), crate::Error> {
             let cached = if f.cached.is_some() { "yes" } else { "no" };
             row(&entry.name, entry.kind.as_str(), f.format.as_str(), &size(f.size_bytes), cached)?;
         }
+    }
+    for b in &images.baked {
+        let about = format!(
+            "baked {} from {} ({} images, sha256:{})",
+            b.baked.baked_at,
+            b.baked.base.source,
+            b.baked.images.len(),
+            &b.image.sha256[..12]
+        );
+        let name = b.baked.image_name();
+        row(&name, "disk", b.image.format.as_str(), &size(Some(b.image.size_bytes)), &about)?;
     }
     for image in &images.other {
         row("-", "disk", image.format.as_str(), &size(Some(image.size_bytes)), &image.url)?;

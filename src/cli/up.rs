@@ -47,7 +47,8 @@ pub struct UpArgs {
     /// Boot image: a catalogue name (`kubelab image list`), a URL or a local file.
     ///
     /// Default: ubuntu-24.04. A URL needs --image-sha256 unless --insecure-skip-verify.
-    /// A `.iso` boots as a live CD beside a blank data disk.
+    /// A `.iso` boots as a live CD beside a blank data disk. `baked:VERSION` boots the
+    /// newest image `kubelab image bake` made for that Kubernetes version.
     #[arg(long, value_name = "NAME|URL|PATH")]
     image: Option<String>,
 
@@ -125,6 +126,11 @@ pub struct UpArgs {
     /// Do not take the `clean` snapshot (for `kubelab reset`) once the cluster is ready.
     #[arg(long)]
     no_snapshot: bool,
+
+    /// Boot --image itself even when a baked image of it (`kubelab image bake`) matches
+    /// the cluster's Kubernetes version.
+    #[arg(long)]
+    no_baked: bool,
 }
 
 /// Runs `kubelab up`.
@@ -150,6 +156,7 @@ pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
         wait_ready: args.wait_ready.then(|| Duration::from_secs(args.wait_timeout)),
         keep_context: args.keep_context,
         clean_snapshot: !args.no_snapshot,
+        no_baked: args.no_baked,
         // Without a home or $KUBECONFIG the context lives only in the profile.
         kubeconfig: ops::kubeconfig::user_path().ok(),
     };

@@ -45,6 +45,9 @@ impl State for ClusterState {
         if !is_lower_hex(&self.image.sha256, 64) {
             return Err(InvalidField::new("image.sha256", "not 64 lowercase hex digits"));
         }
+        if let Some(version) = &self.image.baked {
+            bootstrap::check_version(version).map_err(|e| InvalidField::new("image.baked", e))?;
+        }
         limits::check_sizes(bootstrapper, self.cpus, self.memory_mib, self.disk_gib).map_err(
             |e| {
                 let field = match e {
@@ -147,7 +150,8 @@ mod tests {
             "format": 1, "profile": "lab", "driver": "kvm2", "accel": "tcg",
             "libvirt_uri": "qemu:///system", "bootstrapper": "kubeadm",
             "kubernetes_version": "v1.34.2",
-            "image": {"source": "ubuntu-24.04", "sha256": "ab".repeat(32), "format": "qcow2"},
+            "image": {"source": "ubuntu-24.04", "sha256": "ab".repeat(32), "format": "qcow2",
+                      "baked": "v1.34.2"},
             "cpus": 2, "memory_mib": 2048, "disk_gib": 20,
             "host_only_cidr": "192.168.39.0/24", "nat_cidr": "192.168.50.0/24",
             "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12",
@@ -188,6 +192,7 @@ mod tests {
             ("/image/source", json!("ftp://x/y"), "image.source"),
             ("/image/sha256", json!("../../x"), "image.sha256"),
             ("/image/sha256", json!("AB".repeat(32)), "image.sha256"),
+            ("/image/baked", json!("v1.34.2 && reboot"), "image.baked"),
             ("/cpus", json!(0), "cpus"),
             ("/memory_mib", json!(1), "memory_mib"),
             ("/disk_gib", json!(1), "disk_gib"),

@@ -92,6 +92,16 @@ pub enum ClusterError {
         /// The value asked for now.
         asked: String,
     },
+    /// `--image baked:<version>` with a `--kubernetes-version` of another version.
+    #[error("--image {image} holds Kubernetes {baked}, not --kubernetes-version {asked}")]
+    BakedVersion {
+        /// The image asked for.
+        image: String,
+        /// What it was baked for.
+        baked: String,
+        /// The version asked for.
+        asked: String,
+    },
     /// `--network-cidr` overlaps a route of the host or another hypervisor network.
     #[error("--network-cidr {cidr} overlaps {other}, already used on this host")]
     CidrInUse {
@@ -162,14 +172,22 @@ pub struct ImageState {
     pub sha256: String,
     /// Its format (`iso` boots beside a blank data disk).
     pub format: Format,
+    /// The Kubernetes version it was baked for, when it is a baked image (chosen for
+    /// `source` or named `baked:<version>`): its nodes skip the prerequisites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baked: Option<String>,
 }
 
 impl ImageState {
     /// The request that finds this exact image again (in the cache, or where it came
     /// from), pinned to its digest.
     pub fn request(&self) -> Result<ImageRequest, ImageError> {
+        let source = match &self.baked {
+            Some(version) => ImageSource::Baked(version.clone()),
+            None => ImageSource::parse(&self.source)?,
+        };
         Ok(ImageRequest {
-            source: ImageSource::parse(&self.source)?,
+            source,
             format: Some(self.format),
             sha256: Some(Digest::parse(Algorithm::Sha256, &self.sha256)?),
             insecure_skip_verify: false,

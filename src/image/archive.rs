@@ -31,9 +31,8 @@ const MANIFEST_ENTRY: &str = "manifest.json";
 /// before it is held in memory.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
-/// What the archive says about its image. Fields a later format adds (a baked image's
-/// Kubernetes version, packages, container images) come with a new `format_version`;
-/// unknown fields are refused, so no kubelab imports an image it cannot describe.
+/// What the archive says about its image. Unknown fields are refused, so no kubelab
+/// imports an image it cannot describe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -50,6 +49,10 @@ pub struct Manifest {
     pub size_bytes: u64,
     /// Its SHA-256, lowercase hex.
     pub sha256: String,
+    /// What a baked image holds; absent for other images (and unknown to kubelabs
+    /// from before `image bake`, which refuse such an archive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baked: Option<super::baked::Baked>,
 }
 
 impl Manifest {
@@ -78,6 +81,9 @@ impl Manifest {
         }
         url::Url::parse(&self.source)
             .map_err(|e| format!("manifest source {:?} is not a URL: {e}", self.source))?;
+        if let Some(baked) = &self.baked {
+            baked.check().map_err(|why| format!("manifest baked: {why}"))?;
+        }
         Ok(())
     }
 }
@@ -305,6 +311,7 @@ mod tests {
             format: Format::Qcow2,
             size_bytes: bytes.len() as u64,
             sha256: hex::encode(sha2::Sha256::digest(bytes)),
+            baked: None,
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Sidecar {
     /// The catalogue name it was pulled as, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// What a baked image holds (`image bake`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baked: Option<super::baked::Baked>,
 }
 
 impl Sidecar {
@@ -61,6 +64,9 @@ impl Sidecar {
         }
         if let Some(name) = sidecar.name.as_deref().filter(|n| !is_name(n)) {
             return Err(bad("name", format!("{name:?} is not a catalogue name")));
+        }
+        if let Some(Err(why)) = sidecar.baked.as_ref().map(super::baked::Baked::check) {
+            return Err(bad("baked", why));
         }
         let expected = format!("{}.{}.json", sidecar.sha256, sidecar.format);
         if path.file_name().is_none_or(|n| *n != *expected) {
@@ -246,7 +252,7 @@ fn stat(path: &Path) -> Option<(u64, u128)> {
 }
 
 /// The SHA-256 of a whole file (only for re-verifying a changed cache entry).
-fn hash_file(path: &Path) -> Result<String, ImageError> {
+pub(super) fn hash_file(path: &Path) -> Result<String, ImageError> {
     let io = |source| ImageError::ReadCache { path: path.to_owned(), source };
     let mut file = File::open(path).map_err(io)?;
     let mut hasher = sha2::Sha256::new();
@@ -276,6 +282,7 @@ mod tests {
             mtime_ns: 0,
             url: "file:///x".into(),
             name: None,
+            baked: None,
         };
         cache.commit(&part, sidecar).unwrap();
         cache.sidecars().unwrap().remove(0)

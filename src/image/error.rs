@@ -248,6 +248,14 @@ pub enum ImageError {
         /// What is wrong.
         why: String,
     },
+    /// `--image baked:<version>` names no baked image in the cache.
+    #[error("no baked image for Kubernetes {version}{} in the cache", sha256.as_deref().map(|d| format!(" with digest {d}")).unwrap_or_default())]
+    NoBaked {
+        /// The version asked for.
+        version: String,
+        /// The digest a saved profile pins, if any.
+        sha256: Option<String>,
+    },
     /// `image rm` or `image export` found nothing cached under that name or digest.
     #[error("no cached image matches \"{target}\"; cached: {cached}")]
     NotCached {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::baked::{self, BakedImage};
 use super::cache::{Cache, Sidecar};
 use super::catalog::{self, Format, Kind};
 use super::{CachedImage, ImageError};
@@ -45,7 +46,9 @@ pub struct CatalogImage {
 pub struct ImageList {
     /// The catalogue.
     pub catalog: Vec<CatalogImage>,
-    /// Cached images pulled by URL or path.
+    /// Baked images (`image bake`), newest first.
+    pub baked: Vec<BakedImage>,
+    /// Other cached images, pulled by URL or path.
     pub other: Vec<CachedImage>,
 }
 
@@ -82,8 +85,12 @@ pub fn list(home: &Home) -> Result<ImageList, ImageError> {
             }
         })
         .collect();
-    let other = cached.into_iter().filter(|c| c.name.is_none()).collect();
-    Ok(ImageList { catalog, other })
+    let baked = baked::all(home)?;
+    let other = cached
+        .into_iter()
+        .filter(|c| c.name.is_none() && !baked.iter().any(|b| b.image.sha256 == c.sha256))
+        .collect();
+    Ok(ImageList { catalog, baked, other })
 }
 
 /// Removes the cached images `target` names ([`selector`]); returns what was removed.
@@ -120,20 +127,25 @@ pub fn select(cache: &Cache, target: &str) -> Result<Sidecar, ImageError> {
     }
 }
 
-/// Which sidecars `target` names: those pulled as catalogue name `target`, or whose
-/// SHA-256 is or starts with `target` (at least 12 hex characters, so a short prefix
-/// never picks an image by chance). An unknown name is an error listing the catalogue.
+/// Which sidecars `target` names: those pulled as catalogue name `target`, baked images
+/// of `baked:<version>`, or whose SHA-256 is or starts with `target` (at least 12 hex
+/// characters, so a short prefix never picks an image by chance). An unknown name is an error listing the catalogue.
 fn selector(target: &str) -> Result<impl Fn(&Sidecar) -> bool, ImageError> {
     let is_digest = target.len() >= 12 && target.bytes().all(|b| b.is_ascii_hexdigit());
-    if !is_digest {
+    let is_baked = baked::parse_name(target).is_some();
+    if !is_digest && !is_baked {
         catalog::find(target)?;
     }
     let (name, prefix) = (target.to_owned(), target.to_ascii_lowercase());
-    Ok(
-        move |s: &Sidecar| {
-            if is_digest { s.sha256.starts_with(&prefix) } else { s.name.as_deref() == Some(&name) }
-        },
-    )
+    Ok(move |s: &Sidecar| {
+        if is_digest {
+            s.sha256.starts_with(&prefix)
+        } else if is_baked {
+            s.baked.as_ref().is_some_and(|b| b.image_name() == name)
+        } else {
+            s.name.as_deref() == Some(&name)
+        }
+    })
 }
 
 /// `name-or-source (format, sha256:first-12)` for each sidecar, for error messages.

@@ -4,6 +4,7 @@
 //! `image export` and `image import`.
 
 mod archive;
+pub mod baked;
 pub mod cache;
 pub mod catalog;
 pub mod download;
@@ -35,11 +36,13 @@ pub enum ImageSource {
     Url(Url),
     /// A file on this machine.
     Path(PathBuf),
+    /// `baked:<version>`: the newest baked image for that Kubernetes version in the cache.
+    Baked(String),
 }
 
 impl ImageSource {
-    /// Classifies `text`: a URL if it has a scheme, a path if it has a separator or
-    /// names an existing file, else a catalogue name.
+    /// Classifies `text`: `baked:<version>`, a URL if it has a scheme, a path if it has
+    /// a separator or names an existing file, else a catalogue name.
     /// A URL keeps its userinfo here; [`ensure`] takes it off before anything shows or
     /// stores the URL, and errors show it redacted.
     pub fn parse(text: &str) -> Result<Self, ImageError> {
@@ -47,6 +50,11 @@ impl ImageSource {
             source_text: download::redact(text),
             problem: problem.to_owned(),
         };
+        if let Some(version) = baked::parse_name(text) {
+            crate::bootstrap::check_version(version)
+                .map_err(|_| bad("baked:<version> wants a Kubernetes version such as v1.34.2"))?;
+            return Ok(Self::Baked(version.to_owned()));
+        }
         if text.contains("://") {
             let url = Url::parse(text)
                 .map_err(|source| ImageError::BadUrl { url: download::redact(text), source })?;
@@ -157,6 +165,10 @@ impl Plan {
                 let limit_bytes = req.max_size_bytes;
                 Ok(Self { url, credentials, format, name: None, expected: pinned, limit_bytes })
             }
+            ImageSource::Baked(version) => Err(ImageError::BadSource {
+                source_text: format!("{}{version}", baked::PREFIX),
+                problem: "baked images are found in the cache, never downloaded".to_owned(),
+            }),
             ImageSource::Path(path) => {
                 let absolute = std::path::absolute(path)
                     .map_err(|source| ImageError::ReadLocal { path: path.clone(), source })?;
@@ -217,6 +229,10 @@ pub fn ensure(
     req: &ImageRequest,
     progress: &dyn Progress,
 ) -> Result<CachedImage, ImageError> {
+    if let ImageSource::Baked(version) = &req.source {
+        let pinned = req.sha256.as_ref().map(|d| d.hex.as_str());
+        return baked::find(home, version, pinned).map(|b| b.image);
+    }
     fetch_plan(home, Plan::new(req)?, progress)
 }
 
@@ -298,6 +314,7 @@ fn fetch_plan(home: &Home, plan: Plan, progress: &dyn Progress) -> Result<Cached
             mtime_ns: 0,
             url: plan.url.to_string(),
             name: plan.name,
+            baked: None,
         },
     )
 }

@@ -62,6 +62,7 @@ pub fn export(
         format: image.format,
         size_bytes: image.size_bytes,
         sha256: image.sha256.clone(),
+        baked: sidecar.baked.clone(),
     };
     let write_err = |source| ImageError::WriteArchive { path: dest.to_owned(), source };
     let input = fsutil::open_nofollow(&image.path, File::options().read(true))
@@ -127,6 +128,7 @@ pub fn import(home: &Home, path: &Path, progress: &dyn Progress) -> Result<Impor
         mtime_ns: 0,
         url: manifest.source,
         name: manifest.name,
+        baked: manifest.baked,
     };
     let image = cache.commit(&part, sidecar).inspect_err(|_| {
         let _ = std::fs::remove_file(&part);

@@ -1,6 +1,7 @@
 //! One function per command: the CLI converts its arguments to options, calls one of
 //! these and prints what it returns. No argument parsing and no printing here.
 
+pub mod bake;
 pub mod doctor;
 #[cfg(test)]
 mod fixture;

@@ -381,6 +381,7 @@ pub fn with_bootstrapper<T>(
             state.kubernetes_repo.as_deref().unwrap_or(bootstrap::DEFAULT_KUBERNETES_REPO),
             version,
         ),
+        prepared: state.image.baked.as_deref() == Some(version),
         cpus: state.cpus,
         memory_mib: state.memory_mib,
         user_key: &user_key,

@@ -70,6 +70,8 @@ pub struct UpOptions {
     pub kubeconfig: Option<PathBuf>,
     /// Take the `clean` snapshot once the cluster is ready (unless it has one).
     pub clean_snapshot: bool,
+    /// `--no-baked`: boot the image asked for even when a baked image of it matches.
+    pub no_baked: bool,
 }
 
 /// What `up` did.
@@ -108,7 +110,8 @@ pub fn up(
     // An existing cluster keeps booting the image it was created with.
     let request = match &saved {
         Some(saved) if opts.image.is_none() => saved.image.request()?,
-        _ => request,
+        Some(_) => request,
+        None => prefer_baked(home, opts, request, progress)?,
     };
     let kind = match (opts.driver, &saved) {
         (Some(kind), _) => kind,
@@ -149,6 +152,7 @@ pub fn up(
                     source: image::download::redact(opts.image.as_deref().unwrap_or(DEFAULT_IMAGE)),
                     sha256: image.sha256.clone(),
                     format: image.format,
+                    baked: baked_version(&request).map(str::to_owned),
                 };
                 let (mut taken, warning) = driver::taken_subnets(&*driver)?;
                 warn(progress, warning.as_slice());
@@ -207,6 +211,13 @@ fn validate(opts: &UpOptions, saved: Option<&ClusterState>) -> Result<ImageReque
         bootstrap::check_repo(repo)?;
     }
     let source = ImageSource::parse(opts.image.as_deref().unwrap_or(DEFAULT_IMAGE))?;
+    if let (ImageSource::Baked(baked), Some(asked)) = (&source, &opts.kubernetes_version)
+        && baked != asked
+    {
+        let image = format!("{}{baked}", image::baked::PREFIX);
+        let (baked, asked) = (baked.clone(), asked.clone());
+        return Err(ClusterError::BakedVersion { image, baked, asked }.into());
+    }
     let sha256 = opts
         .image_sha256
         .as_deref()
@@ -221,6 +232,50 @@ fn validate(opts: &UpOptions, saved: Option<&ClusterState>) -> Result<ImageReque
     })
 }
 
+/// A new kubeadm cluster boots a baked image of its image and Kubernetes version when
+/// the cache has one (unless `--no-baked`), saying so: its nodes then install and pull
+/// nothing.
+fn prefer_baked(
+    home: &Home,
+    opts: &UpOptions,
+    request: ImageRequest,
+    progress: &dyn Progress,
+) -> Result<ImageRequest, Error> {
+    let kubeadm = opts.bootstrapper.is_none_or(|b| b == BootstrapperKind::Kubeadm);
+    if opts.no_baked || !kubeadm || matches!(request.source, ImageSource::Baked(_)) {
+        return Ok(request);
+    }
+    let source = image::download::redact(opts.image.as_deref().unwrap_or(DEFAULT_IMAGE));
+    let version =
+        opts.kubernetes_version.as_deref().unwrap_or(bootstrap::DEFAULT_KUBERNETES_VERSION);
+    let pinned = request.sha256.as_ref().map(|d| d.hex.as_str());
+    let Some(found) = image::baked::matching(home, &source, pinned, version)? else {
+        return Ok(request);
+    };
+    progress.message(&format!(
+        "using {} (sha256:{}, baked {} from {}): nodes install and pull nothing; \
+         --no-baked boots {source} itself",
+        found.baked.image_name(),
+        &found.image.sha256[..12],
+        found.baked.baked_at,
+        found.baked.base.source,
+    ));
+    Ok(ImageRequest {
+        source: ImageSource::Baked(found.baked.kubernetes_version),
+        format: Some(found.image.format),
+        sha256: Some(Digest::parse(image::catalog::Algorithm::Sha256, &found.image.sha256)?),
+        ..request
+    })
+}
+
+/// The Kubernetes version of a baked image request.
+fn baked_version(request: &ImageRequest) -> Option<&str> {
+    match &request.source {
+        ImageSource::Baked(version) => Some(version),
+        _ => None,
+    }
+}
+
 /// A catalogue disk image is pulled in the format the driver boots (qcow2 for kvm2,
 /// VMDK for VirtualBox); URLs and paths keep the format their name says.
 fn in_driver_format(request: ImageRequest, disk: DiskFormat) -> Result<ImageRequest, Error> {
@@ -228,11 +283,15 @@ fn in_driver_format(request: ImageRequest, disk: DiskFormat) -> Result<ImageRequ
     if request.format.is_some() || image::catalog::find(name)?.kind != Kind::Disk {
         return Ok(request);
     }
-    let format = match disk {
+    Ok(ImageRequest { format: Some(image_format(disk)), ..request })
+}
+
+/// The image format of the driver's disks.
+pub fn image_format(disk: DiskFormat) -> Format {
+    match disk {
         DiskFormat::Qcow2 => Format::Qcow2,
         DiskFormat::Vmdk => Format::Vmdk,
-    };
-    Ok(ImageRequest { format: Some(format), ..request })
+    }
 }
 
 fn load_saved(profile: &Profile) -> Result<Option<ClusterState>, Error> {
@@ -382,8 +441,10 @@ fn new_state(
         accel,
         bootstrapper: bootstrapper.as_str().to_owned(),
         kubernetes_version: (bootstrapper != BootstrapperKind::None).then(|| {
+            let baked = image.baked.clone();
             opts.kubernetes_version
                 .clone()
+                .or(baked)
                 .unwrap_or_else(|| bootstrap::DEFAULT_KUBERNETES_VERSION.to_owned())
         }),
         kubernetes_repo: opts
@@ -591,6 +652,67 @@ mod tests {
         assert!(matches!(err, Error::Driver(driver::DriverError::NoFreeSubnet { count: 2 })));
         let err = choose_networks(kind, Some(cidr("192.168.39.0/24")), &all_but_one).unwrap_err();
         assert!(matches!(err, Error::Cluster(ClusterError::CidrInUse { .. })), "{err:?}");
+    }
+
+    /// Stores a baked image of the fixture's image for `version` in `lab`'s cache.
+    fn bake(lab: &Lab, version: &str) -> image::baked::BakedImage {
+        use sha2::Digest as _;
+        let base_sha = hex::encode(sha2::Sha256::digest(b"not really a disk image"));
+        let baked = image::baked::Baked {
+            kubernetes_version: version.into(),
+            base: image::baked::Base { source: "elsewhere".into(), sha256: base_sha },
+            driver: "kvm2".into(),
+            baked_at: "2026-12-02T07:00:00Z".into(),
+            packages: Default::default(),
+            images: Default::default(),
+        };
+        let write = |part: &std::path::Path| std::fs::write(part, format!("baked {version}"));
+        image::baked::store(&lab.home, Format::Qcow2, baked, write).unwrap().unwrap()
+    }
+
+    #[test]
+    fn new_kubeadm_cluster_boots_the_matching_baked_image_unless_told_not_to() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        let baked = bake(&lab, "v1.34.2");
+        bake(&lab, "v1.33.1");
+        let kubeadm = UpOptions {
+            bootstrapper: Some(BootstrapperKind::Kubeadm),
+            image_sha256: Some(baked.baked.base.sha256.clone()),
+            ..lab.options(1)
+        };
+        hv.fail("start", When::Object("lab".into()));
+        lab.up(&hv, "lab", &kubeadm).unwrap_err();
+        let state: ClusterState = lab.profile("lab").load_state().unwrap();
+        assert_eq!(state.image.baked.as_deref(), Some("v1.34.2"));
+        assert_eq!(state.image.sha256, baked.image.sha256);
+        assert_eq!(state.kubernetes_version.as_deref(), Some("v1.34.2"));
+        // The saved profile finds the same baked image again.
+        assert!(matches!(state.image.request().unwrap().source, ImageSource::Baked(_)));
+
+        hv.fail("start", When::Object("other".into()));
+        lab.up(&hv, "other", &UpOptions { no_baked: true, ..kubeadm.clone() }).unwrap_err();
+        let state: ClusterState = lab.profile("other").load_state().unwrap();
+        assert_eq!((state.image.baked, state.image.sha256), (None, baked.baked.base.sha256));
+    }
+
+    #[test]
+    fn baked_image_of_another_version_or_none_is_refused_before_anything_is_made() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        bake(&lab, "v1.33.1");
+        let asked = UpOptions {
+            bootstrapper: Some(BootstrapperKind::Kubeadm),
+            image: Some("baked:v1.33.1".into()),
+            kubernetes_version: Some("v1.34.2".into()),
+            ..lab.options(1)
+        };
+        let err = lab.up(&hv, "lab", &asked).unwrap_err();
+        assert_eq!(reason::reason(&err).id, reason::BAKE_VERSION_MISMATCH.id, "{err}");
+        let missing =
+            UpOptions { image: Some("baked:v1.35.0".into()), kubernetes_version: None, ..asked };
+        let err = lab.up(&hv, "lab", &missing).unwrap_err();
+        assert_eq!(reason::reason(&err).id, reason::BAKE_NOT_FOUND.id, "{err}");
+        assert!(!lab.profile("lab").dir().exists());
+        assert!(hv.vms().is_empty() && hv.networks().is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `kubeadm` bootstrapper: the numbered, idempotent scripts under `scripts/node/`,
 //! embedded in the binary and run over SSH as root, their output in the profile's log.
 //!
-//! Every node runs `00-prereqs.sh` at once. The control plane then gets kubelab's CA and
+//! Every node runs `00-prereqs.sh` at once (not when it boots a baked image, see
+//! `bake`). The control plane then gets kubelab's CA and
 //! a generated config and runs `10-init.sh` (`kubeadm init`, or, on a control plane that
 //! kubelab's marker says is initialized, only the creation of this run's join token) and
 //! `20-cni.sh`; each worker, as soon as that init step is done and the host sees the API
@@ -9,10 +10,12 @@
 //! made for this run): the joins run in parallel. Then the host waits until every node is
 //! Ready and kube-system's pods run.
 
+mod bake;
 mod config;
 mod session;
 mod wait;
 
+pub use self::bake::{Contents, bake_node};
 pub use self::config::choose_subnets;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +47,18 @@ const LEAVE: Script = Script::new("40-leave.sh", include_str!("../../../scripts/
 /// The CNI: flannel (see the manifest's header for why), its pod network and interface
 /// filled in by [`cni_manifest`].
 const FLANNEL: &str = include_str!("../../../scripts/node/cni/flannel.yaml");
+/// The container images the CNI's manifest runs, in its order, each once.
+fn cni_images() -> Vec<&'static str> {
+    let mut images: Vec<&str> = FLANNEL
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("image:"))
+        .map(str::trim)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    images.retain(|image| seen.insert(*image));
+    images
+}
+
 /// How long the workers wait for the API server, and `node delete` for a drain.
 const API_TIMEOUT: Duration = Duration::from_secs(900);
 /// `kubectl drain --timeout`: after it, `node delete` deletes the node undrained.
@@ -271,9 +286,7 @@ fn init(
     gate: &InitGate,
 ) -> Result<String, BootstrapError> {
     let session = Session::open(cluster, log, cp)?;
-    let start = Instant::now();
-    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version, cluster.kubernetes_repo])?;
-    record(timings, timing(cp, "prereqs", start));
+    prereqs(cluster, &session, timings)?;
     let start = Instant::now();
     session.stage(&[
         (&staged.ca_cert, "ca.crt"),
@@ -301,9 +314,7 @@ fn join(
     gate: &InitGate,
 ) -> Result<(), BootstrapError> {
     let session = Session::open(cluster, log, node)?;
-    let start = Instant::now();
-    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version, cluster.kubernetes_repo])?;
-    record(timings, timing(node, "prereqs", start));
+    prereqs(cluster, &session, timings)?;
     let join_config = staged.join_config(cluster, node, token)?;
     session.stage(&[(&join_config, "kubeadm-join.yaml")])?;
     let cp = cluster.nodes.first().map_or(node.ip, |cp| cp.ip);
@@ -317,6 +328,22 @@ fn join(
     let start = Instant::now();
     session.script("join", &JOIN, &[session::STAGE])?;
     record(timings, timing(node, "join", start));
+    Ok(())
+}
+
+/// Runs `00-prereqs.sh` on the session's node, unless its image was baked with them.
+fn prereqs(
+    cluster: &Cluster<'_>,
+    session: &Session<'_>,
+    timings: &Mutex<Vec<Timing>>,
+) -> Result<(), BootstrapError> {
+    if cluster.prepared {
+        session.log().line(&session.node().name, "prereqs: in the baked image, not run")?;
+        return Ok(());
+    }
+    let start = Instant::now();
+    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version, cluster.kubernetes_repo])?;
+    record(timings, timing(session.node(), "prereqs", start));
     Ok(())
 }
 
@@ -345,6 +372,17 @@ mod tests {
             let value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
             assert!(value["kind"].is_string(), "{doc}");
         }
+    }
+
+    #[test]
+    fn cni_images_come_from_the_manifest_once_each() {
+        assert_eq!(
+            cni_images(),
+            [
+                "ghcr.io/flannel-io/flannel-cni-plugin:v1.6.2-flannel1",
+                "ghcr.io/flannel-io/flannel:v0.26.7"
+            ]
+        );
     }
 
     #[test]

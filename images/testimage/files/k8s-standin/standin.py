@@ -18,7 +18,14 @@ kubectl, the kubelet and containerd that follow the observable contract kubelab 
 - pods (`kubectl run`) are scheduled on a Ready, schedulable node whose taints they
   tolerate (none), else stay Pending (Unschedulable), like the scheduler; a pod annotated
   `kubelab.io/never-terminates` blocks a drain of its node until the drain's timeout.
-Not modelled: containers (no pod ever runs a process), Services, DNS, watches, RBAC.
+- container images: an image store standing in for containerd's (a JSON file of
+  reference -> digest, outside kubeadm reset's reach like /var/lib/containerd). A pull
+  resolves the registry the way containerd does with `config_path`: the first
+  `[host."URL"]` of /etc/containerd/certs.d/<registry>/hosts.toml, else
+  https://<registry>; it GETs <host>/v2/<repository>/manifests/<tag> and records the
+  body's sha256 as the digest, so a node that cannot reach a registry cannot pull.
+Not modelled: containers (no pod ever runs a process; the kubelet never pulls the
+images of the pods it would run), Services, DNS, watches, RBAC, image layers.
 
 It never runs in a real cluster. KUBELAB_STANDIN_ROOT prefixes every path (tests on a
 host).
@@ -44,6 +51,9 @@ PKI = K8S + "/pki"
 STATE_DIR = ROOT + "/var/lib/kubelab-standin"
 STATE = STATE_DIR + "/state.json"
 PORT = int(os.environ.get("KUBELAB_STANDIN_PORT", "6443"))
+IMAGE_STORE = ROOT + "/var/lib/kubelab-standin-images/images.json"
+CERTS_D = ROOT + "/etc/containerd/certs.d"
+PULL_TIMEOUT = 10
 TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 LOCK = threading.Lock()
 
@@ -87,6 +97,86 @@ def sign_cert(ca_crt, ca_key, out_crt, out_key, subject, sans=None, client=False
 def b64(data):
     import base64
     return base64.b64encode(data).decode()
+
+
+def pause_image():
+    return "registry.k8s.io/pause:3.10.1"
+
+
+def images(version):
+    """What `kubeadm config images list` names for `version`."""
+    return ["registry.k8s.io/%s:%s" % (c, version) for c in
+            ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")] + [
+        "registry.k8s.io/coredns/coredns:v1.12.1", pause_image(), "registry.k8s.io/etcd:3.6.5-0"]
+
+
+def load_images():
+    try:
+        with open(IMAGE_STORE) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def save_images(store):
+    os.makedirs(os.path.dirname(IMAGE_STORE), exist_ok=True)
+    tmp = IMAGE_STORE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(store, f, indent=1, sort_keys=True)
+    os.replace(tmp, IMAGE_STORE)
+
+
+def split_ref(ref):
+    """registry, repository, tag of `ref` (registry.k8s.io/pause:3.10.1)."""
+    m = re.fullmatch(r"([a-z0-9.-]+(?::\d+)?)/([a-z0-9._/-]+):([A-Za-z0-9._-]+)", ref)
+    if not m:
+        die("invalid image reference %r" % ref)
+    return m.groups()
+
+
+def registry_hosts(registry):
+    """The endpoints containerd would try for `registry`: hosts.toml's hosts, then the server."""
+    hosts, server = [], "https://" + registry
+    try:
+        with open(os.path.join(CERTS_D, registry, "hosts.toml")) as f:
+            for line in f:
+                m = re.match(r'\s*\[host\."([^"]+)"\]', line)
+                if m:
+                    hosts.append(m.group(1).rstrip("/"))
+                m = re.match(r'\s*server\s*=\s*"([^"]+)"', line)
+                if m:
+                    server = m.group(1).rstrip("/")
+    except FileNotFoundError:
+        pass
+    return hosts + [server]
+
+
+class PullError(Exception):
+    """A pull that reached no registry, as containerd's error says it."""
+
+
+def pull(ref):
+    """Pulls `ref` into the store unless it is there; returns its digest."""
+    import urllib.request
+    store = load_images()
+    if ref in store:
+        return store[ref]
+    registry, repo, tag = split_ref(ref)
+    errors = []
+    for host in registry_hosts(registry):
+        url = "%s/v2/%s/manifests/%s" % (host, repo, tag)
+        try:
+            with urllib.request.urlopen(url, timeout=PULL_TIMEOUT) as r:
+                body = r.read(1 << 20)
+        except Exception as e:  # noqa: BLE001 (any failure is a failed attempt, like containerd's)
+            errors.append("%s: %s" % (url, e))
+            continue
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        store = load_images()
+        store[ref] = digest
+        save_images(store)
+        return digest
+    raise PullError("failed to pull image %s: %s" % (ref, "; ".join(errors)))
 
 
 def load_state():
