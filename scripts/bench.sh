@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks. Usage: scripts/bench.sh download [SIZE_MIB] | up | bootstrap | reset
+# Benchmarks. Usage: scripts/bench.sh download [SIZE_MIB] | up | bootstrap | reset | bake
 #
 # download: serves a SIZE_MIB (default 1024) file of random bytes from a loopback HTTP
 # server (python3 -m http.server on 127.0.0.1), then times, best of RUNS (default 3):
@@ -25,6 +25,13 @@
 # a file written on every node, then `kubelab reset` (revert, resume, clocks set, SSH and
 # every node Ready): both wall times side by side with the ratio reset/up (target <=
 # 0.10), and the snapshot's disk cost per node.
+#
+# bake (root, like up): the bare test image (no Kubernetes) and the test mirror
+# (scripts/dev/apt-repo.sh: packages and a registry) served in the namespace; `kubelab up
+# --nodes 3` with kubeadm from the base image (every node installs and pulls from the
+# mirror), `kubelab image bake` of the same base, and `kubelab up --nodes 3` from the baked
+# image: the two ups side by side with their ratio, the bake's own time, and the
+# prereqs time per node from --timings.
 #
 # CARGO_FLAGS (e.g. --no-default-features) is passed to `cargo build --release`.
 set -euo pipefail
@@ -344,10 +351,61 @@ cmd_reset() {
     printf '%s\n' "${rows[@]}"
 }
 
+cmd_bake() {
+    bench_lab
+    export KUBECONFIG=$work/kubeconfig
+    rm -f "$KUBECONFIG"
+    local bare_dir bare_sha mirror_dir mirror t0 t1 base bake baked prereqs
+    bare_dir=$(KUBELAB_TEST_IMAGE_VARIANT=bare "$root/images/testimage/ensure.sh")
+    bare_sha=$(lab_image_sha "$bare_dir" disk.qcow2)
+    mirror_dir=$("$root/scripts/dev/apt-repo.sh" "$bare_dir")
+    rm -rf "$work/mirror"
+    mkdir -p "$work/mirror"
+    ln -s "$mirror_dir/debian" "$mirror_dir/k8s" "$mirror_dir/registry" "$work/mirror/"
+    ln -s "$bare_dir" "$work/mirror/bare"
+    lab_serve_mirror "$work/mirror" "$work/mirror.log"
+    mirror=http://$LAB_MIRROR_ADDR:8098
+    local flags=(--driver kvm2 --bootstrapper kubeadm --cpus 1 --memory 1g --disk 4g --nodes 3
+        --image "$mirror/bare/disk.qcow2" --image-sha256 "$bare_sha" --kubernetes-repo "$mirror/k8s/"
+        --registry-mirror "$mirror/registry" --timings --no-snapshot)
+    # bench_up PROFILE ARGS...: `kubelab up ARGS`, prints its wall time.
+    bench_up() {
+        local profile=$1 t0 t1
+        shift
+        t0=$(now)
+        kl -p "$profile" up "$@" >"$work/$profile-up.txt" 2>&1 ||
+            { cat "$work/$profile-up.txt" >&2; die "kubelab up failed"; }
+        t1=$(now)
+        secs_between "$t0" "$t1"
+    }
+    echo "3 nodes from the base image (each installs and pulls)" >&2
+    base=$(bench_up "${BENCH_PREFIX}base" "${flags[@]}" --no-baked)
+    prereqs=$(awk '$2 == "prereqs" { sub("s", "", $3); t += $3; n++ } END { printf "%.1f", t / n }' \
+        "$work/${BENCH_PREFIX}base-up.txt")
+    bench_kubelab_delete "${BENCH_PREFIX}base" >/dev/null
+    echo "image bake of the same base" >&2
+    t0=$(now)
+    kl image bake --driver kvm2 --from "$mirror/bare/disk.qcow2" --from-sha256 "$bare_sha" \
+        --kubernetes-repo "$mirror/k8s/" --registry-mirror "$mirror/registry" >"$work/bake.txt" 2>&1 ||
+        { cat "$work/bake.txt" >&2; die "kubelab image bake failed"; }
+    t1=$(now)
+    bake=$(secs_between "$t0" "$t1")
+    echo "3 nodes from the baked image" >&2
+    baked=$(bench_up "${BENCH_PREFIX}baked" "${flags[@]}")
+    grep -q "^using baked:" "$work/${BENCH_PREFIX}baked-up.txt" || die "up did not use the baked image"
+    if grep -q " prereqs " "$work/${BENCH_PREFIX}baked-up.txt"; then die "the baked up ran prereqs"; fi
+    sed -n '/^timings:/,$p' "$work/${BENCH_PREFIX}base-up.txt" "$work/${BENCH_PREFIX}baked-up.txt" >&2
+    bench_kubelab_delete "${BENCH_PREFIX}baked" >/dev/null
+    echo "nodes  base_up  baked_up  ratio  prereqs/node  bake   (seconds; kubeadm stand-in, TCG)"
+    awk -v b="$base" -v k="$baked" -v p="$prereqs" -v m="$bake" 'BEGIN {
+        printf "3      %7.1f  %8.1f  %5.2f  %12.1f  %5.1f\n", b, k, k / b, p, m }'
+}
+
 case ${1:-} in
 download) shift; cmd_download "$@" ;;
 up) shift; cmd_up "$@" ;;
 bootstrap) shift; cmd_bootstrap "$@" ;;
 reset) shift; cmd_reset "$@" ;;
-*) die "usage: $0 download [SIZE_MIB] | up | bootstrap | reset" ;;
+bake) shift; cmd_bake "$@" ;;
+*) die "usage: $0 download [SIZE_MIB] | up | bootstrap | reset | bake" ;;
 esac

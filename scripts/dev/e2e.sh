@@ -112,7 +112,7 @@ log "serving $image_dir on 127.0.0.1:8099 inside the namespace"
 lab_serve_image "$image_dir" 8099 "$work/http.log"
 base=http://127.0.0.1:8099
 mkdir -p "$work/mirror"
-ln -s "$mirror_dir/debian" "$mirror_dir/k8s" "$work/mirror/"
+ln -s "$mirror_dir/debian" "$mirror_dir/k8s" "$mirror_dir/registry" "$work/mirror/"
 ln -s "$bare_dir" "$work/mirror/bare"
 lab_serve_mirror "$work/mirror" "$work/mirror.log"
 mirror=http://$LAB_MIRROR_ADDR:8098
@@ -310,21 +310,87 @@ klk() { lab_exec env KUBELAB_HOME="$KUBELAB_HOME" KUBECONFIG="$kcfg" "$kubelab" 
 kctl() { lab_exec env KUBECONFIG="$kcfg" kubectl "$@"; }
 kctl config view --raw -o json >"$work/kubeconfig-before.json"
 k8s_flags=(--driver kvm2 --bootstrapper kubeadm --cpus 1 --memory 1g --disk 4g)
-# The bare image: every node installs containerd, kubeadm's preflight tools and the
-# Kubernetes packages with apt, from the test mirror (the VMs reach nothing else).
+
+# The bare image (no Kubernetes, none of kubeadm's preflight tools) baked once: apt
+# installs containerd, kubeadm's preflight tools and the Kubernetes packages from the test
+# mirror, the stand-ins pull kubeadm's and the CNI's images from its registry.
+log "image bake: the bare image with Kubernetes from the test mirror"
+klk image bake --driver kvm2 --from "$mirror/bare/disk.qcow2" --from-sha256 "$bare_sha" \
+    --kubernetes-repo "$mirror/k8s/" --registry-mirror "$mirror/registry" | tee "$work/bake.txt"
+grep -q "^baked baked:v1.34.2 " "$work/bake.txt" || fail "bake: $(cat "$work/bake.txt")"
+for fetched in "GET /k8s/InRelease" "kubeadm_1.34.2-1.1_amd64.deb" "GET /debian/.*iptables_" \
+    "GET /registry/v2/kube-apiserver/manifests/v1.34.2" "GET /registry/v2/flannel-io/flannel/manifests/v0.26.7"; do
+    grep -q "$fetched" "$work/mirror.log" || fail "the bake did not fetch $fetched from the mirror"
+done
+klk image list -o json >"$work/images.json"
+python3 - "$work/images.json" "$bare_sha" <<'PY'
+import json, sys
+baked = json.load(open(sys.argv[1]))["baked"]
+assert len(baked) == 1, baked
+b = baked[0]["baked"]
+assert b["kubernetes_version"] == "v1.34.2" and b["driver"] == "kvm2", b
+assert b["base"]["sha256"] == sys.argv[2], b
+assert b["packages"]["kubeadm"] == "1.34.2-1.1" and b["packages"]["containerd"].startswith("1.6."), b
+assert len(b["images"]) == 9 and "registry.k8s.io/pause:3.10.1" in b["images"], b
+assert all(d.startswith("sha256:") for d in b["images"].values()), b
+print(f"baked: {baked[0]['image']['size_bytes'] / 2**20:.0f} MiB, {len(b['packages'])} packages, {len(b['images'])} images")
+PY
+klk list -o json | python3 -c 'import json,sys; assert not [p for p in json.load(sys.stdin) if p["name"].startswith("bake-")]' \
+    || fail "the bake left a profile: $(klk list)"
+[ -z "$(lab_virsh list --all --name | grep '^bake-' || true)" ] || fail "the bake left a VM"
+pass "image bake: installed and pulled from the mirror once; the manifest lists kubeadm, containerd and 9 images; no profile or VM left"
+
+# Offline from here: the namespace has no uplink, so the VMs can reach only its own
+# addresses (the mirror among them); they may open no TCP connection to any of them
+# (nodes still talk to each other over their bridges, and the host to them).
+offline=(INPUT ! -i lo -p tcp -m conntrack --ctstate NEW -j REJECT)
+lab_exec iptables -I "${offline[@]}"
+mirror_requests=$(wc -l <"$work/mirror.log")
+log "kubeadm: up --nodes 3 of the bare image, offline: the baked image is used, merged context, parallel joins"
 klk -p e2e-k8s up "${k8s_flags[@]}" --nodes 3 --image "$mirror/bare/disk.qcow2" \
-    --image-sha256 "$bare_sha" --kubernetes-repo "$mirror/k8s/" --timings | tee "$work/up-k8s.txt"
-for phase in prereqs init join ready; do
+    --image-sha256 "$bare_sha" --timings 2>&1 | tee "$work/up-k8s.txt"
+grep -q "^using baked:v1.34.2 (sha256:" "$work/up-k8s.txt" || fail "up did not say it uses the baked image"
+for phase in init join ready; do
     grep -Eq "^  e2e-k8s[a-z0-9-]* +$phase " "$work/up-k8s.txt" || fail "--timings lacks $phase"
 done
+if grep -Eq "^  e2e-k8s[a-z0-9-]* +prereqs " "$work/up-k8s.txt"; then fail "--timings has a prereqs phase"; fi
 k8s_log=$KUBELAB_HOME/profiles/e2e-k8s/kubelab.log
 for node in e2e-k8s e2e-k8s-m02 e2e-k8s-m03; do
-    grep -q "\[$node\] .*installing from $mirror/k8s/" "$k8s_log" || fail "$node did not install from the mirror"
-    grep -q "\[$node\] .*Setting up kubeadm (1.34.2-1.1)" "$k8s_log" || fail "$node: no kubeadm package set up"
-    grep -q "\[$node\] .*Setting up iptables" "$k8s_log" || fail "$node: iptables not installed"
+    grep -q "\[$node\] prereqs: in the baked image, not run" "$k8s_log" || fail "$node ran its prereqs"
 done
-grep -q "GET /k8s/InRelease" "$work/mirror.log" || fail "the signed k8s repository was not read"
-pass "up --nodes 3 on the bare image: apt installed containerd, iptables and kubeadm from the mirror"
+[ "$(wc -l <"$work/mirror.log")" = "$mirror_requests" ] || fail "the offline up reached the mirror"
+if klk -p e2e-k8s ssh e2e-k8s-m02 -- curl -fsS -m 5 -o /dev/null "$mirror/k8s/Release.key"; then
+    fail "a node reached the mirror: the egress is not cut"
+fi
+pass "up --nodes 3 offline from the baked image: no prereqs phase, not one request to the mirror"
+
+# The manifest against what a node of the baked image holds.
+python3 - "$work/images.json" >"$work/manifest.txt" <<'PY'
+import json, sys
+b = json.load(open(sys.argv[1]))["baked"][0]["baked"]
+for name, version in sorted(b["packages"].items()):
+    print("package", name, version)
+for ref, digest in sorted(b["images"].items()):
+    print("image", ref, digest)
+PY
+# shellcheck disable=SC2016
+klk -p e2e-k8s ssh e2e-k8s-m03 -- \
+    "dpkg-query -W -f='package \${Package} \${Version}\n' $(awk '$1 == "package" {print $2}' "$work/manifest.txt" | tr '\n' ' ');
+     for ref in $(awk '$1 == "image" {print $2}' "$work/manifest.txt" | tr '\n' ' '); do
+         printf 'image %s ' \$ref; sudo crictl inspecti -o json \$ref | tr -d ' \n'; echo; done" >"$work/guest.txt"
+python3 - "$work/manifest.txt" "$work/guest.txt" <<'PY'
+import json, sys
+want = open(sys.argv[1]).read().splitlines()
+have = []
+for line in open(sys.argv[2]).read().splitlines():
+    kind, name, rest = line.split(" ", 2)
+    if kind == "image":
+        rest = json.loads(rest)["status"]["repoDigests"][0].split("@")[1]
+    have.append(f"{kind} {name} {rest}")
+assert sorted(have) == sorted(want), (sorted(have), sorted(want))
+print(f"{len(want)} manifest entries match e2e-k8s-m03")
+PY
+pass "the baked image's manifest matches what a node holds (dpkg versions, image digests)"
 
 [ "$(kctl config current-context)" = e2e-k8s ] || fail "current context: $(kctl config current-context)"
 kctl config get-contexts -o name | sort | tr '\n' ' ' | grep -qx 'e2e-k8s other ' \
@@ -405,11 +471,29 @@ kctl config view --raw -o json >"$work/kubeconfig-after.json"
 cmp -s "$work/kubeconfig-before.json" "$work/kubeconfig-after.json" \
     || fail "kubeconfig differs after delete: $(diff "$work/kubeconfig-before.json" "$work/kubeconfig-after.json")"
 pass "delete removed exactly the profile's entries and made 'other' current again"
+lab_exec iptables -D "${offline[@]}"
+
+log "image export / rm / import of the baked image; the next cluster boots the imported one"
+baked_sha=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["baked"][0]["image"]["sha256"])' "$work/images.json")
+klk image export "$work/baked.tar" baked:v1.34.2
+klk image rm "$baked_sha"
+klk image list -o json >"$work/images-none.json"
+python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["baked"] == []' "$work/images-none.json" \
+    || fail "image rm left the baked image"
+klk image import "$work/baked.tar"
+klk image list -o json >"$work/images-imported.json"
+python3 - "$work/images.json" "$work/images-imported.json" <<'PY'
+import json, sys
+before, after = (json.load(open(p))["baked"] for p in sys.argv[1:3])
+assert [b["baked"] for b in after] == [b["baked"] for b in before], (before, after)
+assert [b["image"]["sha256"] for b in after] == [b["image"]["sha256"] for b in before]
+PY
+pass "export, rm, import: the same baked image (digest and manifest) is back in the cache"
 
 log "kubeadm, one node: the control plane takes user pods; an init that failed after admin.conf is retried"
 # A host route over flannel's default pod subnet: the new cluster's pods must avoid it.
 lab_exec ip route add 10.244.0.0/16 dev lo
-klk -p e2e-one up "${k8s_flags[@]}" --nodes 1 --image "$base/disk.qcow2" --image-sha256 "$qcow2_sha"
+klk -p e2e-one up "${k8s_flags[@]}" --nodes 1 --image baked:v1.34.2 | tee "$work/up-one.txt"
 python3 - "$KUBELAB_HOME/profiles/e2e-one/profile.json" <<'PY'
 import json, sys
 state = json.load(open(sys.argv[1]))

@@ -7,10 +7,16 @@
 # for VERSION's minor, or a mirror of it: flat, its signing key at REPO/Release.key) when
 # the image lacks them, the tools kubeadm's preflight wants (iptables, conntrack, socat, ethtool,
 # ebtables), and kubeadm's own pause image as containerd's sandbox image.
+# With MIRROR (a registry mirror URL; "" for none), each REGISTRY's container images are
+# pulled through it first (containerd's /etc/containerd/certs.d/<registry>/hosts.toml).
 # Idempotent: run by kubelab as root over SSH on every `up`.
 set -euo pipefail
-version=${1:?usage: 00-prereqs.sh VERSION REPO}
-repo=${2:?usage: 00-prereqs.sh VERSION REPO}
+usage="usage: 00-prereqs.sh VERSION REPO [MIRROR REGISTRY...]"
+version=${1:?$usage}
+repo=${2:?$usage}
+mirror=${3:-}
+shift 2
+[ $# -eq 0 ] || shift
 
 # cloud-init's last stage (and unattended-upgrades) may still hold the dpkg lock when SSH
 # first answers: wait for cloud-init, and let apt wait for the lock instead of failing.
@@ -93,8 +99,7 @@ fi
 # containerd: the systemd cgroup driver (kubeadm's default for the kubelet), kubeadm's
 # own pause image as the sandbox image (containerd 1.6 defaults to an older one, which a
 # node without a registry does not have), and registry hosts read from
-# /etc/containerd/certs.d/<registry>/hosts.toml, where `image bake --registry-mirror` puts
-# a mirror.
+# /etc/containerd/certs.d/<registry>/hosts.toml (where MIRROR goes).
 pause=$(kubeadm config images list --kubernetes-version "$version" 2>/dev/null | grep '/pause:' || true)
 [ -n "$pause" ] || { echo "error: kubeadm names no pause image for $version" >&2; exit 1; }
 mkdir -p /etc/containerd
@@ -112,6 +117,18 @@ if ! grep -q 'SystemdCgroup = true' /etc/containerd/config.toml 2>/dev/null ||
     grep -qF "$certs_d" /etc/containerd/config.toml ||
         { echo "error: containerd's config has no registry config_path to set" >&2; exit 1; }
     systemctl restart containerd
+fi
+if [ -n "$mirror" ]; then
+    for registry in "$@"; do
+        echo "registry $registry: through $mirror"
+        install -d -m 0755 "/etc/containerd/certs.d/$registry"
+        cat >"/etc/containerd/certs.d/$registry/hosts.toml" <<TOML
+server = "https://$registry"
+
+[host."$mirror"]
+  capabilities = ["pull", "resolve"]
+TOML
+    done
 fi
 systemctl enable --now containerd
 systemctl enable kubelet

@@ -9,22 +9,22 @@
 set -euo pipefail
 user=${1:?usage: 55-clean.sh USER}
 
-echo "clean: registry mirrors of the bake"
+echo "registry mirrors of the bake"
 rm -f /etc/containerd/certs.d/*/hosts.toml
-echo "clean: apt lists and archives"
+echo "apt lists and archives"
 apt-get clean
 rm -rf /var/lib/apt/lists/*
-echo "clean: cloud-init state and logs"
+echo "cloud-init state and logs"
 if command -v cloud-init >/dev/null; then
     cloud-init clean --logs --seed
 fi
 rm -rf /var/lib/cloud/instances /var/lib/cloud/instance
-echo "clean: SSH host keys, the machine id, the bake's user key, history"
+echo "SSH host keys, the machine id, the bake's user key, history"
 rm -f /etc/ssh/ssh_host_*
 truncate -s 0 /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 rm -f "/home/$user/.ssh/authorized_keys" "/home/$user/.bash_history" /root/.bash_history
-echo "clean: logs"
+echo "logs"
 if command -v journalctl >/dev/null; then
     journalctl --rotate >/dev/null 2>&1 || true
     journalctl --vacuum-time=1s >/dev/null 2>&1 || true
@@ -33,4 +33,4 @@ find /var/log -type f \( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \) -de
 find /var/log -type f -exec truncate -s 0 {} +
 rm -rf /tmp/* /var/tmp/*
 sync
-echo "clean: done"
+echo "done"

@@ -356,6 +356,8 @@ pub struct Cluster<'a> {
     /// The nodes boot an image baked for `kubernetes_version`: the prerequisites are in
     /// it, so they are not run (nothing is installed or pulled).
     pub prepared: bool,
+    /// A registry mirror the nodes pull container images through (`--registry-mirror`).
+    pub registry_mirror: Option<&'a str>,
     /// vCPUs per node.
     pub cpus: u32,
     /// Memory per node.

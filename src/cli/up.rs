@@ -83,6 +83,12 @@ pub struct UpArgs {
     #[arg(long, value_name = "URL")]
     kubernetes_repo: Option<String>,
 
+    /// A registry mirror the nodes pull container images through, e.g.
+    /// http://10.0.0.1:5000 (written as the first host of each registry in containerd's
+    /// certs.d). Nodes of a baked image pull nothing.
+    #[arg(long, value_name = "URL")]
+    registry_mirror: Option<String>,
+
     /// Wait until every node is Ready and kube-system's pods run (`--wait-ready=false`
     /// returns once kubeadm is done).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
@@ -153,6 +159,7 @@ pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
         bootstrapper: args.bootstrapper.as_deref().map(str::parse).transpose()?,
         kubernetes_version: args.kubernetes_version,
         kubernetes_repo: args.kubernetes_repo,
+        registry_mirror: args.registry_mirror,
         wait_ready: args.wait_ready.then(|| Duration::from_secs(args.wait_timeout)),
         keep_context: args.keep_context,
         clean_snapshot: !args.no_snapshot,

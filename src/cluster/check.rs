@@ -41,6 +41,9 @@ impl State for ClusterState {
         if let Some(repo) = &self.kubernetes_repo {
             bootstrap::check_repo(repo).map_err(|e| InvalidField::new("kubernetes_repo", e))?;
         }
+        if let Some(mirror) = &self.registry_mirror {
+            bootstrap::check_mirror(mirror).map_err(|e| InvalidField::new("registry_mirror", e))?;
+        }
         ImageSource::parse(&self.image.source).map_err(|e| InvalidField::new("image.source", e))?;
         if !is_lower_hex(&self.image.sha256, 64) {
             return Err(InvalidField::new("image.sha256", "not 64 lowercase hex digits"));
@@ -149,7 +152,7 @@ mod tests {
         json!({
             "format": 1, "profile": "lab", "driver": "kvm2", "accel": "tcg",
             "libvirt_uri": "qemu:///system", "bootstrapper": "kubeadm",
-            "kubernetes_version": "v1.34.2",
+            "kubernetes_version": "v1.34.2", "registry_mirror": "http://10.0.0.1:5000",
             "image": {"source": "ubuntu-24.04", "sha256": "ab".repeat(32), "format": "qcow2",
                       "baked": "v1.34.2"},
             "cpus": 2, "memory_mib": 2048, "disk_gib": 20,
@@ -193,6 +196,7 @@ mod tests {
             ("/image/sha256", json!("../../x"), "image.sha256"),
             ("/image/sha256", json!("AB".repeat(32)), "image.sha256"),
             ("/image/baked", json!("v1.34.2 && reboot"), "image.baked"),
+            ("/registry_mirror", json!("http://m/\"]\n[host.\"x"), "registry_mirror"),
             ("/cpus", json!(0), "cpus"),
             ("/memory_mib", json!(1), "memory_mib"),
             ("/disk_gib", json!(1), "disk_gib"),

@@ -219,6 +219,9 @@ pub struct ClusterState {
     /// `--kubernetes-repo`, if given (else [`crate::bootstrap::DEFAULT_KUBERNETES_REPO`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_repo: Option<String>,
+    /// `--registry-mirror`, if given: the nodes pull container images through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_mirror: Option<String>,
     /// The boot image.
     pub image: ImageState,
     /// vCPUs per node.

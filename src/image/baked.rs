@@ -204,7 +204,7 @@ pub fn store<E>(
 mod tests {
     use super::*;
 
-    pub(crate) fn sample() -> Baked {
+    fn sample() -> Baked {
         Baked {
             kubernetes_version: "v1.34.2".into(),
             base: Base { source: "ubuntu-24.04".into(), sha256: "a".repeat(64) },
@@ -275,6 +275,20 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(std::fs::read_dir(home.image_cache_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn export_and_import_carry_the_manifest_to_another_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (Home::new(dir.path().join("one")), Home::new(dir.path().join("two")));
+        let stored = store(&one, Format::Qcow2, sample(), |part| std::fs::write(part, b"disk"))
+            .unwrap()
+            .unwrap();
+        let archive = dir.path().join("baked.tar");
+        super::super::export(&one, "baked:v1.34.2", &archive, &()).unwrap();
+        let imported = super::super::import(&two, &archive, &()).unwrap();
+        assert_eq!(imported.image.sha256, stored.image.sha256);
+        assert_eq!(find(&two, "v1.34.2", None).unwrap().baked, sample());
     }
 
     #[test]

@@ -66,9 +66,6 @@ pub fn bake(home: &Home, opts: &BakeOptions, progress: &dyn Progress) -> Result<
     let version =
         opts.kubernetes_version.as_deref().unwrap_or(bootstrap::DEFAULT_KUBERNETES_VERSION);
     bootstrap::check_version(version)?;
-    if let Some(mirror) = &opts.registry_mirror {
-        bootstrap::check_mirror(mirror)?;
-    }
     let name = crate::cloudinit::instance_id("bake")[..13].to_owned();
     let profile = Profile::new(home, name.parse()?);
     let up_opts = UpOptions {
@@ -83,6 +80,7 @@ pub fn bake(home: &Home, opts: &BakeOptions, progress: &dyn Progress) -> Result<
         insecure_skip_verify: opts.insecure_skip_verify,
         ssh_timeout: opts.ssh_timeout,
         bootstrapper: Some(BootstrapperKind::None),
+        registry_mirror: opts.registry_mirror.clone(),
         no_baked: true,
         ..UpOptions::default()
     };
@@ -123,10 +121,10 @@ fn store(
     state.bootstrapper = BootstrapperKind::Kubeadm.as_str().to_owned();
     state.kubernetes_version = Some(version.to_owned());
     state.kubernetes_repo = opts.kubernetes_repo.clone();
+    state.registry_mirror = opts.registry_mirror.clone();
     let driver = lifecycle::open_driver(&state)?;
-    let mirror = opts.registry_mirror.as_deref();
     let contents = provision::with_bootstrapper(&*driver, profile, &state, progress, |_, c| {
-        bootstrap::bake_node(c, mirror)
+        bootstrap::bake_node(c)
     })?;
     progress.message("powering the bake's VM off");
     lifecycle::down(profile, false)?;

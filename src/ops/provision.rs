@@ -382,6 +382,7 @@ pub fn with_bootstrapper<T>(
             version,
         ),
         prepared: state.image.baked.as_deref() == Some(version),
+        registry_mirror: state.registry_mirror.as_deref(),
         cpus: state.cpus,
         memory_mib: state.memory_mib,
         user_key: &user_key,

@@ -62,6 +62,8 @@ pub struct UpOptions {
     pub kubernetes_version: Option<String>,
     /// `--kubernetes-repo`.
     pub kubernetes_repo: Option<String>,
+    /// `--registry-mirror`.
+    pub registry_mirror: Option<String>,
     /// How long to wait for every node to be Ready; `None` does not wait (`--wait=false`).
     pub wait_ready: Option<Duration>,
     /// `--keep-context`: merge the kubeconfig without making its context current.
@@ -210,6 +212,9 @@ fn validate(opts: &UpOptions, saved: Option<&ClusterState>) -> Result<ImageReque
     if let Some(repo) = &opts.kubernetes_repo {
         bootstrap::check_repo(repo)?;
     }
+    if let Some(mirror) = &opts.registry_mirror {
+        bootstrap::check_mirror(mirror)?;
+    }
     let source = ImageSource::parse(opts.image.as_deref().unwrap_or(DEFAULT_IMAGE))?;
     if let (ImageSource::Baked(baked), Some(asked)) = (&source, &opts.kubernetes_version)
         && baked != asked
@@ -344,6 +349,11 @@ fn check_consistent(saved: &ClusterState, opts: &UpOptions) -> Result<(), Cluste
         opts.kubernetes_repo.clone(),
     )?;
     differs(
+        "--registry-mirror",
+        saved.registry_mirror.clone().unwrap_or_default(),
+        opts.registry_mirror.clone(),
+    )?;
+    differs(
         "--libvirt-uri",
         saved.libvirt_uri.clone().unwrap_or_default(),
         opts.libvirt_uri.clone(),
@@ -449,6 +459,10 @@ fn new_state(
         }),
         kubernetes_repo: opts
             .kubernetes_repo
+            .clone()
+            .filter(|_| bootstrapper != BootstrapperKind::None),
+        registry_mirror: opts
+            .registry_mirror
             .clone()
             .filter(|_| bootstrapper != BootstrapperKind::None),
         image,

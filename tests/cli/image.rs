@@ -355,3 +355,21 @@ fn http_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it() {
     assert_eq!(proxy.requests().len(), 1, "NO_PROXY host went around the proxy");
     assert_eq!(origin.requests().len(), 1);
 }
+
+/// `image bake` checks its options before it creates anything: no profile, no cache.
+#[test]
+fn bake_refuses_bad_options_before_creating_anything() {
+    let k = Kubelab::new();
+    for (args, reason, why) in [
+        (["--registry-mirror", "http://u:p@mirror:5000"], &reason::PROFILE_BAD_OPTION, "credentials"),
+        (["--registry-mirror", "ftp://mirror"], &reason::PROFILE_BAD_OPTION, "http:// or https://"),
+        (["--kubernetes-version", "v1.99.0"], &reason::K8S_VERSION_UNSUPPORTED, "not supported"),
+    ] {
+        let run = k
+            .run(["image", "bake", "--driver", "kvm2"].into_iter().chain(args))
+            .failure(reason.exit_code);
+        assert!(run.stderr.contains(why) && run.stderr.contains(reason.id), "{run}");
+        assert!(files_in(&k.home().join("profiles")).is_empty(), "{run}");
+        assert!(!cache_dir(&k).exists(), "{run}");
+    }
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::session::{Script, Session};
-use super::{PREREQS, cni_images};
+use super::cni_images;
 use crate::bootstrap::log::LogFile;
 use crate::bootstrap::{BootstrapError, Cluster};
 
@@ -30,17 +30,17 @@ pub struct Contents {
     pub images: BTreeMap<String, String>,
 }
 
-/// Prepares the cluster's only node to be baked: prerequisites, images (through
-/// `mirror`, a registry mirror URL, when given), the record of what it holds, clean-up.
-pub fn bake_node(cluster: &Cluster<'_>, mirror: Option<&str>) -> Result<Contents, BootstrapError> {
+/// Prepares the cluster's only node to be baked: prerequisites, images (through the
+/// cluster's registry mirror, if any), the record of what it holds, clean-up.
+pub fn bake_node(cluster: &Cluster<'_>) -> Result<Contents, BootstrapError> {
     let node = cluster
         .nodes
         .first()
         .ok_or_else(|| BootstrapError::NoControlPlane { profile: cluster.name.to_owned() })?;
     let log = LogFile::open(cluster.dir)?;
     let session = Session::open(cluster, &log, node)?;
-    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version, cluster.kubernetes_repo])?;
-    let mut args = vec![cluster.kubernetes_version, mirror.unwrap_or("")];
+    super::run_prereqs(cluster, &session)?;
+    let mut args = vec![cluster.kubernetes_version];
     args.extend(cni_images());
     session.script("pull", &PULL, &args)?;
     let contents = contents(&session, cluster.kubernetes_version)?;

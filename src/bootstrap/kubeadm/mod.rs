@@ -47,6 +47,9 @@ const LEAVE: Script = Script::new("40-leave.sh", include_str!("../../../scripts/
 /// The CNI: flannel (see the manifest's header for why), its pod network and interface
 /// filled in by [`cni_manifest`].
 const FLANNEL: &str = include_str!("../../../scripts/node/cni/flannel.yaml");
+/// Where kubeadm's images come from (its default `imageRepository`).
+const KUBEADM_REGISTRY: &str = "registry.k8s.io";
+
 /// The container images the CNI's manifest runs, in its order, each once.
 fn cni_images() -> Vec<&'static str> {
     let mut images: Vec<&str> = FLANNEL
@@ -342,9 +345,32 @@ fn prereqs(
         return Ok(());
     }
     let start = Instant::now();
-    session.script("prereqs", &PREREQS, &[cluster.kubernetes_version, cluster.kubernetes_repo])?;
+    run_prereqs(cluster, session)?;
     record(timings, timing(session.node(), "prereqs", start));
     Ok(())
+}
+
+/// `00-prereqs.sh VERSION REPO [MIRROR REGISTRY...]`, the mirror for every registry the
+/// cluster's images come from.
+fn run_prereqs(cluster: &Cluster<'_>, session: &Session<'_>) -> Result<(), BootstrapError> {
+    let mut args = vec![cluster.kubernetes_version, cluster.kubernetes_repo];
+    if let Some(mirror) = cluster.registry_mirror {
+        args.push(mirror);
+        args.extend(registries());
+    }
+    session.script("prereqs", &PREREQS, &args)
+}
+
+/// The registries of kubeadm's images and the CNI's.
+fn registries() -> Vec<&'static str> {
+    let mut found = vec![KUBEADM_REGISTRY];
+    for image in cni_images() {
+        let registry = image.split_once('/').map_or(image, |(registry, _)| registry);
+        if !found.contains(&registry) {
+            found.push(registry);
+        }
+    }
+    found
 }
 
 fn timing(node: &Node, phase: &'static str, start: Instant) -> Timing {
@@ -376,6 +402,7 @@ mod tests {
 
     #[test]
     fn cni_images_come_from_the_manifest_once_each() {
+        assert_eq!(registries(), ["registry.k8s.io", "ghcr.io"]);
         assert_eq!(
             cni_images(),
             [
