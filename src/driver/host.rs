@@ -3,7 +3,7 @@
 //! backend found, so every case is unit-tested.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Accel, AccelPolicy, DriverError, HostReport, HostWarning};
 use crate::process::Tool;
@@ -123,6 +123,28 @@ pub fn check_qemu_img() -> Result<(), DriverError> {
         .map_err(|source| DriverError::QemuImg { source })
 }
 
+/// Where libvirt looks for dnsmasq besides `PATH` (Debian, Fedora and Arch install it
+/// there, outside a user's `PATH`).
+pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
+/// The dnsmasq binary libvirt starts for each network it manages (DHCP and DNS); without
+/// it, the profile's networks cannot start. Only meaningful where the libvirt daemon
+/// runs on this host.
+pub fn check_dnsmasq() -> Result<PathBuf, DriverError> {
+    let candidates = dnsmasq_candidates(std::env::var_os("PATH").as_deref());
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| DriverError::Dnsmasq {
+        searched: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// [`DNSMASQ`], then `dnsmasq` in each directory of `path` (the `PATH` variable).
+fn dnsmasq_candidates(path: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
+    let on_path = path.into_iter().flat_map(std::env::split_paths).map(|d| d.join("dnsmasq"));
+    let mut candidates = vec![PathBuf::from(DNSMASQ)];
+    candidates.extend(on_path.filter(|p| p.as_path() != Path::new(DNSMASQ)));
+    candidates
+}
+
 fn read(path: &str) -> Result<String, DriverError> {
     std::fs::read_to_string(path)
         .map_err(|source| DriverError::ReadHost { path: Path::new(path).to_owned(), source })
@@ -200,6 +222,14 @@ mod tests {
         let p = KvmProbe { forced: Some(Accel::Tcg), dev_kvm: DevKvm::WrongGroup, ..probe() };
         let report = decide_accel(&p, AccelPolicy::Auto).unwrap();
         assert_eq!((report.accel, ids(&report)), (Accel::Tcg, vec!["HOST_KVM_DEVICE_GROUP"]));
+    }
+
+    #[test]
+    fn dnsmasq_is_looked_for_in_sbin_then_on_path() {
+        let path = std::ffi::OsString::from("/opt/bin:/usr/sbin");
+        let candidates = dnsmasq_candidates(Some(&path));
+        assert_eq!(candidates, [PathBuf::from(DNSMASQ), PathBuf::from("/opt/bin/dnsmasq")]);
+        assert_eq!(dnsmasq_candidates(None), [PathBuf::from(DNSMASQ)]);
     }
 
     #[test]
