@@ -145,7 +145,7 @@ impl LibvirtDriver {
 }
 
 /// Whether the hypervisor of `uri` runs on this machine (no host in the URI).
-fn is_local(uri: &str) -> bool {
+pub fn is_local(uri: &str) -> bool {
     url::Url::parse(uri)
         .map_or(true, |u| u.host_str().is_none_or(|h| h.is_empty() || h == "localhost"))
 }
@@ -363,7 +363,8 @@ mod tests {
 
     #[test]
     fn only_a_local_qemu_daemon_needs_this_hosts_dnsmasq() {
-        for uri in ["qemu:///system", "qemu+unix:///system?socket=/run/x", "qemu://localhost/system"]
+        for uri in
+            ["qemu:///system", "qemu+unix:///system?socket=/run/x", "qemu://localhost/system"]
         {
             assert!(uses_host_dnsmasq(uri), "{uri}");
         }
