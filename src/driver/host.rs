@@ -5,6 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::cpu::cpu_has_flag;
 use super::{Accel, AccelPolicy, DriverError, HostReport, HostWarning};
 use crate::process::Tool;
 use crate::reason;
@@ -150,16 +151,6 @@ fn read(path: &str) -> Result<String, DriverError> {
         .map_err(|source| DriverError::ReadHost { path: Path::new(path).to_owned(), source })
 }
 
-/// Whether the first CPU's `flags` line in `/proc/cpuinfo` text lists `flag`.
-pub fn cpu_has_flag(cpuinfo: &str, flag: &str) -> bool {
-    cpuinfo
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("flags").and_then(|rest| rest.trim_start().strip_prefix(':'))
-        })
-        .is_some_and(|flags| flags.split_whitespace().any(|f| f == flag))
-}
-
 /// The id of group `name` in `/etc/group` text.
 pub fn group_id(etc_group: &str, name: &str) -> Option<u32> {
     etc_group.lines().find_map(|line| {
@@ -233,11 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_cpu_flags_and_groups() {
-        let cpuinfo = "processor\t: 0\nflags\t\t: fpu vme hypervisor lahf_lm\nbugs\t\t: x\n";
-        assert!(cpu_has_flag(cpuinfo, "hypervisor"));
-        assert!(!cpu_has_flag(cpuinfo, "vmx"));
-        assert!(!cpu_has_flag("processor: 0\n", "hypervisor"));
+    fn parses_groups() {
         let group = "root:x:0:\nkvm:x:993:alice\nlibvirt:x:994:\n";
         assert_eq!(group_id(group, "kvm"), Some(993));
         assert_eq!(group_id(group, "docker"), None);

@@ -1,8 +1,8 @@
 //! libvirt reachable and its version, KVM or TCG (and why, from the CPU), `/dev/kvm`,
 //! `qemu-img`, and dnsmasq for a local daemon.
 
-use super::cpu::{self, Virtualization};
 use super::{Check, CheckState};
+use crate::driver::cpu::{self, Virtualization};
 use crate::driver::host::{self, DEV_KVM};
 use crate::driver::libvirt::{self, LibvirtDriver};
 use crate::driver::{Accel, AccelPolicy, DriverError, HostReport, uri};

@@ -7,7 +7,6 @@
 //! Each submodule reads its host facts in one place and judges them in pure functions,
 //! tested on captured contents.
 
-mod cpu;
 #[cfg(all(feature = "libvirt", target_os = "linux"))]
 mod kvm2;
 mod profiles;

@@ -197,8 +197,8 @@ mod tests {
     fn nodes_the_journal_never_listed_are_unfinished() {
         let state = state("kvm2");
         let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
-        let first = Resource::Vm(names[0].clone());
-        assert_eq!(unfinished(&state, &[first.clone()]), [names[1].as_str()]);
+        let first = [Resource::Vm(names[0].clone())];
+        assert_eq!(unfinished(&state, &first), [names[1].as_str()]);
         let all: Vec<Resource> = names.iter().cloned().map(Resource::Vm).collect();
         assert!(unfinished(&state, &all).is_empty());
     }

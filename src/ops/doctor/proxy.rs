@@ -25,7 +25,7 @@ pub fn check(env: impl Fn(&str) -> Option<String>, subnets: &[Ipv4Cidr]) -> Chec
     let Some(proxy_var) = PROXY_VARS.iter().find(|v| get(v).is_some()) else {
         return Check::ok("host", "proxy", "no HTTP(S) proxy set");
     };
-    let no_proxy = NO_PROXY_VARS.iter().find_map(|v| get(v)).unwrap_or_default();
+    let no_proxy = NO_PROXY_VARS.iter().find_map(get).unwrap_or_default();
     let missing: Vec<String> =
         subnets.iter().filter(|s| !covers(&no_proxy, s)).map(ToString::to_string).collect();
     if missing.is_empty() {

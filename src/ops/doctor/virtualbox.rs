@@ -1,8 +1,8 @@
 //! VBoxManage found and its version, VT-x/AMD-V (VirtualBox has no software fallback),
 //! its Linux kernel modules, Hyper-V on Windows, host-only networking, networks.conf.
 
-use super::cpu::{self, Virtualization};
 use super::{Check, CheckState};
+use crate::driver::cpu::{self, Virtualization};
 use crate::driver::virtualbox::network::{self, NETWORKS_CONF};
 use crate::driver::virtualbox::vboxmanage::VBoxManage;
 use crate::driver::virtualbox::{VBoxError, VirtualBoxDriver};

@@ -1,8 +1,8 @@
 //! Hardware virtualization as Linux shows it: the CPU's `vmx`/`svm` flags, the
-//! `hypervisor` flag of a host that is itself a VM, and KVM's `nested` parameter. The
-//! files are read in [`read`]; [`judge`] is a pure function of their text.
+//! `hypervisor` flag of a host that is itself a VM, and KVM's `nested` parameter; both
+//! backends need it (kvm2 for KVM, VirtualBox always). The files are read in [`read`];
+//! [`judge`] is a pure function of their text.
 
-use crate::driver::host::cpu_has_flag;
 use crate::reason::{self, Reason};
 
 /// KVM's nested-virtualization switches (Intel, AMD): whether this host's own KVM lets
@@ -65,6 +65,16 @@ impl Virtualization {
     }
 }
 
+/// Whether the first CPU's `flags` line in `/proc/cpuinfo` text lists `flag`.
+pub fn cpu_has_flag(cpuinfo: &str, flag: &str) -> bool {
+    cpuinfo
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("flags").and_then(|rest| rest.trim_start().strip_prefix(':'))
+        })
+        .is_some_and(|flags| flags.split_whitespace().any(|f| f == flag))
+}
+
 /// Judges `/proc/cpuinfo` text and the text of KVM's `nested` parameter.
 pub fn judge(cpuinfo: &str, nested: Option<&str>) -> Virtualization {
     let guest = cpu_has_flag(cpuinfo, "hypervisor");
@@ -92,6 +102,14 @@ mod tests {
 
     fn cpuinfo(flags: &str) -> String {
         format!("processor\t: 0\nflags\t\t: fpu vme {flags} lahf_lm\n\nprocessor\t: 1\n")
+    }
+
+    #[test]
+    fn parses_cpu_flags() {
+        let cpuinfo = "processor\t: 0\nflags\t\t: fpu vme hypervisor lahf_lm\nbugs\t\t: x\n";
+        assert!(cpu_has_flag(cpuinfo, "hypervisor"));
+        assert!(!cpu_has_flag(cpuinfo, "vmx"));
+        assert!(!cpu_has_flag("processor: 0\n", "hypervisor"));
     }
 
     #[test]
