@@ -130,7 +130,7 @@ fn home_on_a_full_file_system_fails_the_disk_space_check() {
     let k = Kubelab::new();
     let home = k.home().display().to_string();
     let run = in_private_mounts(
-        &k.cmd(["doctor", "--driver", "kvm2", "--libvirt-uri", "test:///default"]),
+        &k.cmd(["doctor"]),
         &format!("mount -t tmpfs -o size=1m kubelab-test {home}"),
         "true",
     )
@@ -147,7 +147,7 @@ fn up_stops_on_a_full_home_before_creating_anything() {
     let k = Kubelab::new();
     let home = k.home().display().to_string();
     let run = in_private_mounts(
-        &k.cmd(["up", "-p", "lab", "--driver", "kvm2", "--libvirt-uri", "test:///default"]),
+        &k.cmd(["up", "-p", "lab"]),
         &format!("mount -t tmpfs -o size=1m kubelab-test {home}"),
         &format!("cd {home} && find . | sort"),
     )

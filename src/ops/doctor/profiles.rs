@@ -150,10 +150,13 @@ mod tests {
         HostRoute { cidr: cidr.parse().unwrap(), device: device.into() }
     }
 
-    /// A two-node profile `lab` as `up` saved it, recorded as made by `driver`.
+    /// A two-node profile `lab` as `up` saved it, recorded as made by `driver`, with
+    /// subnets fixed whatever the host's routes were.
     fn state(driver: &str) -> ClusterState {
         let mut state = Lab::new().created(&MemDriver::new(), "lab", 2);
         state.driver = driver.into();
+        state.host_only_cidr = "192.168.39.0/24".parse().unwrap();
+        state.nat_cidr = "192.168.50.0/24".parse().unwrap();
         state
     }
 
