@@ -253,3 +253,20 @@ fn virtualbox_without_vboxdrv_fails_the_kernel_modules_check() {
         "{run}"
     );
 }
+
+/// A warning of the cheap checks never stops `up`: with a proxy that NO_PROXY does not
+/// bypass, `up` prints the warning and goes on to the driver (here a refused URI, the
+/// next step, so nothing is created).
+#[cfg(feature = "libvirt")]
+#[test]
+fn up_prints_the_proxy_warning_and_goes_on() {
+    let k = Kubelab::new();
+    let mut cmd =
+        k.cmd(["up", "-p", "lab", "--driver", "kvm2", "--libvirt-uri", "qemu+ext:///system"]);
+    cmd.env("HTTPS_PROXY", "http://127.0.0.1:9");
+    let run =
+        Run::from(cmd.output().expect("run kubelab")).failure(reason::DRV_URI_REFUSED.exit_code);
+    assert!(run.stderr.contains("warning (HOST_PROXY_NO_PROXY): HTTPS_PROXY is set"), "{run}");
+    assert!(run.stderr.contains("export NO_PROXY=192.168.0.0/16"), "{run}");
+    assert!(!k.home().join("profiles/lab").exists(), "{run}");
+}

@@ -44,7 +44,8 @@ pub(super) fn checks(flag_uri: Option<&str>, checks: &mut Vec<Check>) {
             Err(e) => Check::error(SCOPE, "dnsmasq", CheckState::Fail, e.into()),
         }
     } else {
-        Check::ok(SCOPE, "dnsmasq", format!("not needed here ({uri} runs its own)"))
+        let why = format!("not needed for {uri} (only a local QEMU daemon runs this host's)");
+        Check::ok(SCOPE, "dnsmasq", why)
     });
 }
 

@@ -140,12 +140,8 @@ pub fn preflight(home: &Home) -> Result<Vec<HostWarning>, Error> {
             message: low_space(home, free_mib),
         });
     }
-    let subnets = crate::profile::list(home)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p.state.as_ref()?.pointer("/host_only_cidr")?.as_str()?.parse().ok())
-        .collect();
-    let proxy = proxy::check(|name| std::env::var(name).ok(), &proxy_subnets(subnets));
+    let subnets = proxy_subnets(profiles::host_only_subnets(home));
+    let proxy = proxy::check(|name| std::env::var(name).ok(), &subnets);
     if let (CheckState::Warn, Some(reason)) = (proxy.state, proxy.reason) {
         warnings.push(HostWarning { reason, message: proxy.message });
     }

@@ -59,6 +59,13 @@ pub fn checks(home: &Home, routes: Option<&[HostRoute]>) -> (Vec<Check>, Vec<Ipv
     (found, subnets)
 }
 
+/// The host-only subnets of the profiles whose state loads (for `up`'s proxy check).
+pub fn host_only_subnets(home: &Home) -> Vec<Ipv4Cidr> {
+    let profiles = profile::dirs(home).unwrap_or_default();
+    let states = profiles.iter().filter_map(|p| p.load_state::<ClusterState>().ok());
+    states.map(|state| state.host_only_cidr).collect()
+}
+
 fn warn(name: &'static str, reason: &'static reason::Reason, message: String) -> Check {
     Check::bad(SCOPE, name, CheckState::Warn, reason, message)
 }
