@@ -220,19 +220,24 @@ mod tests {
         std::fs::create_dir_all(dir("stale").join("nodes")).unwrap();
         std::fs::create_dir_all(dir("broken")).unwrap();
         std::fs::write(dir("broken").join("profile.json"), "{not json").unwrap();
+        // A cluster whose second VM the journal never listed.
+        let state = lab.created(&MemDriver::new(), "lab", 2);
+        Journal::new(&lab.profile("lab")).forget(&Resource::Vm("lab-m02".into())).unwrap();
         let (checks, subnets) = checks(&lab.home, Some(&[]));
         let found: Vec<(&str, CheckState)> =
             checks.iter().map(|c| (c.reason.map_or("", |r| r.id), c.state)).collect();
         assert_eq!(
             found,
-            [("PROFILE_STATE_CORRUPT", CheckState::Warn), ("PROFILE_STALE_DIR", CheckState::Warn)]
+            [
+                ("PROFILE_STATE_CORRUPT", CheckState::Warn),
+                ("PROFILE_UNFINISHED", CheckState::Warn),
+                ("PROFILE_STALE_DIR", CheckState::Warn),
+            ]
         );
-        assert!(
-            checks[0].message.contains("kubelab delete --force -p broken"),
-            "{}",
-            checks[0].message
-        );
-        assert!(checks[1].message.contains("kubelab delete -p stale"), "{}", checks[1].message);
-        assert!(subnets.is_empty());
+        let messages: Vec<&str> = checks.iter().map(|c| c.message.as_str()).collect();
+        assert!(messages[0].contains("kubelab delete --force -p broken"), "{messages:?}");
+        assert!(messages[1].contains("created lab-m02; `kubelab up -p lab`"), "{messages:?}");
+        assert!(messages[2].contains("kubelab delete -p stale"), "{messages:?}");
+        assert_eq!(subnets, [state.host_only_cidr], "only the profile that loads");
     }
 }

@@ -63,10 +63,8 @@ fn vbox_error(source: VBoxError) -> crate::Error {
 /// fails to start.
 fn hardware(cpu: Virtualization) -> Check {
     match cpu.reason() {
-        None => Check::ok(SCOPE, "hardware virtualization", cpu.describe()),
-        Some(reason) => {
-            Check::bad(SCOPE, "hardware virtualization", CheckState::Fail, reason, cpu.describe())
-        }
+        None => Check::ok(SCOPE, "VT-x/AMD-V", cpu.describe()),
+        Some(reason) => Check::bad(SCOPE, "VT-x/AMD-V", CheckState::Fail, reason, cpu.describe()),
     }
 }
 
