@@ -10,6 +10,7 @@ use crate::reason;
 
 const SCOPE: &str = "kvm2";
 
+/// Appends the kvm2 checks for the daemon at `flag_uri` (else the default URI).
 pub(super) fn checks(flag_uri: Option<&str>, checks: &mut Vec<Check>) {
     let uri = libvirt::resolve_uri(flag_uri);
     let connected = uri::check(&uri)

@@ -86,8 +86,8 @@ fn load(profile: &Profile, found: &mut Vec<Check>) -> Option<ClusterState> {
                     "profiles",
                     &reason::PROFILE_UNFINISHED,
                     format!(
-                        "profile {name}: `up` stopped before it created {}; `kubelab up -p \
-                         {name}` resumes it",
+                        "profile {name}: `up` stopped (or is still running) before it \
+                         created {}; `kubelab up -p {name}` resumes it",
                         missing.join(", ")
                     ),
                 ));
@@ -95,11 +95,11 @@ fn load(profile: &Profile, found: &mut Vec<Check>) -> Option<ClusterState> {
             Some(state)
         }
         Err(e) => {
+            let corrupt = crate::ops::lifecycle::is_corrupt(&e);
             let mut check = Check::error(SCOPE, "profiles", CheckState::Warn, e);
-            check.message = format!(
-                "profile {name}: {}; `kubelab delete --force -p {name}` removes it",
-                check.message
-            );
+            let fix = format!("; `kubelab delete --force -p {name}` removes it");
+            check.message =
+                format!("profile {name}: {}{}", check.message, if corrupt { &fix } else { "" });
             found.push(check);
             None
         }

@@ -17,6 +17,7 @@ const PROC_MODULES: &str = "/proc/modules";
 /// (vboxnetflt).
 const MODULES: [&str; 3] = ["vboxdrv", "vboxnetflt", "vboxnetadp"];
 
+/// Appends the VirtualBox checks; the rest need `VBoxManage`, so its absence ends them.
 pub(super) fn checks(checks: &mut Vec<Check>) {
     let vbox = match VBoxManage::open() {
         Ok(vbox) => vbox,
@@ -53,6 +54,7 @@ pub(super) fn checks(checks: &mut Vec<Check>) {
     });
 }
 
+/// `source` as the driver's preflight reports it, so it maps to the same reason.
 fn vbox_error(source: VBoxError) -> crate::Error {
     let object = "VirtualBox".into();
     DriverError::VirtualBox { action: Action::ReadCapabilities, object, source: Box::new(source) }
@@ -111,17 +113,12 @@ fn modules_check(proc_modules: &str) -> Check {
 /// Hyper-V, VBS or WSL2 owning VT-x on Windows, as the driver's preflight sees it.
 fn hyperv() -> Check {
     #[cfg(windows)]
-    if let Some(evidence) = {
+    {
         use crate::driver::virtualbox::host;
-        host::hyperv_evidence(&host::probe_windows())
-    } {
-        return Check::bad(
-            SCOPE,
-            "Hyper-V",
-            CheckState::Warn,
-            &reason::HOST_HYPERV_ENABLED,
-            evidence,
-        );
+        if let Some(evidence) = host::hyperv_evidence(&host::probe_windows()) {
+            let reason = &reason::HOST_HYPERV_ENABLED;
+            return Check::bad(SCOPE, "Hyper-V", CheckState::Warn, reason, evidence);
+        }
     }
     let message = if cfg!(windows) { "not running" } else { "does not apply (not Windows)" };
     Check::ok(SCOPE, "Hyper-V", message)
