@@ -16,12 +16,16 @@ use std::str::FromStr;
 
 use crate::fsutil;
 
+pub mod space;
+
+pub use space::Space;
+
 /// The file holding the home's id, directly under its root.
 pub const HOME_ID_FILE: &str = "home-id";
 /// How many lowercase hex digits a home id has (64 random bits).
 pub const HOME_ID_LEN: usize = 16;
 
-/// Errors about the home's id.
+/// Errors about the home: its id, its free space.
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
     /// The id file could not be read or created.
@@ -40,6 +44,25 @@ pub enum HomeError {
         path: PathBuf,
         /// What is wrong with it.
         why: String,
+    },
+    /// The free space of the home's file system could not be read.
+    #[error("cannot read the free space of {}", path.display())]
+    FreeSpace {
+        /// The home.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The home's file system cannot hold even one image.
+    #[error("only {free_mib} MiB free in the file system of {}: one image needs {needed_mib} MiB", path.display())]
+    LowSpace {
+        /// The home.
+        path: PathBuf,
+        /// What is free.
+        free_mib: u64,
+        /// What one image needs ([`space::MIN_FREE_BYTES`]).
+        needed_mib: u64,
     },
 }
 
@@ -133,6 +156,13 @@ impl Home {
     /// Where verified images are cached, named by their SHA-256.
     pub fn image_cache_dir(&self) -> PathBuf {
         self.root.join("cache").join("images")
+    }
+
+    /// The free space of the home's file system, judged by [`space::judge`].
+    pub fn check_space(&self) -> Result<Space, HomeError> {
+        let free = space::free_bytes(&self.root)
+            .map_err(|source| HomeError::FreeSpace { path: self.root.clone(), source })?;
+        space::judge(&self.root, free)
     }
 
     /// The home's id, read from [`HOME_ID_FILE`], which is made on first use. The file is

@@ -13,7 +13,7 @@ use crate::process::ProcessError;
 
 pub mod routes;
 
-pub use routes::read_host_routes;
+pub use routes::{HostRoute, read_host_routes, read_route_table};
 
 /// Host part of the first node's address (`.10`); `.1` is the host's bridge, and node
 /// `i` (0 = control plane) gets `.10 + i`, as minikube leaves low addresses free.
@@ -263,7 +263,7 @@ mod tests {
     const ROUTES: &str = include_str!("../tests/fixtures/net/proc-net-route.txt");
 
     fn routes() -> Vec<Ipv4Cidr> {
-        routes::parse_proc_net_route(ROUTES).unwrap()
+        routes::parse_proc_net_route(ROUTES).unwrap().into_iter().map(|r| r.cidr).collect()
     }
 
     fn cidr(s: &str) -> Ipv4Cidr {

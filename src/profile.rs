@@ -315,6 +315,20 @@ pub struct Summary {
 /// Every profile under `home` that has a state file, sorted by name. A missing profiles
 /// directory means no profiles; a corrupt state file is listed with its error.
 pub fn list(home: &Home) -> Result<Vec<Summary>, ProfileError> {
+    let mut out = Vec::new();
+    for profile in dirs(home)?.into_iter().filter(Profile::exists) {
+        let (state, error) = match profile.load_state::<serde_json::Value>() {
+            Ok(state) => (Some(state), None),
+            Err(e) => (None, Some(crate::error::chain(&e))),
+        };
+        out.push(Summary { name: profile.name.to_string(), state, error });
+    }
+    Ok(out)
+}
+
+/// Every directory under the home's profiles directory named like a profile, with or
+/// without a state file, sorted by name (`doctor` looks at those without one too).
+pub fn dirs(home: &Home) -> Result<Vec<Profile>, ProfileError> {
     let dir = home.profiles_dir();
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -324,19 +338,10 @@ pub fn list(home: &Home) -> Result<Vec<Summary>, ProfileError> {
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| ProfileError::List { path: dir.clone(), source })?;
-        let Some(name) = entry.file_name().to_str().and_then(|n| n.parse::<ProfileName>().ok())
-        else {
-            continue;
-        };
-        let profile = Profile::new(home, name);
-        if !profile.exists() {
-            continue;
+        let name = entry.file_name().to_str().and_then(|n| n.parse::<ProfileName>().ok());
+        if let Some(name) = name.filter(|_| entry.file_type().is_ok_and(|t| t.is_dir())) {
+            out.push(Profile::new(home, name));
         }
-        let (state, error) = match profile.load_state::<serde_json::Value>() {
-            Ok(state) => (Some(state), None),
-            Err(e) => (None, Some(crate::error::chain(&e))),
-        };
-        out.push(Summary { name: profile.name.to_string(), state, error });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

@@ -5,8 +5,9 @@
 //! Exit codes are grouped by layer: 1 unused (every failure has a reason), 2 usage
 //! (clap), 3-9 `KUBELAB_` (bugs), 10-19 `PROFILE_`,
 //! 20-39 `HOST_`, 40-49 `DRV_`, 50-59 `IMG_`, 60-69 `GUEST_`, 70-79 `K8S_`, 80-89
-//! `SNAP_`, 90-99 `XFER_` (image archives moved between hosts), 100-109 `HOST_` (continued),
-//! 110-119 `BAKE_` (golden images).
+//! `SNAP_`, 90-99 `XFER_` (image archives moved between hosts), 100-109 `HOST_` and
+//! `PROFILE_` continued (their own ranges are full; `kubelab doctor`'s checks), 110-119
+//! `BAKE_` (golden images).
 
 use crate::Error;
 use crate::bootstrap::BootstrapError;
@@ -358,6 +359,55 @@ pub const HOST_VBOX_HOSTONLY_ADAPTER: Reason = Reason {
              VirtualBox with its networking drivers selected and reboot; or create the \
              adapter once in VirtualBox Manager > Tools > Network, then run the command again",
 };
+/// dnsmasq, which libvirt runs for every network's DHCP and DNS, is not installed.
+pub const HOST_DNSMASQ_MISSING: Reason = Reason {
+    id: "HOST_DNSMASQ_MISSING",
+    exit_code: 100,
+    advice: "libvirt starts dnsmasq for each network it manages: install it (Debian, \
+             Ubuntu: `sudo apt-get install dnsmasq-base`; Fedora: `sudo dnf install \
+             dnsmasq`); the dnsmasq service itself need not run",
+};
+/// The file system of kubelab's home (image cache, node disks) is (nearly) full.
+pub const HOST_DISK_SPACE: Reason = Reason {
+    id: "HOST_DISK_SPACE",
+    exit_code: 101,
+    advice: "free space on the file system of kubelab's home (`kubelab image list` shows \
+             cached images, `kubelab image rm` removes them; `kubelab delete -p NAME` \
+             removes a profile's disks), or move the home to a larger one with --home / \
+             KUBELAB_HOME",
+};
+/// A proxy is set for HTTP(S) but NO_PROXY does not cover the clusters' subnets.
+pub const HOST_PROXY_NO_PROXY: Reason = Reason {
+    id: "HOST_PROXY_NO_PROXY",
+    exit_code: 102,
+    advice: "kubectl and kubelab's own API checks would send the cluster's traffic to the \
+             proxy, which cannot reach the host-only network: add the subnets shown to \
+             NO_PROXY (and no_proxy) in your shell profile",
+};
+/// A host route overlaps the subnet a saved profile uses.
+pub const HOST_SUBNET_CLASH: Reason = Reason {
+    id: "HOST_SUBNET_CLASH",
+    exit_code: 103,
+    advice: "another network of this host (a VPN, Docker, another hypervisor) now routes \
+             part of the profile's subnet, so its nodes may be unreachable: remove or move \
+             that network, or `kubelab delete -p NAME` and `kubelab up -p NAME` again (a new \
+             profile's subnets avoid every route)",
+};
+/// A profile's first `up` stopped before it created every node.
+pub const PROFILE_UNFINISHED: Reason = Reason {
+    id: "PROFILE_UNFINISHED",
+    exit_code: 104,
+    advice: "an earlier `kubelab up` was interrupted or failed: `kubelab up -p NAME` resumes \
+             it, `kubelab delete -p NAME` removes what it made",
+};
+/// A profile directory has no profile.json (an interrupted `delete`, or files put there
+/// by hand).
+pub const PROFILE_STALE_DIR: Reason = Reason {
+    id: "PROFILE_STALE_DIR",
+    exit_code: 105,
+    advice: "the directory holds no cluster state: `kubelab delete -p NAME` removes it \
+             (and anything its journal still lists)",
+};
 /// The host's IPv4 routes could not be listed: an error for kvm2; for VirtualBox a
 /// warning, as it chooses a subnet from its own networks alone.
 pub const DRV_ROUTES_UNREADABLE: Reason = Reason {
@@ -669,7 +719,8 @@ pub fn reason(err: &Error) -> &'static Reason {
     match err {
         Error::Profile(e) => profile_reason(e),
         Error::Home(HomeError::Corrupt { .. }) => &PROFILE_HOME_ID_CORRUPT,
-        Error::Home(HomeError::Io { .. }) => &HOST_HOME_IO,
+        Error::Home(HomeError::Io { .. } | HomeError::FreeSpace { .. }) => &HOST_HOME_IO,
+        Error::Home(HomeError::LowSpace { .. }) => &HOST_DISK_SPACE,
         Error::Lock(LockError::Busy { .. }) => &PROFILE_BUSY,
         Error::Lock(LockError::Io { .. }) => &HOST_HOME_IO,
         Error::Cluster(e) => cluster_reason(e),
@@ -889,6 +940,7 @@ fn driver_reason(err: &DriverError) -> &'static Reason {
         E::PermissionDenied { .. } => &HOST_LIBVIRT_PERMISSION,
         E::QemuImg { source: ProcessError::NotFound { .. } } => &HOST_QEMU_IMG_MISSING,
         E::QemuImg { source } => process_reason(source),
+        E::Dnsmasq { .. } => &HOST_DNSMASQ_MISSING,
         E::StartNetwork { .. } => &DRV_NET_INACTIVE,
         E::NetworkConflict { .. } | E::NoFreeSubnet { .. } => &DRV_NET_CONFLICT,
         E::ForeignNetwork { .. } | E::Legacy { what: Object::Network, .. } => &DRV_NET_NOT_KUBELAB,
@@ -1024,6 +1076,12 @@ mod tests {
         &BAKE_VM_NOT_STOPPED,
         &BAKE_NOT_FOUND,
         &BAKE_VERSION_MISMATCH,
+        &HOST_DNSMASQ_MISSING,
+        &HOST_DISK_SPACE,
+        &HOST_PROXY_NO_PROXY,
+        &HOST_SUBNET_CLASH,
+        &PROFILE_UNFINISHED,
+        &PROFILE_STALE_DIR,
     ];
 
     #[test]
@@ -1033,7 +1091,8 @@ mod tests {
         for r in ALL {
             assert!(ids.insert(r.id), "duplicate id {}", r.id);
             assert!(codes.insert(r.exit_code), "duplicate exit code {}", r.exit_code);
-            let range = match r.id.split('_').next().unwrap() {
+            let layer = r.id.split('_').next().unwrap();
+            let range = match layer {
                 "PROFILE" => 10..=19,
                 "HOST" => 20..=39,
                 "DRV" => 40..=49,
@@ -1046,7 +1105,10 @@ mod tests {
                 "KUBELAB" => 3..=9,
                 other => panic!("unknown layer {other}"),
             };
-            assert!(range.contains(&r.exit_code), "{} has code {}", r.id, r.exit_code);
+            // 100-109: HOST_ and PROFILE_ continued.
+            let continued =
+                ["HOST", "PROFILE"].contains(&layer) && (100..=109).contains(&r.exit_code);
+            assert!(range.contains(&r.exit_code) || continued, "{} has code {}", r.id, r.exit_code);
             assert!(!r.advice.ends_with('.'), "{}", r.id);
         }
     }

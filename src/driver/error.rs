@@ -73,6 +73,12 @@ pub enum DriverError {
         #[source]
         source: ProcessError,
     },
+    /// dnsmasq, which libvirt runs for each network, is not installed.
+    #[error("dnsmasq not found (looked in: {searched})")]
+    Dnsmasq {
+        /// Where kubelab looked.
+        searched: String,
+    },
     /// KVM is not usable and the user asked for it (`--require-kvm`).
     #[error("KVM is not usable: {why}")]
     KvmUnavailable {

@@ -3,8 +3,9 @@
 //! backend found, so every case is unit-tested.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::cpu::cpu_has_flag;
 use super::{Accel, AccelPolicy, DriverError, HostReport, HostWarning};
 use crate::process::Tool;
 use crate::reason;
@@ -123,19 +124,31 @@ pub fn check_qemu_img() -> Result<(), DriverError> {
         .map_err(|source| DriverError::QemuImg { source })
 }
 
+/// Where libvirt looks for dnsmasq besides `PATH` (Debian, Fedora and Arch install it
+/// there, outside a user's `PATH`).
+pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
+/// The dnsmasq binary libvirt starts for each network it manages (DHCP and DNS); without
+/// it, the profile's networks cannot start. Only meaningful where the libvirt daemon
+/// runs on this host.
+pub fn check_dnsmasq() -> Result<PathBuf, DriverError> {
+    let candidates = dnsmasq_candidates(std::env::var_os("PATH").as_deref());
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| DriverError::Dnsmasq {
+        searched: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// [`DNSMASQ`], then `dnsmasq` in each directory of `path` (the `PATH` variable).
+fn dnsmasq_candidates(path: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
+    let on_path = path.into_iter().flat_map(std::env::split_paths).map(|d| d.join("dnsmasq"));
+    let mut candidates = vec![PathBuf::from(DNSMASQ)];
+    candidates.extend(on_path.filter(|p| p.as_path() != Path::new(DNSMASQ)));
+    candidates
+}
+
 fn read(path: &str) -> Result<String, DriverError> {
     std::fs::read_to_string(path)
         .map_err(|source| DriverError::ReadHost { path: Path::new(path).to_owned(), source })
-}
-
-/// Whether the first CPU's `flags` line in `/proc/cpuinfo` text lists `flag`.
-pub fn cpu_has_flag(cpuinfo: &str, flag: &str) -> bool {
-    cpuinfo
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("flags").and_then(|rest| rest.trim_start().strip_prefix(':'))
-        })
-        .is_some_and(|flags| flags.split_whitespace().any(|f| f == flag))
 }
 
 /// The id of group `name` in `/etc/group` text.
@@ -203,11 +216,15 @@ mod tests {
     }
 
     #[test]
-    fn parses_cpu_flags_and_groups() {
-        let cpuinfo = "processor\t: 0\nflags\t\t: fpu vme hypervisor lahf_lm\nbugs\t\t: x\n";
-        assert!(cpu_has_flag(cpuinfo, "hypervisor"));
-        assert!(!cpu_has_flag(cpuinfo, "vmx"));
-        assert!(!cpu_has_flag("processor: 0\n", "hypervisor"));
+    fn dnsmasq_is_looked_for_in_sbin_then_on_path() {
+        let path = std::ffi::OsString::from("/opt/bin:/usr/sbin");
+        let candidates = dnsmasq_candidates(Some(&path));
+        assert_eq!(candidates, [PathBuf::from(DNSMASQ), PathBuf::from("/opt/bin/dnsmasq")]);
+        assert_eq!(dnsmasq_candidates(None), [PathBuf::from(DNSMASQ)]);
+    }
+
+    #[test]
+    fn parses_groups() {
         let group = "root:x:0:\nkvm:x:993:alice\nlibvirt:x:994:\n";
         assert_eq!(group_id(group, "kvm"), Some(993));
         assert_eq!(group_id(group, "docker"), None);

@@ -54,6 +54,8 @@ use sha2::{Digest, Sha256};
 use crate::net::{self, Ipv4Cidr, MacAddr};
 use crate::reason::Reason;
 
+/// The CPU's hardware virtualization (VT-x/AMD-V, nested), read from Linux.
+pub mod cpu;
 mod error;
 #[cfg(all(feature = "libvirt", target_os = "linux"))]
 pub mod host;

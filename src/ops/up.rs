@@ -1,6 +1,6 @@
 //! `kubelab up`: create the profile's cluster, or bring an existing one back. Lock, read
-//! the saved state, validate and preflight (nothing but the lock file is created before
-//! both pass), resolve the image, save the state (addresses chosen before boot), ensure
+//! the saved state, validate and preflight (`doctor`'s cheap host checks, then the
+//! driver's; nothing but the lock file is created before they pass), resolve the image, save the state (addresses chosen before boot), ensure
 //! the networks and bring every node up in parallel. An interrupted `up` is resumed by
 //! the next one.
 
@@ -109,6 +109,8 @@ pub fn up(
     if let Some(saved) = &saved {
         check_consistent(saved, opts)?;
     }
+    // The cheap host checks of `doctor` that would make this `up` fail.
+    warn(progress, &super::doctor::preflight(home)?);
     // An existing cluster keeps booting the image it was created with.
     let request = match &saved {
         Some(saved) if opts.image.is_none() => saved.image.request()?,

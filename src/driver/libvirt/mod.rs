@@ -142,14 +142,20 @@ impl LibvirtDriver {
     /// [`Driver::check_host`] that does not need `qemu-img`.
     pub fn accel(&self, policy: AccelPolicy) -> Result<HostReport, DriverError> {
         let caps = self.conn.capabilities().map_err(lv(Action::ReadCapabilities, &self.uri))?;
-        decide_accel(&probe_local(self.is_local(), offers_kvm(&caps))?, policy)
+        decide_accel(&probe_local(is_local(&self.uri), offers_kvm(&caps))?, policy)
     }
+}
 
-    /// Whether the hypervisor runs on this machine (no host in the URI).
-    fn is_local(&self) -> bool {
-        url::Url::parse(&self.uri)
-            .map_or(true, |u| u.host_str().is_none_or(|h| h.is_empty() || h == "localhost"))
-    }
+/// Whether the hypervisor of `uri` runs on this machine (no host in the URI).
+pub fn is_local(uri: &str) -> bool {
+    url::Url::parse(uri)
+        .map_or(true, |u| u.host_str().is_none_or(|h| h.is_empty() || h == "localhost"))
+}
+
+/// Whether the daemon of `uri` starts this host's dnsmasq for its networks: a local
+/// QEMU daemon does; a remote one uses its own host's, and the test driver none.
+pub fn uses_host_dnsmasq(uri: &str) -> bool {
+    uri.starts_with("qemu") && is_local(uri)
 }
 
 impl Driver for LibvirtDriver {
@@ -159,6 +165,9 @@ impl Driver for LibvirtDriver {
 
     fn check_host(&self, policy: AccelPolicy) -> Result<HostReport, DriverError> {
         host::check_qemu_img()?;
+        if uses_host_dnsmasq(&self.uri) {
+            host::check_dnsmasq()?;
+        }
         self.accel(policy)
     }
 
@@ -356,6 +365,18 @@ mod tests {
         let expected =
             std::env::var(URI_ENV).ok().filter(|v| !v.is_empty()).unwrap_or(DEFAULT_URI.into());
         assert_eq!(resolve_uri(None), expected);
+    }
+
+    #[test]
+    fn only_a_local_qemu_daemon_needs_this_hosts_dnsmasq() {
+        for uri in
+            ["qemu:///system", "qemu+unix:///system?socket=/run/x", "qemu://localhost/system"]
+        {
+            assert!(uses_host_dnsmasq(uri), "{uri}");
+        }
+        for uri in ["test:///default", "qemu+ssh://root@lab/system"] {
+            assert!(!uses_host_dnsmasq(uri), "{uri}");
+        }
     }
 
     #[test]

@@ -1,16 +1,27 @@
 //! `kubelab doctor`: checks this host for what `up` needs, each check with its state,
 //! reason id and advice from the catalogue, so a user learns every problem at once
 //! instead of one failed `up` at a time (issue 12). Checks only read the host; the one
-//! write is a probe file in kubelab's home, removed at once.
+//! write is a probe file in kubelab's home, removed at once. [`preflight`] is the cheap
+//! part that `up` runs before it creates anything.
+//!
+//! Each submodule reads its host facts in one place and judges them in pure functions,
+//! tested on captured contents.
+
+#[cfg(all(feature = "libvirt", target_os = "linux"))]
+mod kvm2;
+mod profiles;
+mod proxy;
+#[cfg(feature = "virtualbox")]
+mod virtualbox;
 
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::Error;
-use crate::driver::{self, DriverKind};
-use crate::home::Home;
-use crate::net;
+use crate::driver::{self, DriverKind, HostWarning};
+use crate::home::{Home, HomeError, Space};
+use crate::net::{self, HostRoute, Ipv4Cidr};
 use crate::process::Tool;
 use crate::reason::{self, Reason};
 
@@ -95,8 +106,12 @@ impl DoctorReport {
 
 /// Runs every check for `opts`.
 pub fn doctor(home: &Home, opts: &DoctorOptions) -> DoctorReport {
-    let mut checks = vec![check_home(home.root()), check_images(home), check_ssh()];
-    let routes = net::read_host_routes();
+    let mut checks =
+        vec![check_home(home.root()), check_space(home), check_images(home), check_ssh()];
+    let routes = net::read_route_table();
+    let (found, subnets) = profiles::checks(home, routes.as_deref().ok());
+    checks.extend(found);
+    checks.push(proxy::check(|name| std::env::var(name).ok(), &proxy_subnets(subnets)));
     let kinds = match opts.driver {
         Some(kind) => vec![kind],
         None => DriverKind::all().to_vec(),
@@ -112,6 +127,62 @@ pub fn doctor(home: &Home, opts: &DoctorOptions) -> DoctorReport {
     }
     let driver = opts.driver.or(DriverKind::default_kind().ok()).map(DriverKind::as_str);
     DoctorReport { driver, checks }
+}
+
+/// The cheap host checks that would make `up` fail, run before it creates anything:
+/// the home's free space (an error below one image); its warnings (little space, a
+/// proxy that NO_PROXY does not bypass for the clusters) for `up` to print.
+pub fn preflight(home: &Home) -> Result<Vec<HostWarning>, Error> {
+    let mut warnings = Vec::new();
+    if let Space::Low { free_mib } = home.check_space()? {
+        warnings.push(HostWarning {
+            reason: &reason::HOST_DISK_SPACE,
+            message: low_space(home, free_mib),
+        });
+    }
+    let subnets = proxy_subnets(profiles::host_only_subnets(home));
+    let proxy = proxy::check(|name| std::env::var(name).ok(), &subnets);
+    if let (CheckState::Warn, Some(reason)) = (proxy.state, proxy.reason) {
+        warnings.push(HostWarning { reason, message: proxy.message });
+    }
+    Ok(warnings)
+}
+
+/// The subnets NO_PROXY must cover: the saved profiles' host-only subnets, else the
+/// range a new profile's comes from.
+fn proxy_subnets(saved: Vec<Ipv4Cidr>) -> Vec<Ipv4Cidr> {
+    if saved.is_empty() { vec![proxy::new_profile_range()] } else { saved }
+}
+
+fn low_space(home: &Home, free_mib: u64) -> String {
+    let low_mib = crate::home::space::LOW_FREE_BYTES >> 20;
+    format!(
+        "only {free_mib} MiB free in the file system of {}: a small cluster needs about {low_mib} MiB",
+        home.root().display()
+    )
+}
+
+/// Free space in the home's file system: a failure below one image, a warning below a
+/// small cluster (see `home::space`).
+fn check_space(home: &Home) -> Check {
+    let name = "disk space";
+    match home.check_space() {
+        Ok(Space::Enough { free_mib }) => {
+            Check::ok("host", name, format!("{free_mib} MiB free in {}", home.root().display()))
+        }
+        Ok(Space::Low { free_mib }) => Check::bad(
+            "host",
+            name,
+            CheckState::Warn,
+            &reason::HOST_DISK_SPACE,
+            low_space(home, free_mib),
+        ),
+        Ok(Space::Unknown) => Check::ok("host", name, "not measured on this OS"),
+        Err(e @ HomeError::LowSpace { .. }) => {
+            Check::error("host", name, CheckState::Fail, e.into())
+        }
+        Err(e) => Check::error("host", name, CheckState::Warn, e.into()),
+    }
 }
 
 /// kubelab's home takes files (a probe file is written and removed).
@@ -157,7 +228,7 @@ fn check_ssh() -> Check {
 
 /// The host's routes: kvm2 cannot choose subnets without them; VirtualBox goes on with
 /// its own networks (see `driver::taken_subnets`).
-fn check_routes(kind: DriverKind, routes: &Result<Vec<net::Ipv4Cidr>, net::NetError>) -> Check {
+fn check_routes(kind: DriverKind, routes: &Result<Vec<HostRoute>, net::NetError>) -> Check {
     let scope = kind.as_str();
     match routes {
         Ok(routes) => Check::ok(scope, "host routes", format!("{} IPv4 routes read", routes.len())),
@@ -167,122 +238,6 @@ fn check_routes(kind: DriverKind, routes: &Result<Vec<net::Ipv4Cidr>, net::NetEr
             let message = format!("cannot list the host's routes: {}", crate::error::chain(e));
             Check::bad(scope, "host routes", state, &reason::DRV_ROUTES_UNREADABLE, message)
         }
-    }
-}
-
-#[cfg(all(feature = "libvirt", target_os = "linux"))]
-mod kvm2 {
-    //! libvirt reachable and its version, KVM or TCG, `/dev/kvm`, `qemu-img`.
-
-    use super::{Check, CheckState};
-    use crate::driver::host::{self, DEV_KVM};
-    use crate::driver::libvirt::{self, LibvirtDriver};
-    use crate::driver::{Accel, AccelPolicy, DriverError, uri};
-    use crate::reason;
-
-    const SCOPE: &str = "kvm2";
-
-    pub(super) fn checks(flag_uri: Option<&str>, checks: &mut Vec<Check>) {
-        let uri = libvirt::resolve_uri(flag_uri);
-        let connected = uri::check(&uri)
-            .map_err(|why| DriverError::RefusedUri { uri: uri.clone(), why })
-            .and_then(|()| LibvirtDriver::connect(&uri));
-        match connected {
-            Ok(driver) => {
-                let version = driver.version().unwrap_or_else(|e| e.to_string());
-                checks.push(Check::ok(SCOPE, "libvirt", format!("{uri} answers ({version})")));
-                accel(&driver, checks);
-            }
-            Err(e) => checks.push(Check::error(SCOPE, "libvirt", CheckState::Fail, e.into())),
-        }
-        checks.push(match host::check_qemu_img() {
-            Ok(()) => Check::ok(SCOPE, "qemu-img", "found"),
-            Err(e) => Check::error(SCOPE, "qemu-img", CheckState::Fail, e.into()),
-        });
-    }
-
-    /// KVM or the TCG fallback, and whether `/dev/kvm` has the group libvirt expects.
-    fn accel(driver: &LibvirtDriver, checks: &mut Vec<Check>) {
-        let report = match driver.accel(AccelPolicy::Auto) {
-            Ok(report) => report,
-            Err(e) => {
-                checks.push(Check::error(SCOPE, "acceleration", CheckState::Fail, e.into()));
-                return;
-            }
-        };
-        let tcg = report.warnings.iter().find(|w| w.reason == &reason::HOST_KVM_UNAVAILABLE);
-        checks.push(match (report.accel, tcg) {
-            // libvirt never reports VirtualBox's own hypervisor.
-            (Accel::Kvm | Accel::VirtualBox, _) => Check::ok(SCOPE, "acceleration", "KVM"),
-            (Accel::Tcg, Some(w)) => {
-                Check::bad(SCOPE, "acceleration", CheckState::Warn, w.reason, w.message.clone())
-            }
-            (Accel::Tcg, None) => Check::ok(SCOPE, "acceleration", "TCG, as KUBELAB_ACCEL says"),
-        });
-        let group = report.warnings.iter().find(|w| w.reason == &reason::HOST_KVM_DEVICE_GROUP);
-        checks.push(match group {
-            Some(w) => Check::bad(SCOPE, DEV_KVM, CheckState::Warn, w.reason, w.message.clone()),
-            None if std::path::Path::new(DEV_KVM).exists() => {
-                Check::ok(SCOPE, DEV_KVM, "present, group kvm")
-            }
-            None => Check::bad(
-                SCOPE,
-                DEV_KVM,
-                CheckState::Warn,
-                &reason::HOST_KVM_UNAVAILABLE,
-                format!("{DEV_KVM} does not exist (no KVM module, or virtualization is off)"),
-            ),
-        });
-    }
-}
-
-#[cfg(feature = "virtualbox")]
-mod virtualbox {
-    //! VBoxManage found and its version, host-only networking, networks.conf.
-
-    use super::{Check, CheckState};
-    use crate::driver::virtualbox::VirtualBoxDriver;
-    use crate::driver::virtualbox::network::{self, NETWORKS_CONF};
-    use crate::driver::virtualbox::vboxmanage::VBoxManage;
-    use crate::driver::{Action, Driver, DriverError};
-    use crate::reason;
-
-    const SCOPE: &str = "virtualbox";
-
-    pub(super) fn checks(checks: &mut Vec<Check>) {
-        let vbox = match VBoxManage::open() {
-            Ok(vbox) => vbox,
-            Err(source) => {
-                let err = DriverError::VirtualBox {
-                    action: Action::ReadCapabilities,
-                    object: "VirtualBox".into(),
-                    source: Box::new(source),
-                };
-                checks.push(Check::error(SCOPE, "VBoxManage", CheckState::Fail, err.into()));
-                return;
-            }
-        };
-        checks.push(Check::ok(SCOPE, "VBoxManage", format!("VirtualBox {}", vbox.version())));
-        let driver = VirtualBoxDriver::new(vbox);
-        checks.push(match driver.used_subnets() {
-            Ok(_) => Check::ok(SCOPE, "host-only networking", "VBoxManage lists its networks"),
-            Err(e) => Check::error(SCOPE, "host-only networking", CheckState::Fail, e.into()),
-        });
-        checks.push(match network::host_ranges() {
-            Ok(None) => Check::ok(SCOPE, "host-only ranges", "any (Windows has no networks.conf)"),
-            Ok(Some(ranges)) if ranges.is_empty() => Check::bad(
-                SCOPE,
-                "host-only ranges",
-                CheckState::Fail,
-                &reason::HOST_VBOX_HOSTONLY_RANGE,
-                format!("{NETWORKS_CONF} allows no IPv4 range"),
-            ),
-            Ok(Some(ranges)) => {
-                let shown: Vec<String> = ranges.iter().map(ToString::to_string).collect();
-                Check::ok(SCOPE, "host-only ranges", shown.join(" "))
-            }
-            Err(e) => Check::error(SCOPE, "host-only ranges", CheckState::Warn, e.into()),
-        });
     }
 }
 
