@@ -613,6 +613,12 @@ pub const BAKE_VM_NOT_STOPPED: Reason = Reason {
              `kubelab image bake` again (the interrupted bake's profile is removed by \
              `kubelab delete -p` with the profile name shown above)",
 };
+/// `qemu-img` refused to convert a cached image into the format the driver boots.
+pub const BAKE_CONVERT_FAILED: Reason = Reason {
+    id: "BAKE_CONVERT_FAILED",
+    exit_code: 116,
+    advice: "qemu-img could not read the image as the format its name or --image-format              says (its message is above): check the file (`qemu-img info FILE`), or give              an image already in the driver's format (qcow2 for kvm2, VMDK or VDI for              VirtualBox); nothing was cached",
+};
 /// The snapshot holds other nodes than the cluster has now.
 pub const SNAP_NODES_CHANGED: Reason = Reason {
     id: "SNAP_NODES_CHANGED",
@@ -858,6 +864,9 @@ fn image_reason(err: &ImageError) -> &'static Reason {
         | E::Remove { .. }
         | E::Lock { .. } => &HOST_HOME_IO,
         E::Catalog { .. } | E::CatalogEntry { .. } | E::HttpClient { .. } => &KUBELAB_BUG,
+        E::Convert { source: ProcessError::NotFound { .. }, .. } => &HOST_QEMU_IMG_MISSING,
+        E::Convert { source: ProcessError::Failed { .. }, .. } => &BAKE_CONVERT_FAILED,
+        E::Convert { source, .. } => process_reason(source),
     }
 }
 
@@ -1003,6 +1012,7 @@ mod tests {
         &SNAP_TOO_MANY,
         &XFER_BAD_ARCHIVE,
         &BAKE_VM_NOT_STOPPED,
+        &BAKE_CONVERT_FAILED,
     ];
 
     #[test]

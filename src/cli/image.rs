@@ -153,7 +153,11 @@ fn list(ctx: &Ctx) -> Result<(), crate::Error> {
         }
     }
     for image in &images.other {
-        row("-", "disk", image.format.as_str(), &size(Some(image.size_bytes)), &image.url)?;
+        let origin = match &image.converted_from {
+            Some(sha256) => format!("converted from {}", &sha256[..12]),
+            None => image.url.clone(),
+        };
+        row("-", "disk", image.format.as_str(), &size(Some(image.size_bytes)), &origin)?;
     }
     Ok(())
 }

@@ -37,6 +37,10 @@ pub struct Sidecar {
     /// The catalogue name it was pulled as, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The SHA-256 of the cached image this file was converted from (`image::convert`),
+    /// if it is a conversion; absent in sidecars from before conversions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converted_from: Option<String>,
 }
 
 impl Sidecar {
@@ -58,6 +62,9 @@ impl Sidecar {
         }
         if sidecar.sha512.as_deref().is_some_and(|hex| !is_lower_hex(hex, 128)) {
             return Err(bad("sha512", "not 128 lowercase hex digits".into()));
+        }
+        if sidecar.converted_from.as_deref().is_some_and(|hex| !is_lower_hex(hex, 64)) {
+            return Err(bad("converted_from", "not 64 lowercase hex digits".into()));
         }
         if let Some(name) = sidecar.name.as_deref().filter(|n| !is_name(n)) {
             return Err(bad("name", format!("{name:?} is not a catalogue name")));
@@ -162,6 +169,7 @@ impl Cache {
             size_bytes,
             url: sidecar.url.clone(),
             name: sidecar.name.clone(),
+            converted_from: sidecar.converted_from.clone(),
         })
     }
 
@@ -245,8 +253,8 @@ fn stat(path: &Path) -> Option<(u64, u128)> {
     Some((meta.len(), mtime.as_nanos()))
 }
 
-/// The SHA-256 of a whole file (only for re-verifying a changed cache entry).
-fn hash_file(path: &Path) -> Result<String, ImageError> {
+/// The SHA-256 of a whole file (re-verifying a changed cache entry, hashing a conversion).
+pub(super) fn hash_file(path: &Path) -> Result<String, ImageError> {
     let io = |source| ImageError::ReadCache { path: path.to_owned(), source };
     let mut file = File::open(path).map_err(io)?;
     let mut hasher = sha2::Sha256::new();
@@ -276,6 +284,7 @@ mod tests {
             mtime_ns: 0,
             url: "file:///x".into(),
             name: None,
+            converted_from: None,
         };
         cache.commit(&part, sidecar).unwrap();
         cache.sidecars().unwrap().remove(0)

@@ -127,6 +127,7 @@ pub fn import(home: &Home, path: &Path, progress: &dyn Progress) -> Result<Impor
         mtime_ns: 0,
         url: manifest.source,
         name: manifest.name,
+        converted_from: None,
     };
     let image = cache.commit(&part, sidecar).inspect_err(|_| {
         let _ = std::fs::remove_file(&part);
