@@ -437,16 +437,35 @@ fn hostonly_adapters_are_found_or_created_and_removed_by_their_last_user() {
     assert_eq!(obj_len(&state, "extradata"), 0, "{state}");
 }
 
-/// A qcow2 base image cannot be attached: refused before any VM is created.
+/// Issue 14: VirtualBox cannot attach a qcow2 base image, so `up` converts it to VMDK
+/// (qemu-img, cached) and the nodes boot the conversion; a qcow2 image qemu-img cannot
+/// read is refused before any VM is created.
 #[test]
-fn qcow2_image_is_refused_before_a_vm_is_created() {
+fn qcow2_image_is_converted_to_vmdk_or_refused_before_a_vm_is_created() {
     let lab = Lab::new();
-    let image = lab.dir.path().join("base.qcow2");
-    fs::write(&image, b"QFI\xfb simulated").unwrap();
-    let run = lab.up(&["--image", image.to_str().unwrap()]);
-    let run = run.failure(kubelab::reason::IMG_BAD_SOURCE.exit_code);
-    assert!(run.stderr.contains("needs a VMDK, VDI or VHD image"), "{run}");
+    let bad = lab.dir.path().join("bad.qcow2");
+    fs::write(&bad, b"QFI\xfb simulated").unwrap();
+    let run = lab.up(&["--image", bad.to_str().unwrap()]);
+    let run = run.failure(kubelab::reason::BAKE_CONVERT_FAILED.exit_code);
+    assert!(run.stderr.contains("hint (BAKE_CONVERT_FAILED)"), "{run}");
     assert!(!lab.transcript().iter().any(|l| l.starts_with("createvm")), "{:?}", lab.transcript());
+
+    let image = lab.dir.path().join("base.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", image.to_str().unwrap(), "1M"])
+        .status()
+        .expect("qemu-img must be installed");
+    assert!(made.success());
+    lab.up(&["--image", image.to_str().unwrap(), "--no-snapshot"]).success();
+    let state = lab.state();
+    let disk = state["vms"]["lab"]["storage"]["0"].as_str().unwrap();
+    let base = state["media"][disk]["parent"].as_str().unwrap();
+    assert!(base.starts_with(lab.kubelab.home().to_str().unwrap()), "{base}");
+    assert!(base.ends_with(".vmdk"), "the conversion is attached: {base}");
+    let list = lab.run(&["image", "list"]).success().stdout;
+    assert!(list.lines().any(|l| l.contains("vmdk") && l.contains("converted from ")), "{list}");
+    lab.run(&["delete"]).success();
+    lab.assert_no_guest_running();
 }
 
 #[test]
