@@ -864,9 +864,11 @@ fn image_reason(err: &ImageError) -> &'static Reason {
         | E::Remove { .. }
         | E::Lock { .. } => &HOST_HOME_IO,
         E::Catalog { .. } | E::CatalogEntry { .. } | E::HttpClient { .. } => &KUBELAB_BUG,
-        E::Convert { source: ProcessError::NotFound { .. }, .. } => &HOST_QEMU_IMG_MISSING,
-        E::Convert { source: ProcessError::Failed { .. }, .. } => &BAKE_CONVERT_FAILED,
-        E::Convert { source, .. } => process_reason(source),
+        E::Convert { source, .. } => match **source {
+            ProcessError::NotFound { .. } => &HOST_QEMU_IMG_MISSING,
+            ProcessError::Failed { .. } => &BAKE_CONVERT_FAILED,
+            _ => process_reason(source),
+        },
     }
 }
 
@@ -1076,6 +1078,15 @@ mod tests {
             (
                 DriverError::QemuImg { source: ProcessError::NotFound { program: "q".into() } }
                     .into(),
+                &HOST_QEMU_IMG_MISSING,
+            ),
+            (
+                ImageError::Convert {
+                    path: path(),
+                    format: crate::image::catalog::Format::Vmdk,
+                    source: Box::new(ProcessError::NotFound { program: "qemu-img".into() }),
+                }
+                .into(),
                 &HOST_QEMU_IMG_MISSING,
             ),
             (

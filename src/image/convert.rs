@@ -84,7 +84,11 @@ pub fn in_format(
     ];
     let converted = Tool::new("qemu-img")
         .run_within(args, Some(CONVERT_TIMEOUT))
-        .map_err(|source| ImageError::Convert { path: image.path.clone(), format: want, source })
+        .map_err(|e| ImageError::Convert {
+            path: image.path.clone(),
+            format: want,
+            source: e.into(),
+        })
         .and_then(|_| cache::hash_file(&part));
     let sha256 = converted.inspect_err(|_| {
         let _ = std::fs::remove_file(&part);
@@ -224,10 +228,8 @@ mod tests {
         let source = cached(&home, &corrupt, Format::Qcow2);
         let before: Vec<_> = std::fs::read_dir(home.image_cache_dir()).unwrap().collect();
         let err = in_format(&home, &source, Format::Vmdk, &()).unwrap_err();
-        let ImageError::Convert { source: crate::process::ProcessError::Failed { .. }, .. } = &err
-        else {
-            panic!("{err:?}")
-        };
+        let ImageError::Convert { source, .. } = &err else { panic!("{err:?}") };
+        assert!(matches!(**source, crate::process::ProcessError::Failed { .. }), "{err:?}");
         let reason = crate::reason::reason(&crate::Error::from(err));
         assert_eq!(reason.id, "BAKE_CONVERT_FAILED");
         let after: Vec<_> = std::fs::read_dir(home.image_cache_dir()).unwrap().collect();

@@ -302,8 +302,8 @@ pub enum ImageError {
         path: PathBuf,
         /// The format asked for.
         format: Format,
-        /// Why (qemu-img missing, its stderr, its deadline).
+        /// Why (qemu-img missing, its stderr, its deadline); boxed, as it is large.
         #[source]
-        source: ProcessError,
+        source: Box<ProcessError>,
     },
 }
