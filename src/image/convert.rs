@@ -63,7 +63,8 @@ pub fn in_format(
     }
     let key = format!("{}-to-{want}", image.sha256);
     let _lock = cache.lock(&key, || {
-        progress.message(&format!("waiting for another kubelab converting {key}"));
+        progress
+            .message(&format!("waiting for another kubelab converting {}", image.path.display()));
     })?;
     if let Some(found) = lookup()? {
         return hit(found);
@@ -199,6 +200,23 @@ mod tests {
         let removed = crate::image::remove(&home, &source.sha256).unwrap();
         assert_eq!(removed.len(), 3);
         assert_eq!(std::fs::read_dir(home.image_cache_dir()).unwrap().count(), 0);
+    }
+
+    /// Two `up`s at once: one converts, the other waits for it and uses its result.
+    #[test]
+    fn concurrent_calls_convert_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("home"));
+        let source = cached_qcow2(&home, dir.path());
+        let said = Said::default();
+        let images: Vec<CachedImage> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| in_format(&home, &source, Format::Vdi, &said).unwrap()))
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert_eq!(images[0], images[1]);
+        assert_eq!(said.converted(), 1, "{:?}", said.0);
     }
 
     #[test]

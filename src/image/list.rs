@@ -87,7 +87,8 @@ pub fn list(home: &Home) -> Result<ImageList, ImageError> {
 }
 
 /// Removes the cached images `target` names ([`selector`]) and their conversions
-/// (`image::convert`, useless without their source's name); returns what was removed.
+/// (`image::convert`: derived from the source, they would be left nameless); returns
+/// what was removed.
 pub fn remove(home: &Home, target: &str) -> Result<Vec<CachedImage>, ImageError> {
     let selects = selector(target)?;
     let cache = Cache::new(home);
