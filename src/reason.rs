@@ -678,6 +678,15 @@ pub const BAKE_VERSION_MISMATCH: Reason = Reason {
              --kubernetes-version, or bake that version (`kubelab image bake \
              --kubernetes-version VERSION`) and use `--image baked:VERSION`",
 };
+/// `qemu-img` refused to convert a cached image into the format the driver boots.
+pub const BAKE_CONVERT_FAILED: Reason = Reason {
+    id: "BAKE_CONVERT_FAILED",
+    exit_code: 116,
+    advice: "qemu-img could not read the image in the format its file name says (its \
+             message is above): check the file (`qemu-img info FILE`), or give an image \
+             already in the driver's format (qcow2 for kvm2, VMDK or VDI for VirtualBox); \
+             nothing was cached",
+};
 /// The snapshot holds other nodes than the cluster has now.
 pub const SNAP_NODES_CHANGED: Reason = Reason {
     id: "SNAP_NODES_CHANGED",
@@ -928,6 +937,11 @@ fn image_reason(err: &ImageError) -> &'static Reason {
         | E::Remove { .. }
         | E::Lock { .. } => &HOST_HOME_IO,
         E::Catalog { .. } | E::CatalogEntry { .. } | E::HttpClient { .. } => &KUBELAB_BUG,
+        E::Convert { source, .. } => match **source {
+            ProcessError::NotFound { .. } => &HOST_QEMU_IMG_MISSING,
+            ProcessError::Failed { .. } => &BAKE_CONVERT_FAILED,
+            _ => process_reason(source),
+        },
     }
 }
 
@@ -1082,6 +1096,7 @@ mod tests {
         &HOST_SUBNET_CLASH,
         &PROFILE_UNFINISHED,
         &PROFILE_STALE_DIR,
+        &BAKE_CONVERT_FAILED,
     ];
 
     #[test]
@@ -1149,6 +1164,15 @@ mod tests {
             (
                 DriverError::QemuImg { source: ProcessError::NotFound { program: "q".into() } }
                     .into(),
+                &HOST_QEMU_IMG_MISSING,
+            ),
+            (
+                ImageError::Convert {
+                    path: path(),
+                    format: crate::image::catalog::Format::Vmdk,
+                    source: Box::new(ProcessError::NotFound { program: "qemu-img".into() }),
+                }
+                .into(),
                 &HOST_QEMU_IMG_MISSING,
             ),
             (

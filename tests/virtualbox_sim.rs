@@ -443,16 +443,35 @@ fn hostonly_adapters_are_found_or_created_and_removed_by_their_last_user() {
     assert_eq!(obj_len(&state, "extradata"), 0, "{state}");
 }
 
-/// A qcow2 base image cannot be attached: refused before any VM is created.
+/// Issue 14: VirtualBox cannot attach a qcow2 base image, so `up` converts it to VMDK
+/// (qemu-img, cached) and the nodes boot the conversion; a qcow2 image qemu-img cannot
+/// read is refused before any VM is created.
 #[test]
-fn qcow2_image_is_refused_before_a_vm_is_created() {
+fn qcow2_image_is_converted_to_vmdk_or_refused_before_a_vm_is_created() {
     let lab = Lab::new();
-    let image = lab.dir.path().join("base.qcow2");
-    fs::write(&image, b"QFI\xfb simulated").unwrap();
-    let run = lab.up(&["--image", image.to_str().unwrap()]);
-    let run = run.failure(kubelab::reason::IMG_BAD_SOURCE.exit_code);
-    assert!(run.stderr.contains("needs a VMDK, VDI or VHD image"), "{run}");
+    let bad = lab.dir.path().join("bad.qcow2");
+    fs::write(&bad, b"QFI\xfb simulated").unwrap();
+    let run = lab.up(&["--image", bad.to_str().unwrap()]);
+    let run = run.failure(kubelab::reason::BAKE_CONVERT_FAILED.exit_code);
+    assert!(run.stderr.contains("hint (BAKE_CONVERT_FAILED)"), "{run}");
     assert!(!lab.transcript().iter().any(|l| l.starts_with("createvm")), "{:?}", lab.transcript());
+
+    let image = lab.dir.path().join("base.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", image.to_str().unwrap(), "1M"])
+        .status()
+        .expect("qemu-img must be installed");
+    assert!(made.success());
+    lab.up(&["--image", image.to_str().unwrap(), "--no-snapshot"]).success();
+    let state = lab.state();
+    let disk = state["vms"]["lab"]["storage"]["0"].as_str().unwrap();
+    let base = state["media"][disk]["parent"].as_str().unwrap();
+    assert!(base.starts_with(lab.kubelab.home().to_str().unwrap()), "{base}");
+    assert!(base.ends_with(".vmdk"), "the conversion is attached: {base}");
+    let list = lab.run(&["image", "list"]).success().stdout;
+    assert!(list.lines().any(|l| l.contains("vmdk") && l.contains("converted from ")), "{list}");
+    lab.run(&["delete"]).success();
+    lab.assert_no_guest_running();
 }
 
 #[test]
@@ -885,4 +904,101 @@ fn duplicate_snapshot_refused_and_restore_powers_off_first() {
     let err = driver.pause("lab", &stranger).unwrap_err();
     assert_eq!(reason_id(err), "DRV_VM_NOT_KUBELAB");
     lab.run(&["delete"]).success();
+}
+
+/// Issue 14, `image bake`'s disk export on VirtualBox: refused while the node runs (the
+/// simulator, like VirtualBox, would refuse to clone a disk a running VM writes) and
+/// for another profile's VM, with nothing changed; of the stopped node, one standalone
+/// VMDK holding the base image and the node's layer, not left registered; a second
+/// export onto the same file is refused by VirtualBox and leaves that file alone.
+#[test]
+fn export_disk_of_a_stopped_node_is_one_standalone_vmdk() {
+    let lab = Lab::new();
+    lab.up(&["--no-snapshot"]).success();
+    let vbox = VBoxManage::at(wrapper(&lab, "")).unwrap();
+    let driver = VirtualBoxDriver::new(vbox);
+    let owner = Owner::new(lab.home_id().parse().unwrap(), &"lab".parse().unwrap());
+    let dest = lab.dir.path().join("baked.vmdk");
+    let before = lab.state();
+
+    let err = driver.export_disk("lab", &owner, &dest).unwrap_err();
+    assert!(matches!(&err, driver::DriverError::NotStopped { name, .. } if name == "lab"));
+    let err = kubelab::Error::from(err);
+    let reason = kubelab::reason::reason(&err);
+    assert_eq!((reason.id, reason.exit_code), ("BAKE_VM_NOT_STOPPED", 110));
+    let stranger = Owner::new(lab.home_id().parse().unwrap(), &"other".parse().unwrap());
+    let err = driver.export_disk("lab", &stranger, &dest).unwrap_err();
+    assert_eq!(reason_id(err), "DRV_VM_NOT_KUBELAB");
+    assert!(!dest.exists());
+    assert_eq!(lab.state(), before, "nothing changed");
+    assert!(!lab.transcript().iter().any(|l| l.starts_with("clonemedium")));
+    // Asked anyway, VirtualBox refuses: the running VM holds the disk's write lock.
+    let disk = before["vms"]["lab"]["storage"]["0"].as_str().unwrap().to_owned();
+    let out = Command::new(wrapper(&lab, ""))
+        .args(["clonemedium", "disk", &disk, dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is locked for writing"), "{out:?}");
+    assert!(!dest.exists());
+
+    lab.run(&["down"]).success();
+    let media = lab.state()["media"].clone();
+    driver.export_disk("lab", &owner, &dest).unwrap();
+    let base = fs::read_to_string(lab.dir.path().join("base.vmdk")).unwrap();
+    assert_eq!(fs::read_to_string(&dest).unwrap(), base + "vboxsim medium\n", "parent merged");
+    let dest_text = dest.to_str().unwrap();
+    let tail: Vec<String> = lab.transcript().into_iter().rev().take(2).collect();
+    assert_eq!(
+        tail,
+        [
+            format!("closemedium disk {dest_text}"),
+            format!("clonemedium disk {disk} {dest_text} --format VMDK")
+        ]
+    );
+    assert_eq!(lab.state()["media"], media, "the clone is not left registered");
+
+    let err = driver.export_disk("lab", &owner, &dest).unwrap_err();
+    let chain = format!("{:?}", kubelab::Error::from(err));
+    assert!(chain.contains("VERR_ALREADY_EXISTS"), "{chain}");
+    assert!(fs::read_to_string(&dest).unwrap().ends_with("vboxsim medium\n"), "kept");
+    assert_eq!(lab.state()["media"], media, "nothing registered");
+
+    lab.run(&["delete"]).success();
+    for key in ["vms", "media", "hostonlyifs", "extradata"] {
+        assert_eq!(obj_len(&lab.state(), key), 0, "{key} left");
+    }
+    lab.assert_no_guest_running();
+}
+
+/// The simulator refuses what VirtualBox's `clonemedium` refuses (its doc comment).
+#[test]
+fn simulated_clonemedium_refuses_like_virtualbox() {
+    let lab = Lab::new();
+    let sim = |args: &[&str]| {
+        let out = Command::new(wrapper(&lab, "")).args(args).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let dir = lab.dir.path().to_str().unwrap().to_owned();
+    let base = format!("{dir}/base.vmdk");
+    let out = format!("{dir}/out.vdi");
+    let (code, err) = sim(&["clonemedium", "disk", &format!("{dir}/missing.vdi"), &out]);
+    assert_eq!(code, 1);
+    assert!(err.contains("VERR_FILE_NOT_FOUND"), "{err}");
+    let (code, err) = sim(&["clonemedium", "disk", &base]);
+    assert_eq!(code, 2);
+    assert!(err.contains("Mandatory output file parameter missing"), "{err}");
+    let (code, err) = sim(&["clonemedium", "disk", &base, &out, "--format", "QCOW3"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Invalid medium storage format 'QCOW3'"), "{err}");
+    let (code, err) = sim(&["clonemedium", "disk", &base, &out, "--variant", "Sparse"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("Invalid medium variant 'Sparse'"), "{err}");
+    let (code, err) = sim(&["clonemedium", "disk", &base, &out, "--existing", "--format", "VDI"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be used with --existing"), "{err}");
+    assert!(!Path::new(&out).exists());
+    assert_eq!(sim(&["clonemedium", "disk", &base, &out, "--format", "vdi"]).0, 0);
+    let state = lab.state();
+    assert_eq!(state["media"][&out]["parent"], Value::Null, "a base medium");
+    assert_eq!(state["media"][&out]["format"], "VDI");
 }

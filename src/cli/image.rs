@@ -243,7 +243,11 @@ fn list(ctx: &Ctx) -> Result<(), crate::Error> {
         row(&name, "disk", b.image.format.as_str(), &size(Some(b.image.size_bytes)), &about)?;
     }
     for image in &images.other {
-        row("-", "disk", image.format.as_str(), &size(Some(image.size_bytes)), &image.url)?;
+        let origin = match &image.converted_from {
+            Some(sha256) => format!("converted from {}", &sha256[..12]),
+            None => image.url.clone(),
+        };
+        row("-", "disk", image.format.as_str(), &size(Some(image.size_bytes)), &origin)?;
     }
     Ok(())
 }

@@ -191,6 +191,7 @@ pub fn store<E>(
             url: baked.image_name(),
             name: None,
             baked: Some(baked.clone()),
+            converted_from: None,
         };
         cache.commit(&part, sidecar)
     })();

@@ -40,6 +40,10 @@ pub struct Sidecar {
     /// What a baked image holds (`image bake`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baked: Option<super::baked::Baked>,
+    /// The SHA-256 of the cached image this file was converted from (`image::convert`),
+    /// if it is a conversion; absent in sidecars from before conversions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converted_from: Option<String>,
 }
 
 impl Sidecar {
@@ -61,6 +65,9 @@ impl Sidecar {
         }
         if sidecar.sha512.as_deref().is_some_and(|hex| !is_lower_hex(hex, 128)) {
             return Err(bad("sha512", "not 128 lowercase hex digits".into()));
+        }
+        if sidecar.converted_from.as_deref().is_some_and(|hex| !is_lower_hex(hex, 64)) {
+            return Err(bad("converted_from", "not 64 lowercase hex digits".into()));
         }
         if let Some(name) = sidecar.name.as_deref().filter(|n| !is_name(n)) {
             return Err(bad("name", format!("{name:?} is not a catalogue name")));
@@ -168,6 +175,7 @@ impl Cache {
             size_bytes,
             url: sidecar.url.clone(),
             name: sidecar.name.clone(),
+            converted_from: sidecar.converted_from.clone(),
         })
     }
 
@@ -251,7 +259,7 @@ fn stat(path: &Path) -> Option<(u64, u128)> {
     Some((meta.len(), mtime.as_nanos()))
 }
 
-/// The SHA-256 of a whole file (only for re-verifying a changed cache entry).
+/// The SHA-256 of a whole file (re-verifying a changed cache entry, hashing a conversion).
 pub(super) fn hash_file(path: &Path) -> Result<String, ImageError> {
     let io = |source| ImageError::ReadCache { path: path.to_owned(), source };
     let mut file = File::open(path).map_err(io)?;
@@ -283,6 +291,7 @@ mod tests {
             url: "file:///x".into(),
             name: None,
             baked: None,
+            converted_from: None,
         };
         cache.commit(&part, sidecar).unwrap();
         cache.sidecars().unwrap().remove(0)

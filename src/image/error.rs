@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::catalog::{Algorithm, Format};
 use crate::lock::LockError;
+use crate::process::ProcessError;
 
 /// Errors resolving, downloading, verifying and caching images.
 #[derive(Debug, thiserror::Error)]
@@ -300,5 +301,17 @@ pub enum ImageError {
         expected: String,
         /// The SHA-256 of the bytes read.
         actual: String,
+    },
+    /// `qemu-img convert` of a cached image into the format the driver boots failed or
+    /// could not run. Nothing entered the cache.
+    #[error("cannot convert {} to {format}", path.display())]
+    Convert {
+        /// The cached image.
+        path: PathBuf,
+        /// The format asked for.
+        format: Format,
+        /// Why (qemu-img missing, its stderr, its deadline); boxed, as it is large.
+        #[source]
+        source: Box<ProcessError>,
     },
 }

@@ -48,7 +48,7 @@ pub struct ImageList {
     pub catalog: Vec<CatalogImage>,
     /// Baked images (`image bake`), newest first.
     pub baked: Vec<BakedImage>,
-    /// Other cached images, pulled by URL or path.
+    /// Other cached images, pulled by URL or path, and conversions (of any image).
     pub other: Vec<CachedImage>,
 }
 
@@ -93,13 +93,20 @@ pub fn list(home: &Home) -> Result<ImageList, ImageError> {
     Ok(ImageList { catalog, baked, other })
 }
 
-/// Removes the cached images `target` names ([`selector`]); returns what was removed.
+/// Removes the cached images `target` names ([`selector`]) and their conversions
+/// (`image::convert`: derived from the source, they would be left nameless); returns
+/// what was removed.
 pub fn remove(home: &Home, target: &str) -> Result<Vec<CachedImage>, ImageError> {
     let selects = selector(target)?;
     let cache = Cache::new(home);
     let sidecars = cache.sidecars()?;
+    let chosen: Vec<&Sidecar> = sidecars.iter().filter(|s| selects(s)).collect();
+    let sources: Vec<&str> = chosen.iter().map(|s| s.sha256.as_str()).collect();
+    let conversions = sidecars.iter().filter(|s| {
+        s.converted_from.as_deref().is_some_and(|from| sources.contains(&from)) && !selects(s)
+    });
     let mut removed = Vec::new();
-    for sidecar in sidecars.iter().filter(|s| selects(s)) {
+    for sidecar in chosen.iter().copied().chain(conversions) {
         if let Some(image) = cache.present(sidecar) {
             removed.push(image);
         }

@@ -1,12 +1,13 @@
 //! Images: resolve a spec (catalogue name, URL + digest, local path) to a verified file
 //! in the cache, downloading it if needed. `ensure` is what `up` and `image pull` call;
 //! `list` and `remove` serve `image list` and `image rm`, `export` and `import` serve
-//! `image export` and `image import`.
+//! `image export` and `image import`; `convert` puts an image in the driver's format.
 
 mod archive;
 pub mod baked;
 pub mod cache;
 pub mod catalog;
+pub mod convert;
 pub mod download;
 mod error;
 mod list;
@@ -113,6 +114,9 @@ pub struct CachedImage {
     pub url: String,
     /// The catalogue name it was pulled as.
     pub name: Option<String>,
+    /// The SHA-256 of the cached image it was converted from, if it is a conversion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converted_from: Option<String>,
 }
 
 /// A request resolved to one URL and how to check it.
@@ -208,7 +212,10 @@ impl Plan {
         match &self.expected {
             Some(Expected::Digest(d)) => cache.find(|s| same(s) && matches_digest(s, d)),
             _ if self.url.scheme() == "file" => Ok(None),
-            _ => cache.find(|s| same(s) && s.url == self.url.as_str()),
+            // A conversion keeps its source's URL but is not what the URL serves.
+            _ => {
+                cache.find(|s| same(s) && s.url == self.url.as_str() && s.converted_from.is_none())
+            }
         }
     }
 }
@@ -315,6 +322,7 @@ fn fetch_plan(home: &Home, plan: Plan, progress: &dyn Progress) -> Result<Cached
             url: plan.url.to_string(),
             name: plan.name,
             baked: None,
+            converted_from: None,
         },
     )
 }

@@ -129,6 +129,7 @@ pub fn import(home: &Home, path: &Path, progress: &dyn Progress) -> Result<Impor
         url: manifest.source,
         name: manifest.name,
         baked: manifest.baked,
+        converted_from: None,
     };
     let image = cache.commit(&part, sidecar).inspect_err(|_| {
         let _ = std::fs::remove_file(&part);

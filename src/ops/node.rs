@@ -35,6 +35,7 @@ pub fn add(
     let driver = open_driver(&state)?;
     // The image is cached already; this re-verifies it only if the file changed.
     let image = image::ensure(home, &state.image.request()?, progress)?;
+    let image = image::convert::for_driver(home, image, driver.disk_format(), progress)?;
     let node = new_node(&state, state.free_index())?;
     state.nodes.push(node.clone());
     let owner = provision::owner(profile)?;

@@ -143,6 +143,8 @@ pub fn up(
     let fresh = saved.is_none();
     let result = (|| {
         let image = image::ensure(home, &request, progress)?;
+        // The profile records the image pulled; the nodes boot it in the driver's format.
+        let boot = image::convert::for_driver(home, image.clone(), driver.disk_format(), progress)?;
         // Subnets are chosen, saved and their networks made under the home's networks
         // lock: two profiles created at once would otherwise both see the same subnet
         // free (a profile's subnets are taken from the moment its state is saved). It is
@@ -172,7 +174,7 @@ pub fn up(
         profile.save_state(&state)?;
         provision::ensure_networks(&*driver, &Journal::new(profile), &state, &owner)?;
         drop(networks);
-        converge(&*driver, profile, state, image.path, opts, &kubeconfig_owner, progress)
+        converge(&*driver, profile, state, boot.path, opts, &kubeconfig_owner, progress)
     })();
     if fresh && result.is_err() && Journal::new(profile).entries().is_ok_and(|e| e.is_empty()) {
         // A new profile that failed before creating anything leaves nothing behind. Its

@@ -361,7 +361,11 @@ fn http_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it() {
 fn bake_refuses_bad_options_before_creating_anything() {
     let k = Kubelab::new();
     for (args, reason, why) in [
-        (["--registry-mirror", "http://u:p@mirror:5000"], &reason::PROFILE_BAD_OPTION, "credentials"),
+        (
+            ["--registry-mirror", "http://u:p@mirror:5000"],
+            &reason::PROFILE_BAD_OPTION,
+            "credentials",
+        ),
         (["--registry-mirror", "ftp://mirror"], &reason::PROFILE_BAD_OPTION, "http:// or https://"),
         (["--kubernetes-version", "v1.99.0"], &reason::K8S_VERSION_UNSUPPORTED, "not supported"),
     ] {

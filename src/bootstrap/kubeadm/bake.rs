@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::session::{Script, Session};
 use super::cni_images;
+use super::session::{Script, Session};
 use crate::bootstrap::log::LogFile;
 use crate::bootstrap::{BootstrapError, Cluster};
 

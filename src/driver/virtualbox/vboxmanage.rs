@@ -27,10 +27,14 @@ pub const UNSUPPORTED_MAJOR: u32 = 8;
 /// How long a command refused because the VM's session is still being unlocked (just
 /// after a power-off) is retried.
 const SESSION_UNLOCK_WAIT: Duration = Duration::from_secs(10);
-/// The longest any call may take by default (issue 12): `startvm` waits for the VM
+/// The longest any call but a disk copy may take (issue 12): `startvm` waits for the VM
 /// process to power on, `createmedium` and `unregistervm --delete` write disks, and
 /// `hostonlyif create` may wait on a Windows prompt; none takes minutes when healthy.
 pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// `clonemedium` copies a whole disk, merging its parents: gigabytes, minutes on a slow
+/// host disk (`image bake`'s export, issue 14). The only call allowed longer than
+/// [`MAX_CALL_TIMEOUT`].
+pub const DISK_COPY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Queries (`showvminfo`, `list`, `getextradata`, `--version`) answer in well under a
 /// second unless VBoxSVC is stuck.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -91,8 +95,8 @@ pub fn check_version(version: Version) -> Result<(), VBoxError> {
 
 /// How long `VBoxManage ARGS` may take: [`QUERY_TIMEOUT`] for queries,
 /// [`MAX_CALL_TIMEOUT`] for calls that start a VM, write disks (snapshots write a saved
-/// state of the VM's memory, or merge images) or create adapters, [`CHANGE_TIMEOUT`]
-/// for the rest.
+/// state of the VM's memory, or merge images) or create adapters, [`DISK_COPY_TIMEOUT`]
+/// for a disk's clone, [`CHANGE_TIMEOUT`] for the rest.
 pub fn call_timeout<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Duration {
     let word = |i: usize| args.get(i).map(|a| a.as_ref().to_string_lossy().into_owned());
     match (word(0).as_deref(), word(1).as_deref(), word(2).as_deref()) {
@@ -100,6 +104,7 @@ pub fn call_timeout<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Duration {
         | (Some("snapshot"), _, Some("list")) => QUERY_TIMEOUT,
         (Some("startvm" | "createmedium" | "unregistervm" | "snapshot"), ..)
         | (Some("hostonlyif"), Some("create"), _) => MAX_CALL_TIMEOUT,
+        (Some("clonemedium"), ..) => DISK_COPY_TIMEOUT,
         _ => CHANGE_TIMEOUT,
     }
 }
@@ -133,7 +138,7 @@ impl VBoxManage {
             version: MIN_VBOX_VERSION,
             mode: HostOnlyMode::Adapter,
             driver_warning: None,
-            limit: MAX_CALL_TIMEOUT,
+            limit: DISK_COPY_TIMEOUT,
         };
         let out = vbox.run(&["--version"])?;
         vbox.version = parse::parse_version(&out)
@@ -473,7 +478,8 @@ mod tests {
         assert!(check_version(v(8, 0)).is_err());
     }
 
-    /// Issue 12: every call has a deadline, seconds for queries, none over two minutes.
+    /// Issue 12: every call has a deadline, seconds for queries, none over two minutes but
+    /// a disk's copy.
     #[test]
     fn every_call_has_a_deadline_that_fits_it() {
         assert_eq!(call_timeout(&["showvminfo", "lab", "--machinereadable"]), QUERY_TIMEOUT);
@@ -489,5 +495,7 @@ mod tests {
         assert!(QUERY_TIMEOUT < Duration::from_secs(60));
         assert!(CHANGE_TIMEOUT <= MAX_CALL_TIMEOUT);
         assert!(MAX_CALL_TIMEOUT <= Duration::from_secs(120));
+        let clone = ["clonemedium", "disk", "/n.vdi", "/x.vmdk", "--format", "VMDK"];
+        assert_eq!(call_timeout(&clone), DISK_COPY_TIMEOUT);
     }
 }
