@@ -161,6 +161,7 @@ mod tests {
             mtime_ns: 0,
             url: "file:///src".into(),
             name: None,
+            baked: None,
             converted_from: None,
         };
         cache.commit(&part, sidecar).unwrap()
