@@ -129,7 +129,10 @@ BENCH_POOL=/var/lib/libvirt/images/kubelab
 kl() { lab_exec env KUBELAB_HOME="$work/home" "$kubelab" "$@"; }
 
 bench_cleanup() {
-    if [[ -n ${LAB_HTTP_PID:-} ]]; then kill "$LAB_HTTP_PID" 2>/dev/null || true; fi
+    local pid
+    for pid in "${LAB_HTTP_PID:-}" "${LAB_MIRROR_PID:-}"; do
+        if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+    done
     lab_netns_down "$BENCH_NS"
 }
 

@@ -285,6 +285,27 @@ kl -p e2e-kill up
 [ "$(kl -p e2e-kill ssh -- hostname)" = e2e-kill ] || fail "ssh after the resumed up"
 pass "an up killed mid-boot is resumed"
 
+log "a libvirtd that stops answering on an open connection: the keepalive ends the wait"
+# The relay passes the connection's opening on and swallows the first capabilities call,
+# then forwards nothing: the daemon seems alive (its socket stays open) but never answers.
+"${LAB_EXEC[@]}" python3 "$root/scripts/dev/silent-relay.py" "$work/relay.sock" /run/libvirt/libvirt-sock \
+    >"$work/relay.log" 2>&1 &
+relay_pid=$!
+until grep -q '^ready$' "$work/relay.log"; do
+    kill -0 "$relay_pid" 2>/dev/null || fail "the relay did not start: $(cat "$work/relay.log")"
+    sleep 0.1
+done
+if kl -p e2e-silent -o json up "${up_flags[@]}" --image "$base/disk.qcow2" --image-sha256 "$qcow2_sha" \
+    --libvirt-uri "qemu+unix:///system?socket=$work/relay.sock" >"$work/silent.json" 2>&1; then
+    fail "up through a silent libvirtd succeeded"
+fi
+grep -q '^silent$' "$work/relay.log" || fail "the relay never went silent: $(cat "$work/relay.log")"
+grep -q '"reason": "DRV_CALL_TIMEOUT"' "$work/silent.json" || fail "$(cat "$work/silent.json")"
+grep -q 'while kubelab tried to read the capabilities' "$work/silent.json" || fail "not the keepalive: $(cat "$work/silent.json")"
+[ ! -e "$KUBELAB_HOME/profiles/e2e-silent" ] || fail "the failed up left its profile"
+wait "$relay_pid" || true
+pass "a libvirt call on a connection whose daemon went silent fails with DRV_CALL_TIMEOUT (keepalive), nothing made"
+
 # ---- kubeadm bootstrapper (issue 5) ------------------------------------------------
 # The test image's kubeadm, kubectl, kubelet and API server are TEST-ONLY stand-ins
 # (images/testimage/files/k8s-standin/); the host side (CA, token, CA hash, configs,

@@ -21,8 +21,12 @@ pub(super) fn checks(flag_uri: Option<&str>, checks: &mut Vec<Check>) {
     let cpu = local.then(cpu::read).flatten();
     match connected {
         Ok(driver) => {
-            let version = driver.version().unwrap_or_else(|e| e.to_string());
-            checks.push(Check::ok(SCOPE, "libvirt", format!("{uri} answers ({version})")));
+            // A daemon that took the connection but stopped answering fails here (the
+            // keepalive closes it: DRV_CALL_TIMEOUT).
+            checks.push(match driver.version() {
+                Ok(version) => Check::ok(SCOPE, "libvirt", format!("{uri} answers ({version})")),
+                Err(e) => Check::error(SCOPE, "libvirt", CheckState::Fail, e.into()),
+            });
             accel(driver.accel(AccelPolicy::Auto), cpu, checks);
         }
         Err(e) => {
