@@ -23,7 +23,7 @@ declare -A test_cmds=(
     [isoinfo]=genisoimage [debootstrap]=debootstrap [ip]=iproute2 [python3]=python3
     [sfdisk]=fdisk [mksquashfs]=squashfs-tools [extlinux]=extlinux [mkfs.ext4]=e2fsprogs
     [mkfs.vfat]=dosfstools [blkid]=util-linux [unshare]=util-linux [kubectl]=kubernetes-client
-    [dpkg-scanpackages]=dpkg-dev [apt-ftparchive]=apt-utils [gpg]=gpg
+    [dpkg-scanpackages]=dpkg-dev [apt-ftparchive]=apt-utils [gpg]=gpg [iptables]=iptables
 )
 # Packages that provide no command but files the build or the image recipe needs.
 run_pkgs=(libvirt-dev libssl-dev ca-certificates)

@@ -118,10 +118,18 @@ pub struct BakedImage {
 /// Every verified baked image of the cache, newest first.
 pub fn all(home: &Home) -> Result<Vec<BakedImage>, ImageError> {
     let cache = Cache::new(home);
+    among(&cache.sidecars()?, |sidecar| cache.verify(sidecar))
+}
+
+/// The baked images of `sidecars` whose file `image` finds, newest first.
+pub(super) fn among(
+    sidecars: &[Sidecar],
+    mut image: impl FnMut(&Sidecar) -> Result<Option<CachedImage>, ImageError>,
+) -> Result<Vec<BakedImage>, ImageError> {
     let mut found = Vec::new();
-    for sidecar in cache.sidecars()? {
+    for sidecar in sidecars {
         let Some(baked) = sidecar.baked.clone() else { continue };
-        if let Some(image) = cache.verify(&sidecar)? {
+        if let Some(image) = image(sidecar)? {
             found.push(BakedImage { image, baked });
         }
     }

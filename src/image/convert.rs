@@ -29,12 +29,18 @@ pub fn for_driver(
     disk: DiskFormat,
     progress: &dyn Progress,
 ) -> Result<CachedImage, ImageError> {
-    let want = match (disk, image.format) {
-        (_, Format::Iso | Format::Raw) | (DiskFormat::Vmdk, Format::Vdi) => return Ok(image),
-        (DiskFormat::Qcow2, _) => Format::Qcow2,
-        (DiskFormat::Vmdk, _) => Format::Vmdk,
-    };
-    in_format(home, &image, want, progress)
+    match (disk, image.format) {
+        (_, Format::Iso | Format::Raw) | (DiskFormat::Vmdk, Format::Vdi) => Ok(image),
+        _ => in_format(home, &image, disk_image_format(disk), progress),
+    }
+}
+
+/// The image format of a driver's disks.
+pub fn disk_image_format(disk: DiskFormat) -> Format {
+    match disk {
+        DiskFormat::Qcow2 => Format::Qcow2,
+        DiskFormat::Vmdk => Format::Vmdk,
+    }
 }
 
 /// `image` converted to `want`: `image` itself if it is in `want` already, else the

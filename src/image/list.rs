@@ -55,8 +55,8 @@ pub struct ImageList {
 /// The catalogue with cache status, and the other cached images (not re-verified).
 pub fn list(home: &Home) -> Result<ImageList, ImageError> {
     let cache = Cache::new(home);
-    let cached: Vec<CachedImage> =
-        cache.sidecars()?.iter().filter_map(|s| cache.present(s)).collect();
+    let sidecars = cache.sidecars()?;
+    let cached: Vec<CachedImage> = sidecars.iter().filter_map(|s| cache.present(s)).collect();
     let catalog = catalog::all()?
         .into_iter()
         .map(|entry| {
@@ -85,7 +85,7 @@ pub fn list(home: &Home) -> Result<ImageList, ImageError> {
             }
         })
         .collect();
-    let baked = baked::all(home)?;
+    let baked = baked::among(&sidecars, |s| Ok(cache.present(s)))?;
     let other = cached
         .into_iter()
         .filter(|c| c.name.is_none() && !baked.iter().any(|b| b.image.sha256 == c.sha256))

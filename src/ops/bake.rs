@@ -140,7 +140,7 @@ fn store(
         packages: contents.packages,
         images: contents.images,
     };
-    let format = up::image_format(driver.disk_format());
+    let format = crate::image::convert::disk_image_format(driver.disk_format());
     progress.message(&format!("copying {node}'s disk into the image cache"));
     let stored = baked::store(home, format, baked, |part| driver.export_disk(&node, &owner, part))?;
     Ok(stored?)

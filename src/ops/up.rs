@@ -14,7 +14,7 @@ use crate::bootstrap::{self, BootstrapperKind};
 use crate::cluster::{self, ClusterError, ClusterState, ImageState, NodeState, Role, limits};
 use crate::driver::{self, AccelPolicy, DiskFormat, Driver, DriverKind, HostWarning};
 use crate::home::Home;
-use crate::image::catalog::{Digest, Format, Kind};
+use crate::image::catalog::{Digest, Kind};
 use crate::image::{self, ImageRequest, ImageSource};
 use crate::journal::Journal;
 use crate::keys;
@@ -292,15 +292,7 @@ fn in_driver_format(request: ImageRequest, disk: DiskFormat) -> Result<ImageRequ
     if request.format.is_some() || image::catalog::find(name)?.kind != Kind::Disk {
         return Ok(request);
     }
-    Ok(ImageRequest { format: Some(image_format(disk)), ..request })
-}
-
-/// The image format of the driver's disks.
-pub fn image_format(disk: DiskFormat) -> Format {
-    match disk {
-        DiskFormat::Qcow2 => Format::Qcow2,
-        DiskFormat::Vmdk => Format::Vmdk,
-    }
+    Ok(ImageRequest { format: Some(image::convert::disk_image_format(disk)), ..request })
 }
 
 fn load_saved(profile: &Profile) -> Result<Option<ClusterState>, Error> {
@@ -625,6 +617,7 @@ fn warn(progress: &dyn Progress, warnings: &[HostWarning]) {
 mod tests {
     use super::*;
     use crate::driver::mem::{Marker, MemDriver, When};
+    use crate::image::catalog::Format;
     use crate::ops::fixture::Lab;
     use crate::ops::lifecycle::{self, Corrupt};
     use crate::reason;

@@ -11,7 +11,6 @@ use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, DomainStateEnum};
 use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
-use virt::storage_pool::StoragePool;
 use virt::sys;
 
 use super::domain_xml::domain_xml;
@@ -198,7 +197,7 @@ pub fn delete(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverErr
             Err(e) => return Err(lv(Action::DeleteVm, name)(e)),
         }
     }
-    let Some(pool) = find_pool(conn)? else { return Ok(()) };
+    let Some(pool) = storage::find_pool(conn)? else { return Ok(()) };
     storage::delete_volume(&pool, &storage::disk_volume(&owner.home, name))?;
     storage::delete_volume(&pool, &storage::seed_volume(&owner.home, name))
 }
@@ -213,7 +212,7 @@ pub fn owned(conn: &Connect, owner: &Owner) -> Result<Vec<String>, DriverError> 
             nodes.push(name);
         }
     }
-    if let Some(pool) = find_pool(conn)? {
+    if let Some(pool) = storage::find_pool(conn)? {
         for vol in pool.list_all_volumes(0).map_err(lv(Action::ListVms, POOL))? {
             let name = vol.name().map_err(lv(Action::ListVms, POOL))?;
             if let Some(node) = storage::node_of_volume(&name, owner)
@@ -229,17 +228,9 @@ pub fn owned(conn: &Connect, owner: &Owner) -> Result<Vec<String>, DriverError> 
 /// Removes a shared base image or ISO volume unless a volume or domain (of any home)
 /// still uses it; Ok if gone or kept.
 pub fn delete_image(conn: &Connect, image_id: &str) -> Result<(), DriverError> {
-    let Some(pool) = find_pool(conn)? else { return Ok(()) };
+    let Some(pool) = storage::find_pool(conn)? else { return Ok(()) };
     storage::delete_unused(conn, &pool, &storage::base_volume(image_id))?;
     storage::delete_unused(conn, &pool, &storage::iso_volume(image_id))
-}
-
-fn find_pool(conn: &Connect) -> Result<Option<StoragePool>, DriverError> {
-    match conn.lookup_storage_pool_by_name(POOL) {
-        Ok(pool) => Ok(Some(pool)),
-        Err(e) if is_missing(&e) => Ok(None),
-        Err(e) => Err(lv(Action::PreparePool, POOL)(e)),
-    }
 }
 
 /// The VM's state; [`VmState::Missing`] if it does not exist.

@@ -12,9 +12,9 @@ use virt::connect::Connect;
 use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 
+use super::lv;
 use super::snapshot::{ours, state};
-use super::storage::{self, POOL};
-use super::{is_missing, lv};
+use super::storage;
 use crate::driver::{Action, DriverError, Owner, VmState};
 
 /// Receive buffer of the download.
@@ -32,16 +32,10 @@ pub fn export_disk(
     if now != VmState::Stopped {
         return Err(DriverError::NotStopped { name: name.to_owned(), state: format!("{now:?}") });
     }
-    let pool = conn.lookup_storage_pool_by_name(POOL).map_err(|e| {
-        if is_missing(&e) {
-            DriverError::NoSuchVm { name: name.to_owned() }
-        } else {
-            lv(Action::PreparePool, POOL)(e)
-        }
-    })?;
+    let missing = || DriverError::NoSuchVm { name: name.to_owned() };
+    let pool = storage::find_pool(conn)?.ok_or_else(missing)?;
     let volume = storage::disk_volume(&owner.home, name);
-    let src = storage::find_volume(&pool, &volume)?
-        .ok_or_else(|| DriverError::NoSuchVm { name: name.to_owned() })?;
+    let src = storage::find_volume(&pool, &volume)?.ok_or_else(missing)?;
     let capacity = src.info().map_err(lv(Action::InspectVm, &volume))?.capacity;
     let clone_name = format!("export-{}-{name}.qcow2", owner.home);
     // A clone left by an export that was killed would make the create fail.

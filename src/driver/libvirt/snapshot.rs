@@ -21,7 +21,7 @@ use virt::domain_snapshot::DomainSnapshot;
 use virt::sys;
 
 use super::domain::lookup_ours;
-use super::storage::{self, POOL};
+use super::storage;
 use super::xml::escape;
 use super::{is_missing, lv};
 use crate::driver::{Action, DriverError, Owner, VmState};
@@ -140,11 +140,7 @@ pub fn disk_usage(conn: &Connect, name: &str, owner: &Owner) -> Result<u64, Driv
     if lookup_ours(conn, name, owner)?.is_none() {
         return Ok(0);
     }
-    let pool = match conn.lookup_storage_pool_by_name(POOL) {
-        Ok(pool) => pool,
-        Err(e) if is_missing(&e) => return Ok(0),
-        Err(e) => return Err(lv(Action::PreparePool, POOL)(e)),
-    };
+    let Some(pool) = storage::find_pool(conn)? else { return Ok(0) };
     let volume = storage::disk_volume(&owner.home, name);
     let Some(vol) = storage::find_volume(&pool, &volume)? else { return Ok(0) };
     Ok(vol.info().map_err(lv(Action::InspectVm, &volume))?.allocation)

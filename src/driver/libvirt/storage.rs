@@ -96,6 +96,15 @@ pub fn volume_xml(
     )
 }
 
+/// kubelab's pool, if it exists (nothing is created).
+pub fn find_pool(conn: &Connect) -> Result<Option<StoragePool>, DriverError> {
+    match conn.lookup_storage_pool_by_name(POOL) {
+        Ok(pool) => Ok(Some(pool)),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(lv(Action::PreparePool, POOL)(e)),
+    }
+}
+
 /// The pool, defined (directory `path`, built, autostarted) and started as needed.
 /// Tolerates another process (or thread) doing the same at the same time.
 pub fn ensure_pool(conn: &Connect, path: &str) -> Result<StoragePool, DriverError> {
