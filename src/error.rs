@@ -24,6 +24,9 @@ pub enum Error {
     /// SSH to a node.
     #[error(transparent)]
     Ssh(#[from] crate::ssh::SshError),
+    /// A remote libvirt host as the SSH jump to its nodes (pinning its key, tunnels).
+    #[error(transparent)]
+    Jump(#[from] crate::ssh::JumpError),
     /// A node's cloud-init seed (documents and ISO).
     #[error(transparent)]
     CloudInit(#[from] crate::cloudinit::CloudInitError),

@@ -625,6 +625,25 @@ pub const GUEST_VM_DOWN: Reason = Reason {
              why it stopped (kernel panic, out of memory, a guru meditation in VBox.log); \
              fix that (more --memory, another image), then `kubelab up` starts it again",
 };
+/// The remote libvirt host's SSH key is not in the user's known_hosts, or is not the
+/// one pinned in the profile.
+pub const GUEST_JUMP_HOSTKEY: Reason = Reason {
+    id: "GUEST_JUMP_HOSTKEY",
+    exit_code: 68,
+    advice: "kubelab reaches a remote libvirt host's nodes through that host over ssh and \
+             trusts only the key it found in your known_hosts when the profile was made: \
+             for a new host, check its fingerprint and add it (`ssh-keyscan HOST >> \
+             ~/.ssh/known_hosts`, or log in once with `ssh HOST`); if the host really was \
+             reinstalled, `kubelab delete` the profile and make it again",
+};
+/// The remote libvirt host could not be reached or logged in to over ssh.
+pub const GUEST_JUMP_FAILED: Reason = Reason {
+    id: "GUEST_JUMP_FAILED",
+    exit_code: 69,
+    advice: "kubelab runs your own `ssh` to the libvirt host (its ssh_config, agent and the \
+             URI's keyfile= apply): check that `ssh -o BatchMode=yes USER@HOST true` works \
+             without a prompt, and that the host allows TCP forwarding (AllowTcpForwarding)",
+};
 /// The user's kubeconfig could not be read or written.
 pub const K8S_KUBECONFIG_IO: Reason = Reason {
     id: "K8S_KUBECONFIG_IO",
@@ -737,6 +756,7 @@ pub fn reason(err: &Error) -> &'static Reason {
         Error::Driver(e) => driver_reason(e),
         Error::CloudInit(e) => cloudinit_reason(e),
         Error::Ssh(e) => ssh_reason(e),
+        Error::Jump(e) => jump_reason(e),
         Error::Key(e) => key_reason(e),
         Error::Bootstrap(e) => bootstrap_reason(e),
         Error::Kubeconfig(e) => kubeconfig_reason(e),
@@ -846,6 +866,7 @@ fn bootstrap_reason(err: &BootstrapError) -> &'static Reason {
         E::ControlPlaneFailed { .. } | E::NoDigest { .. } => &K8S_BOOTSTRAP_FAILED,
         E::NotReady { .. } => &K8S_NOT_READY,
         E::ApiTimeout { .. } => &K8S_API_UNREACHABLE,
+        E::ApiTunnel(e) => jump_reason(e),
         E::BadSecret { .. } | E::ReadSecret { .. } => &K8S_SECRETS_CORRUPT,
         E::NotKubernetes { .. } => &K8S_NOT_KUBERNETES,
         E::UnsupportedVersion { .. } => &K8S_VERSION_UNSUPPORTED,
@@ -901,6 +922,21 @@ fn ssh_reason(err: &SshError) -> &'static Reason {
         E::WriteLog { .. } => &HOST_HOME_IO,
         E::UserKey(_) => &PROFILE_KEY_CORRUPT,
         E::Abandoned { .. } => &GUEST_VM_DOWN,
+        E::Jump { source, .. } => jump_reason(source),
+    }
+}
+
+/// The reason of a failed jump through a remote libvirt host.
+fn jump_reason(err: &crate::ssh::JumpError) -> &'static Reason {
+    use crate::ssh::JumpError as E;
+    match err {
+        E::Unknown { .. } | E::KeyChanged { .. } => &GUEST_JUMP_HOSTKEY,
+        E::BadUri { .. } => &DRV_URI_REFUSED,
+        E::NotRemote { .. } => &PROFILE_BAD_OPTION,
+        E::Unreachable { .. } | E::Spawn { .. } => &GUEST_JUMP_FAILED,
+        E::Io { .. } => &HOST_HOME_IO,
+        E::MissingTools { .. } => &HOST_TOOL_MISSING,
+        E::Listen { .. } => &HOST_IO_FAILED,
     }
 }
 
@@ -1078,6 +1114,8 @@ mod tests {
         &DRV_VM_MISSING,
         &GUEST_NOT_RUNNING,
         &GUEST_VM_DOWN,
+        &GUEST_JUMP_HOSTKEY,
+        &GUEST_JUMP_FAILED,
         &K8S_KUBECONFIG_IO,
         &SNAP_NOT_FOUND,
         &SNAP_EXISTS,

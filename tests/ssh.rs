@@ -400,3 +400,98 @@ fn the_caller_stops_the_wait_at_once() {
     assert_eq!(calls, 2);
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }
+
+/// The sshd itself as the jump host (a remote libvirt host), its key pinned in a file
+/// of the test's: `ssh -W` to the same sshd, whose key libssh2 checks again.
+fn jump_via(sshd: &Sshd, pinned_key: &str) -> ssh::Jump {
+    let pinned = sshd.path("libvirt_known_hosts");
+    fs::write(&pinned, format!("[127.0.0.1]:{} {pinned_key}\n", sshd.addr.port())).unwrap();
+    let uri = format!(
+        "qemu+ssh://root@127.0.0.1:{}/system?keyfile={}",
+        sshd.addr.port(),
+        sshd.user_key.path().display()
+    );
+    ssh::Jump::for_uri(&uri, pinned).unwrap().unwrap()
+}
+
+#[test]
+fn a_node_behind_a_jump_host_is_reached_with_both_keys_pinned() {
+    let sshd = Sshd::start();
+    let mut through = sshd.target();
+    through.jump = Some(jump_via(&sshd, &sshd.host_key.public_openssh().unwrap()));
+    let connection = ssh::connect(&through, &sshd.user_key, TIMEOUT)
+        .unwrap_or_else(|e| panic!("{}\nsshd log:\n{}", chain(&e), sshd.log()));
+    let (result, lines, _) = run(&connection, "echo through");
+    result.unwrap();
+    assert_eq!(lines, [(Stream::Stdout, "through".to_owned())]);
+    // Two logins: the jump's (ssh) and the node's (libssh2), and one forwarding.
+    assert!(sshd.log().matches("Accepted publickey for root").count() >= 2, "{}", sshd.log());
+    drop(connection);
+    // The node's key is still checked behind the jump.
+    let impostor_dir = tempfile::tempdir().unwrap();
+    let other = keys::host_key(impostor_dir.path(), "node").unwrap();
+    let mut wrong_node = target(sshd.addr, &other);
+    wrong_node.jump = through.jump.clone();
+    let err = ssh::connect(&wrong_node, &sshd.user_key, TIMEOUT).unwrap_err();
+    assert_eq!(reason_id(err), "GUEST_HOSTKEY_MISMATCH");
+}
+
+#[test]
+fn a_jump_host_whose_key_changed_is_refused_before_any_login() {
+    let sshd = Sshd::start();
+    let impostor_dir = tempfile::tempdir().unwrap();
+    let old = keys::host_key(impostor_dir.path(), "libvirt-host").unwrap();
+    let jump = jump_via(&sshd, &old.public_openssh().unwrap());
+    let mut through = sshd.target();
+    through.jump = Some(jump.clone());
+    let err = ssh::connect(&through, &sshd.user_key, TIMEOUT).unwrap_err();
+    let SshError::Jump { source: ssh::JumpError::KeyChanged { .. }, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(reason_id(err), "GUEST_JUMP_HOSTKEY");
+    let err = jump.run("true").unwrap_err();
+    assert!(matches!(err, ssh::JumpError::KeyChanged { .. }), "{err:?}");
+    assert!(!sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+}
+
+#[test]
+fn a_closed_port_behind_the_jump_reads_as_port_closed() {
+    let sshd = Sshd::start();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut through = target(closed, &sshd.host_key);
+    through.jump = Some(jump_via(&sshd, &sshd.host_key.public_openssh().unwrap()));
+    let err = ssh::connect(&through, &sshd.user_key, TIMEOUT).unwrap_err();
+    assert!(matches!(err, SshError::Connect { .. }), "{err:?}");
+    assert!(chain(&err).contains("open failed"), "{}", chain(&err));
+}
+
+#[test]
+fn the_tunnel_forwards_each_connection_through_the_jump() {
+    use std::io::{Read, Write};
+    let sshd = Sshd::start();
+    let jump = jump_via(&sshd, &sshd.host_key.public_openssh().unwrap());
+    // The "API server": answers each connection with what it was sent, reversed.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in server.incoming() {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).unwrap();
+            buf.reverse();
+            stream.write_all(&buf).unwrap();
+        }
+    });
+    let tunnel = ssh::Tunnel::start(jump, "127.0.0.1:0".parse().unwrap(), to).unwrap();
+    let local = tunnel.local_addr();
+    for word in ["ping", "pong"] {
+        let mut client = std::net::TcpStream::connect(local).unwrap();
+        client.set_read_timeout(Some(TIMEOUT)).unwrap();
+        client.write_all(word.as_bytes()).unwrap();
+        let mut back = String::new();
+        client.read_to_string(&mut back).unwrap();
+        assert_eq!(back, word.chars().rev().collect::<String>());
+    }
+    drop(tunnel);
+    assert!(std::net::TcpStream::connect(local).is_err(), "the tunnel still listens");
+}

@@ -162,6 +162,9 @@ pub enum BootstrapError {
     /// The HTTPS client for the API server could not be made (the CA is unusable).
     #[error("cannot make an HTTPS client trusting the cluster CA")]
     ApiClient(#[source] reqwest::Error),
+    /// The local end of the tunnel to a remote control plane could not be opened.
+    #[error("cannot open the tunnel to the API server")]
+    ApiTunnel(#[source] crate::ssh::JumpError),
     /// A node's thread panicked (a bug in kubelab).
     #[error("the kubelab thread bootstrapping {node} panicked; please report this bug")]
     Panicked {

@@ -91,6 +91,9 @@ enum Command {
     Ssh(ssh::SshArgs),
     /// Print a node's serial console and cloud-init logs.
     Logs(ssh::LogsArgs),
+    /// Forward the kubeconfig's 127.0.0.1 port to the API server of a cluster on a remote
+    /// libvirt host, until interrupted.
+    Tunnel,
     /// Add or delete worker nodes.
     Node(node::NodeArgs),
     /// List profiles.
@@ -189,6 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode, crate::Error> {
         Command::Ssh(args) => return ssh::exec(&ctx, args),
         Command::Doctor(args) => return doctor::exec(&ctx, args),
         Command::Logs(args) => ssh::exec_logs(&ctx, args),
+        Command::Tunnel => ssh::exec_tunnel(&ctx),
         Command::Node(args) => node::exec(&ctx, args),
         Command::List => list::exec(&ctx),
         Command::Completion(args) => completion::exec(args),

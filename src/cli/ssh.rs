@@ -1,4 +1,4 @@
-//! `kubelab ssh [NODE] [-- CMD]` and `kubelab logs [NODE]`.
+//! `kubelab ssh [NODE] [-- CMD]`, `kubelab logs [NODE]` and `kubelab tunnel`.
 
 use std::process::ExitCode;
 
@@ -89,4 +89,15 @@ pub fn exec_logs(ctx: &Ctx, args: LogsArgs) -> Result<(), crate::Error> {
             l.console
         )
     })
+}
+
+/// Serves the profile's API-server tunnel in the foreground until the process ends.
+pub fn exec_tunnel(ctx: &Ctx) -> Result<(), crate::Error> {
+    let (tunnel, to) = ops::remote::tunnel(&ctx.profile()?)?;
+    eprintln!(
+        "kubelab tunnel: https://{} forwards to the API server at {to}; stop it with Ctrl-C",
+        tunnel.local_addr()
+    );
+    tunnel.wait();
+    Ok(())
 }

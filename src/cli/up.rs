@@ -195,6 +195,16 @@ pub fn exec(ctx: &Ctx, args: UpArgs) -> Result<(), crate::Error> {
             &mut out,
             format!("kubectl context {:?} merged into {}", state.profile, path.display()),
         )?;
+        if let Some(port) = state.tunnel_port {
+            write(
+                &mut out,
+                format!(
+                    "the API server is on the libvirt host's private network: keep `kubelab \
+                     -p {} tunnel` running for kubectl (it serves 127.0.0.1:{port})",
+                    state.profile
+                ),
+            )?;
+        }
     }
     if let Some(snapshot) = &report.snapshot {
         let mib = snapshot.disk_bytes as f64 / 1_048_576.0;

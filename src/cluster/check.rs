@@ -32,6 +32,9 @@ impl State for ClusterState {
             driver::uri::check(uri)
                 .map_err(|why| InvalidField::new("libvirt_uri", format!("{uri:?}: {why}")))?;
         }
+        if self.tunnel_port == Some(0) {
+            return Err(InvalidField::new("tunnel_port", "0 is not a port"));
+        }
         let bootstrapper: BootstrapperKind =
             self.bootstrapper.parse().map_err(|e| InvalidField::new("bootstrapper", e))?;
         if let Some(version) = &self.kubernetes_version {
@@ -117,6 +120,14 @@ impl ClusterState {
                     format!("{} is not a free node address of {}", node.ip, self.host_only_cidr);
                 return Err(bad("ip", why));
             }
+            // One host a profile, today: a node elsewhere would be reached, and deleted,
+            // through a connection the profile never made.
+            if node.host != self.libvirt_uri && node.host.is_some() {
+                return Err(bad(
+                    "host",
+                    format!("{:?} is not the profile's libvirt_uri", node.host),
+                ));
+            }
             if !is_instance_id(&node.instance_id, &node.name) {
                 return Err(bad(
                     "instance_id",
@@ -157,14 +168,14 @@ mod tests {
                       "baked": "v1.34.2"},
             "cpus": 2, "memory_mib": 2048, "disk_gib": 20,
             "host_only_cidr": "192.168.39.0/24", "nat_cidr": "192.168.50.0/24",
-            "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12",
+            "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12", "tunnel_port": 40123,
             "nodes": [
                 {"name": "lab", "role": "control-plane", "ip": "192.168.39.10",
                  "nat_mac": "52:54:00:00:00:01", "host_only_mac": "52:54:00:00:00:02",
                  "instance_id": "lab-0123456789abcdef"},
                 {"name": "lab-m02", "role": "worker", "ip": "192.168.39.11",
                  "nat_mac": "52:54:00:00:00:03", "host_only_mac": "52:54:00:00:00:04",
-                 "instance_id": ""}
+                 "instance_id": "", "host": "qemu:///system"}
             ]
         })
     }
@@ -216,6 +227,8 @@ mod tests {
             ("/nodes/1/ip", json!("10.0.0.5"), "nodes[1].ip"),
             ("/nodes/1/ip", json!("192.168.39.255"), "nodes[1].ip"),
             ("/nodes/1/instance_id", json!("lab-m02-x\nruncmd: [x]"), "nodes[1].instance_id"),
+            ("/nodes/1/host", json!("qemu+ssh://elsewhere/system"), "nodes[1].host"),
+            ("/tunnel_port", json!(0), "tunnel_port"),
         ] {
             let mut doc = valid();
             *doc.pointer_mut(pointer).unwrap() = value.clone();

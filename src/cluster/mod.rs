@@ -161,6 +161,12 @@ pub struct NodeState {
     pub host_only_mac: MacAddr,
     /// The cloud-init instance id of the VM's current seed (new for each created VM).
     pub instance_id: String,
+    /// The libvirt URI of the host its VM lives on (none for VirtualBox: this machine).
+    /// Today every node of a profile lives on the profile's `libvirt_uri`; recorded per
+    /// node so nodes can spread over hosts without another state format
+    /// (docs/remote-libvirt.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The image a cluster's nodes boot, as resolved when the profile was created.
@@ -241,6 +247,10 @@ pub struct ClusterState {
     /// Kubernetes' service subnet, likewise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_cidr: Option<Ipv4Cidr>,
+    /// The 127.0.0.1 port `kubelab tunnel` forwards to the API server of a cluster on a
+    /// remote libvirt host (the kubeconfig's server); none for a local one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_port: Option<u16>,
     /// The nodes, control plane first.
     pub nodes: Vec<NodeState>,
 }

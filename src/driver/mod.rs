@@ -332,6 +332,11 @@ pub enum StopMode {
 pub trait Driver: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> DriverKind;
+    /// The hypervisor host its VMs live on, as the profile records it (libvirt: the
+    /// resolved connection URI); `None` where that is always this machine.
+    fn location(&self) -> Option<String> {
+        None
+    }
     /// Preflight: the hypervisor is reachable and usable; chooses KVM or TCG.
     fn check_host(&self, policy: AccelPolicy) -> Result<HostReport, DriverError>;
     /// The disk format `image/` must convert base images to.

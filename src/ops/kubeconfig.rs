@@ -58,7 +58,7 @@ pub fn update(
     let _lock = profile.lock_existing(wait_lock)?;
     let text = print(profile)?;
     let state: ClusterState = profile.load_state()?;
-    let server = kubeconfig::server_url(state.node(None)?.ip.into());
+    let server = super::remote::api_server_url(&state)?;
     kubeconfig::install(target, profile.dir(), &text, &owner(home, profile)?, &server, true)?;
     Ok(target.to_owned())
 }

@@ -10,6 +10,7 @@ pub mod kubeconfig;
 pub mod lifecycle;
 pub mod node;
 pub mod provision;
+pub mod remote;
 pub mod snapshot;
 pub mod ssh;
 pub mod up;

@@ -271,6 +271,7 @@ pub fn ssh_target(
         addr: driver.ssh_address(&node.name, node.ip)?,
         user: SSH_USER.to_owned(),
         host_key: host_key.public_key().clone(),
+        jump: super::remote::node_jump(profile, node)?,
     })
 }
 

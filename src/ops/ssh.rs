@@ -8,11 +8,11 @@ use std::time::Duration;
 use crate::Error;
 use crate::cluster::{ClusterState, SSH_USER};
 use crate::driver::{Driver, VmState};
-use crate::keys;
 use crate::ops::lifecycle::{open_driver, state_name};
 use crate::ops::provision;
 use crate::profile::Profile;
 use crate::ssh::{self, Output};
+use crate::{fsutil, keys};
 
 /// The `ssh` argv that logs in to `node` (the control plane by default) and runs
 /// `command` there, if any. It may create the profile's keys and rewrites its
@@ -41,12 +41,24 @@ pub fn ssh_target(
         &addr.ip().to_string(),
         addr.port(),
     );
+    if let Some(jump) = super::remote::node_jump(profile, node)? {
+        // The user's own ssh hops through the libvirt host like kubelab does.
+        let config = profile.dir().join(SSH_CONFIG);
+        fsutil::write_atomic(&config, jump.ssh_config().as_bytes())
+            .map_err(|source| crate::ssh::JumpError::Io { path: config.clone(), source })?;
+        let hop: [OsString; 4] =
+            ["-F".into(), config.into(), "-J".into(), jump.destination().into()];
+        argv.splice(1..1, hop);
+    }
     if !command.is_empty() {
         argv.push("--".into());
         argv.extend(command.iter().map(OsString::from));
     }
     Ok(argv)
 }
+
+/// The profile's ssh_config for `kubelab ssh` through a remote libvirt host.
+const SSH_CONFIG: &str = "ssh_config";
 
 /// A node's logs: the serial console (always available, also when SSH is not) and,
 /// when the node answers SSH, cloud-init's output.

@@ -150,6 +150,17 @@ pub fn up(
         // free (a profile's subnets are taken from the moment its state is saved). It is
         // held for seconds, so it is always waited for.
         let networks = home.lock_networks(true)?;
+        // A remote libvirt host: its key pinned in the profile, its own tools and routes
+        // checked over SSH (this machine's say nothing about it).
+        let jump = super::remote::jump(profile, driver.location().as_deref())?;
+        let remote_routes = match &jump {
+            Some(jump) => {
+                profile.create_dir()?;
+                super::remote::ensure_pinned(jump)?;
+                Some(super::remote::check_host(jump)?)
+            }
+            None => None,
+        };
         let state = match saved {
             Some(state) => state,
             None => {
@@ -160,10 +171,21 @@ pub fn up(
                     format: image.format,
                     baked: baked_version(&request).map(str::to_owned),
                 };
-                let (mut taken, warning) = driver::taken_subnets(&*driver)?;
+                let (mut taken, warning) = match remote_routes {
+                    Some(routes) => (routes, None),
+                    None => driver::taken_subnets(&*driver)?,
+                };
+                if jump.is_some() {
+                    taken.extend(driver.used_subnets()?);
+                }
                 warn(progress, warning.as_slice());
                 taken.extend(saved_subnets(home, profile));
-                new_state(profile, opts, kind, uri.clone(), host.accel, image, &taken)?
+                let uri = driver.location().or(uri.clone());
+                let mut state = new_state(profile, opts, kind, uri, host.accel, image, &taken)?;
+                if jump.is_some() {
+                    state.tunnel_port = Some(super::remote::choose_tunnel_port(home)?);
+                }
+                state
             }
         };
         let owner = provision::owner(profile)?;
@@ -469,6 +491,7 @@ fn new_state(
         nat_cidr,
         pod_cidr,
         service_cidr,
+        tunnel_port: None,
         nodes: Vec::new(),
     };
     for index in 0..opts.nodes.unwrap_or(1) {
@@ -491,6 +514,7 @@ pub fn new_node(state: &ClusterState, index: u32) -> Result<NodeState, Error> {
         nat_mac: MacAddr::derive(&state.profile, &name, 0),
         host_only_mac: MacAddr::derive(&state.profile, &name, 1),
         instance_id: String::new(),
+        host: state.libvirt_uri.clone(),
         name,
     })
 }
@@ -585,7 +609,7 @@ fn install_kubeconfig(
     opts: &UpOptions,
     owner: &kubeconfig::Owner,
 ) -> Result<Option<PathBuf>, Error> {
-    let server = kubeconfig::server_url(state.node(None)?.ip.into());
+    let server = super::remote::api_server_url(state)?;
     match &opts.kubeconfig {
         Some(path) => {
             kubeconfig::install(

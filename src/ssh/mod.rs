@@ -8,12 +8,16 @@
 //! timeout; a command's output is pumped without blocking (see `exec`).
 
 mod exec;
+pub mod jump;
 mod transfer;
+pub mod tunnel;
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::ops::ControlFlow;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,8 @@ use ssh_key::PublicKey;
 use ssh2::{MethodType, Session};
 
 pub use exec::{ExitStatus, Output, Stream};
+pub use jump::{Jump, JumpError};
+pub use tunnel::Tunnel;
 
 use crate::keys::{self, KeyPair};
 
@@ -188,6 +194,15 @@ pub enum SshError {
     /// The profile's user key cannot be encoded for libssh2.
     #[error("cannot use the profile's user key")]
     UserKey(#[source] keys::KeyError),
+    /// The libvirt host the node is reached through failed as a jump.
+    #[error("cannot reach {node} through its libvirt host")]
+    Jump {
+        /// The node.
+        node: String,
+        /// What went wrong with the jump.
+        #[source]
+        source: JumpError,
+    },
 }
 
 /// How far a connection attempt to a booting node got.
@@ -224,13 +239,18 @@ pub struct Target {
     pub user: String,
     /// The host key kubelab generated for the node.
     pub host_key: PublicKey,
+    /// The libvirt host to reach `addr` through, when it is remote.
+    pub jump: Option<Jump>,
 }
 
 /// An authenticated SSH session to one node.
 pub struct Connection {
     session: Session,
     /// A second handle on the session's socket, to wait for it to become ready.
-    socket: TcpStream,
+    socket: Socket,
+    /// The `ssh -W` carrying the session through a jump host; stopped when dropped
+    /// (after the session, declared above it).
+    _proxy: Option<jump::Proxy>,
     node: String,
     /// Bound on every blocking step, and on silence from the node while a command runs.
     timeout: Duration,
@@ -253,18 +273,37 @@ pub fn connect(
     let node = || target.node.clone();
     let addr = target.addr;
     let connect_err = |source| SshError::Connect { node: node(), addr, source };
-    let socket = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
-    socket.set_nodelay(true).map_err(connect_err)?;
+    let (socket, proxy) = match &target.jump {
+        None => {
+            let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
+            tcp.set_nodelay(true).map_err(connect_err)?;
+            (Socket::Tcp(tcp), None)
+        }
+        Some(jump) => {
+            let (stream, proxy) =
+                jump.proxy(addr).map_err(|source| SshError::Jump { node: node(), source })?;
+            (Socket::Unix(stream), Some(proxy))
+        }
+    };
     let mut session =
         Session::new().map_err(|source| SshError::Handshake { node: node(), addr, source })?;
     session.set_timeout(millis(timeout));
-    session.set_tcp_stream(socket.try_clone().map_err(connect_err)?);
+    match &socket {
+        Socket::Tcp(s) => session.set_tcp_stream(s.try_clone().map_err(connect_err)?),
+        Socket::Unix(s) => session.set_tcp_stream(s.try_clone().map_err(connect_err)?),
+    }
     // Ask only for the kind of key kubelab generated, or sshd may present another one
     // it also has (cloud images ship ECDSA keys) and look like an impostor.
-    session
-        .method_pref(MethodType::HostKey, "ssh-ed25519")
-        .and_then(|()| session.handshake())
-        .map_err(|source| SshError::Handshake { node: node(), addr, source })?;
+    let handshake =
+        session.method_pref(MethodType::HostKey, "ssh-ed25519").and_then(|()| session.handshake());
+    if let Err(source) = handshake {
+        // Through a jump, ssh says whether the node's port or the jump host failed.
+        return Err(match proxy.map(jump::Proxy::failure) {
+            Some(jump::ProxyFailure::Jump(source)) => SshError::Jump { node: node(), source },
+            Some(jump::ProxyFailure::Target(why)) => connect_err(io::Error::other(why)),
+            None => SshError::Handshake { node: node(), addr, source },
+        });
+    }
     check_host_key(&session, target)?;
 
     let private = user_key.private_openssh().map_err(SshError::UserKey)?;
@@ -272,9 +311,34 @@ pub fn connect(
     session.userauth_pubkey_memory(&target.user, Some(&public), &private, None).map_err(
         |source| SshError::Auth { node: node(), addr, user: target.user.clone(), source },
     )?;
-    let mut connection = Connection { session, socket, node: node(), timeout };
+    let mut connection = Connection { session, socket, _proxy: proxy, node: node(), timeout };
     connection.set_timeout(timeout);
     Ok(connection)
+}
+
+/// The session's socket: TCP to the node, or a socket pair to the jump's `ssh -W`.
+#[derive(Debug)]
+enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.shutdown(how),
+            Self::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Self::Tcp(s) => s.as_fd(),
+            Self::Unix(s) => s.as_fd(),
+        }
+    }
 }
 
 impl Connection {

@@ -155,6 +155,7 @@ pub fn target(addr: SocketAddr, host_key: &KeyPair) -> Target {
         addr,
         user: "root".into(),
         host_key: host_key.public_key().clone(),
+        jump: None,
     }
 }
 

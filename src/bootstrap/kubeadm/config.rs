@@ -130,7 +130,8 @@ clusterName: \"{cluster}\"
 kubernetesVersion: \"{version}\"
 controlPlaneEndpoint: \"{ip}:{API_PORT}\"
 apiServer:
-  certSANs: [\"{ip}\", \"{node}\"]
+  # 127.0.0.1: where `kubelab tunnel` reaches a control plane on a remote libvirt host.
+  certSANs: [\"{ip}\", \"{node}\", \"127.0.0.1\"]
 networking:
   dnsDomain: cluster.local
   podSubnet: \"{pods}\"

@@ -320,9 +320,10 @@ fn join(
     prereqs(cluster, &session, timings)?;
     let join_config = staged.join_config(cluster, node, token)?;
     session.stage(&[(&join_config, "kubeadm-join.yaml")])?;
-    let cp = cluster.nodes.first().map_or(node.ip, |cp| cp.ip);
+    let cp = cluster.nodes.first().unwrap_or(node);
     cluster.progress.node_phase(&node.name, "waiting for the API server");
-    wait::api(&staged.ca_cert_pem, cp, API_TIMEOUT, gate).map_err(|e| match e {
+    let jump = cp.ssh.jump.as_ref();
+    wait::api(&staged.ca_cert_pem, cp.ip, jump, API_TIMEOUT, gate).map_err(|e| match e {
         BootstrapError::ControlPlaneFailed { .. } => {
             BootstrapError::ControlPlaneFailed { node: node.name.clone() }
         }

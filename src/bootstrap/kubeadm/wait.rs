@@ -3,7 +3,7 @@
 //! init step is done), and every node Ready with kube-system's pods running, asked of
 //! `kubectl` on the control plane.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::config::API_PORT;
 use super::session::Session;
 use crate::bootstrap::BootstrapError;
-use crate::ssh::SshError;
+use crate::ssh::{Jump, SshError, Tunnel};
 
 /// Pause between two polls of the API server.
 const API_POLL: Duration = Duration::from_millis(500);
@@ -59,16 +59,24 @@ impl InitGate {
 }
 
 /// Polls `https://<ip>:6443/readyz` until it answers 200, trusting only `ca_pem`, and
-/// `gate` is open. Gives up early, with `ControlPlaneFailed`, once the gate failed.
+/// `gate` is open. Gives up early, with `ControlPlaneFailed`, once the gate failed. A
+/// control plane on a remote libvirt host is polled through a tunnel over `jump`, at
+/// 127.0.0.1 (which the certificate names too).
 pub fn api(
     ca_pem: &str,
     ip: Ipv4Addr,
+    jump: Option<&Jump>,
     timeout: Duration,
     gate: &InitGate,
 ) -> Result<(), BootstrapError> {
     // The CLI installs it; a library caller may not have.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let url = format!("https://{ip}:{API_PORT}/readyz");
+    let api = SocketAddr::from((ip, API_PORT));
+    let tunnel = jump
+        .map(|jump| Tunnel::start(jump.clone(), (Ipv4Addr::LOCALHOST, 0).into(), api))
+        .transpose()
+        .map_err(BootstrapError::ApiTunnel)?;
+    let url = format!("https://{}/readyz", tunnel.as_ref().map_or(api, Tunnel::local_addr));
     let client = reqwest::Certificate::from_pem(ca_pem.as_bytes())
         .and_then(|ca| {
             reqwest::blocking::Client::builder()
@@ -258,7 +266,7 @@ mod tests {
         let (cert, _) = crate::bootstrap::pki::generate_ca(std::time::SystemTime::now()).unwrap();
         let gate = InitGate::default();
         gate.failed();
-        let err = api(&cert, Ipv4Addr::LOCALHOST, Duration::from_secs(5), &gate).unwrap_err();
+        let err = api(&cert, Ipv4Addr::LOCALHOST, None, Duration::from_secs(5), &gate).unwrap_err();
         assert!(matches!(err, BootstrapError::ControlPlaneFailed { .. }), "{err}");
     }
 }

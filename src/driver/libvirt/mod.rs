@@ -163,6 +163,10 @@ impl Driver for LibvirtDriver {
         DriverKind::Kvm2
     }
 
+    fn location(&self) -> Option<String> {
+        Some(self.uri.clone())
+    }
+
     fn check_host(&self, policy: AccelPolicy) -> Result<HostReport, DriverError> {
         host::check_qemu_img()?;
         if uses_host_dnsmasq(&self.uri) {

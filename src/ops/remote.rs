@@ -1,0 +1,127 @@
+//! Clusters on a remote libvirt host (docs/remote-libvirt.md): the host's key pinned in
+//! the profile, the host's own checks (tools, routes) run on it over SSH, the nodes and
+//! the API server reached through it.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+
+use crate::Error;
+use crate::cluster::{ClusterState, NodeState};
+use crate::home::Home;
+use crate::net::{self, Ipv4Cidr};
+use crate::profile::{self, Profile};
+use crate::ssh::{Jump, JumpError, Tunnel};
+
+/// The profile's file holding the libvirt hosts' pinned SSH keys.
+pub const PINNED_HOSTS: &str = "libvirt_known_hosts";
+
+/// The jump to the libvirt host at `uri` (a node's `host`), pinned in `profile`; `None`
+/// for a daemon on this machine.
+pub fn jump(profile: &Profile, uri: Option<&str>) -> Result<Option<Jump>, Error> {
+    match uri {
+        None => Ok(None),
+        Some(uri) => Ok(Jump::for_uri(uri, profile.dir().join(PINNED_HOSTS))?),
+    }
+}
+
+/// The jump to the host `node` lives on.
+pub fn node_jump(profile: &Profile, node: &NodeState) -> Result<Option<Jump>, Error> {
+    jump(profile, node.host.as_deref())
+}
+
+/// Pins the host's key from the user's known_hosts unless the profile already holds it
+/// (it is never replaced: a changed key must be refused).
+pub fn ensure_pinned(jump: &Jump) -> Result<(), Error> {
+    if jump.known_hosts.exists() {
+        return Ok(());
+    }
+    Ok(jump.pin()?)
+}
+
+/// Programs a libvirt host needs (libvirt runs them for kubelab's pools and networks).
+const HOST_TOOLS: &[&str] = &["qemu-img", "dnsmasq"];
+
+/// What `up` checks on the libvirt host itself: its tools are installed, and the
+/// subnets its routes use (which a new profile must avoid, as a local host's).
+pub fn check_host(jump: &Jump) -> Result<Vec<Ipv4Cidr>, Error> {
+    let tools = HOST_TOOLS.join(" ");
+    let out = jump.run(&format!(
+        "for t in {tools}; do command -v $t >/dev/null || [ -x /usr/sbin/$t ] || echo missing $t; \
+         done; cat {}",
+        net::routes::PROC_NET_ROUTE
+    ))?;
+    let missing: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("missing ")).collect();
+    if !missing.is_empty() {
+        let tools = missing.join(", ");
+        return Err(JumpError::MissingTools { jump: jump.destination(), tools }.into());
+    }
+    let table = out.lines().skip_while(|l| l.starts_with("missing ")).collect::<Vec<_>>();
+    let routes = net::routes::parse_proc_net_route(&table.join("\n"))
+        .map_err(|source| crate::driver::DriverError::Routes { source })?;
+    Ok(routes.into_iter().map(|r| r.cidr).collect())
+}
+
+/// A 127.0.0.1 port for a new remote profile's `kubelab tunnel`: free now, and saved by
+/// none of the home's other profiles.
+pub fn choose_tunnel_port(home: &Home) -> Result<u16, Error> {
+    let taken: Vec<u64> = profile::list(home)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.state.as_ref()?.pointer("/tunnel_port")?.as_u64())
+        .collect();
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let io = |source| JumpError::Listen { addr: any, source };
+    for _ in 0..64 {
+        let listener = TcpListener::bind(any).map_err(io)?;
+        let port = listener.local_addr().map_err(io)?.port();
+        if !taken.contains(&u64::from(port)) {
+            return Ok(port);
+        }
+    }
+    Err(io(std::io::Error::other("every port offered is saved by another profile")).into())
+}
+
+/// The API server's URL for the kubeconfig: the control plane's host-only address, or
+/// for a remote cluster the local end of `kubelab tunnel` (the certificate names
+/// 127.0.0.1 too).
+pub fn api_server_url(state: &ClusterState) -> Result<String, Error> {
+    Ok(match state.tunnel_port {
+        Some(port) => format!("https://{}", SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        None => crate::kubeconfig::server_url(state.node(None)?.ip.into()),
+    })
+}
+
+/// The API server's port on the control plane (kubeadm's default, which kubelab uses).
+const API_PORT: u16 = 6443;
+
+/// `kubelab tunnel`: forwards the profile's `127.0.0.1:<tunnel_port>` (its kubeconfig's
+/// server) to the control plane's API server through the libvirt host, after one login
+/// there proves the pinned key still holds. A local profile needs none and is refused.
+pub fn tunnel(profile: &Profile) -> Result<(Tunnel, String), Error> {
+    let state: ClusterState = profile.load_state()?;
+    let cp = state.node(None)?;
+    let (Some(jump), Some(port)) = (node_jump(profile, cp)?, state.tunnel_port) else {
+        let server = api_server_url(&state)?;
+        return Err(JumpError::NotRemote { profile: state.profile.clone(), server }.into());
+    };
+    ensure_pinned(&jump)?;
+    jump.run("true")?;
+    let via = jump.destination();
+    let to = SocketAddr::from((cp.ip, API_PORT));
+    let tunnel = Tunnel::start(jump, SocketAddr::from((Ipv4Addr::LOCALHOST, port)), to)?;
+    Ok((tunnel, format!("{to} through {via}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_profile_needs_no_jump() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile::new(&Home::new(dir.path()), "lab".parse().unwrap());
+        assert!(jump(&profile, None).unwrap().is_none());
+        assert!(jump(&profile, Some("qemu:///system")).unwrap().is_none());
+        let j = jump(&profile, Some("qemu+ssh://root@lab/system")).unwrap().unwrap();
+        assert_eq!(j.known_hosts, profile.dir().join(PINNED_HOSTS));
+    }
+}
