@@ -24,6 +24,7 @@ declare -A test_cmds=(
     [sfdisk]=fdisk [mksquashfs]=squashfs-tools [extlinux]=extlinux [mkfs.ext4]=e2fsprogs
     [mkfs.vfat]=dosfstools [blkid]=util-linux [unshare]=util-linux [kubectl]=kubernetes-client
     [dpkg-scanpackages]=dpkg-dev [apt-ftparchive]=apt-utils [gpg]=gpg [iptables]=iptables
+    [nsenter]=util-linux [mountpoint]=util-linux [ps]=procps [virt-ssh-helper]=libvirt-daemon
 )
 # Packages that provide no command but files the build or the image recipe needs.
 run_pkgs=(libvirt-dev libssl-dev ca-certificates)
