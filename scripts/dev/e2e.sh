@@ -14,11 +14,16 @@ root=$PWD
 . scripts/dev/netns-libvirt.sh
 # shellcheck source=scripts/dev/serve-image.sh
 . scripts/dev/serve-image.sh
+# shellcheck source=scripts/dev/remote-lab.sh
+. scripts/dev/remote-lab.sh
 
 NS=kubelab-e2e
+# The client of the remote-libvirt checks: reaches $NS (the libvirt host) only over SSH.
+CLIENT_NS=kubelab-e2e-client
 # Every profile of this test starts with "e2e"; its networks with "kubelab-e2e".
 PROFILE_PREFIX=e2e
 work=/tmp/kubelab-e2e
+remote_dir=$work-remote
 export KUBELAB_HOME=$work/home
 # kubectl's discovery cache stays in the test's directory, not the host's ~/.kube.
 export KUBECACHEDIR=$work/kube-cache
@@ -78,6 +83,7 @@ cleanup() {
         host_canary_check_and_remove || true
         return
     fi
+    lab_remote_down "$NS" "$CLIENT_NS" "$remote_dir" || status=1
     lab_netns_down "$NS"
     host_canary_check_and_remove || status=1
     rm -rf "$work"
@@ -85,6 +91,7 @@ cleanup() {
 }
 
 if [ "${1:-}" = "--cleanup" ]; then
+    lab_remote_down "$NS" "$CLIENT_NS" "$remote_dir" || true
     lab_netns_down "$NS"
     exit 0
 fi
@@ -220,14 +227,8 @@ grep -q "Linux version" "$work/logs.txt" || fail "logs: no serial console"
 grep -q "Cloud-init v" "$work/logs.txt" || fail "logs: no cloud-init output"
 pass "logs (serial console and cloud-init output)"
 
-log "down, then up again: same addresses"
-kl -p e2e down
-kl -p e2e status -o json | python3 -c \
-    'import json,sys; s=json.load(sys.stdin); assert all(n["state"]=="stopped" for n in s["nodes"]), s'
-kl -p e2e up
-[ "$(kl -p e2e ip)" = "$ip1" ] && [ "$(kl -p e2e ip e2e-m02)" = "$ip2" ] || fail "addresses changed"
-[ "$(kl -p e2e ssh e2e-m02 -- hostname)" = e2e-m02 ] || fail "ssh after restart"
-pass "down/up keeps the addresses"
+# down/up (same addresses after a cold start) runs on the remote cluster below: the same
+# driver code, through libvirt's SSH transport.
 
 if kl -p e2e up --nodes 3 2>"$work/contradict.txt"; then fail "up --nodes 3 on a 2-node profile"; fi
 grep -q "was created with --nodes 2" "$work/contradict.txt" || fail "contradiction message"
@@ -552,6 +553,113 @@ grep -q "error: the image has kubeadm v1.34.2, not v1.34.1" "$work/mismatch.txt"
 pass "a preinstalled kubeadm of another version stops the prereqs with an error"
 klk -p e2e-one delete
 # ---- end of the kubeadm section ------------------------------------------------------
+
+log "remote libvirt host: a client namespace that reaches $NS only over SSH (issue 15)"
+# The lab's libvirtd is the remote host; the client has its own kubelab home and
+# kubeconfig, and no route to the host-only networks (10.244.0.0/16 is still routed on
+# the server only: the pod subnet must be chosen clear of the *server's* routes).
+lab_remote_up "$NS" "$CLIENT_NS" "$remote_dir"
+client_home=$remote_dir/home
+rkcfg=$remote_dir/kubeconfig
+klr() { lab_client_exec env KUBELAB_HOME="$client_home" KUBECONFIG="$rkcfg" "$kubelab" "$@"; }
+rflags=(--libvirt-uri "$LAB_REMOTE_URI" "${k8s_flags[@]}")
+klr image import "$work/baked.tar"
+klr -p e2e-remote up "${rflags[@]}" --nodes 2 --image baked:v1.34.2 --no-snapshot | tee "$work/up-remote.txt"
+grep -q "keep \`kubelab -p e2e-remote tunnel\` running" "$work/up-remote.txt" || fail "up did not name the tunnel"
+python3 - "$client_home/profiles/e2e-remote/profile.json" "$LAB_REMOTE_URI" <<'PY'
+import json, sys
+state, uri = json.load(open(sys.argv[1])), sys.argv[2]
+assert state["libvirt_uri"] == uri, state
+assert [n["host"] for n in state["nodes"]] == [uri, uri], state["nodes"]
+assert 1024 <= state["tunnel_port"] <= 65535, state
+assert state["pod_cidr"] == "10.245.0.0/16", state
+PY
+grep -q "^10.254.9.1 ssh-ed25519 " "$client_home/profiles/e2e-remote/libvirt_known_hosts" \
+    || fail "the server's key is not pinned: $(cat "$client_home/profiles/e2e-remote/libvirt_known_hosts")"
+for node in e2e-remote e2e-remote-m02; do
+    lab_virsh dumpxml "$node" >"$work/$node.xml"
+    if grep -F -e "$remote_dir" -e "$work" "$work/$node.xml"; then fail "$node's domain XML names a client path"; fi
+done
+pass "up --nodes 2 on the remote host: nodes and key pinned in the profile, pod subnet clear of the server's routes, no client path in the domain XML"
+
+rip2=$(klr -p e2e-remote ip e2e-remote-m02)
+if lab_client_exec ip route get "$rip2" >/dev/null 2>&1; then fail "the client has a route to $rip2"; fi
+[ "$(klr -p e2e-remote ssh -- hostname)" = e2e-remote ] || fail "ssh into the remote control plane"
+[ "$(klr -p e2e-remote ssh e2e-remote-m02 -- hostname)" = e2e-remote-m02 ] || fail "ssh into e2e-remote-m02"
+line=$(klr -p e2e-remote ssh --print-command e2e-remote-m02 -- hostname)
+case $line in *" -J root@10.254.9.1 "*) ;; *) fail "no ssh -J in: $line" ;; esac
+[ "$(lab_client_exec sh -c "$line")" = e2e-remote-m02 ] || fail "the printed command did not reach e2e-remote-m02: $line"
+pass "ssh into both remote nodes through the libvirt host (no route from the client to $rip2); the printed ssh -J line works"
+
+tunnel_port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tunnel_port"])' \
+    "$client_home/profiles/e2e-remote/profile.json")
+"${LAB_CLIENT_EXEC[@]}" env KUBELAB_HOME="$client_home" "$kubelab" -p e2e-remote tunnel \
+    >"$work/tunnel.txt" 2>&1 &
+tunnel_pid=$!
+deadline=$((SECONDS + 30))
+until lab_client_exec bash -c "exec 3<>/dev/tcp/127.0.0.1/$tunnel_port" 2>/dev/null; do
+    kill -0 "$tunnel_pid" 2>/dev/null || fail "kubelab tunnel ended: $(cat "$work/tunnel.txt")"
+    [ "$SECONDS" -lt "$deadline" ] || fail "kubelab tunnel did not listen on $tunnel_port"
+    sleep 0.1
+done
+server=$(lab_client_exec env KUBECONFIG="$rkcfg" kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+[ "$server" = "https://127.0.0.1:$tunnel_port" ] || fail "the kubeconfig's server is $server"
+ready=$(lab_client_exec env KUBECONFIG="$rkcfg" KUBECACHEDIR="$remote_dir/kube-cache" kubectl get nodes \
+    -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}')
+[ "$ready" = "e2e-remote=True e2e-remote-m02=True " ] || fail "nodes through the tunnel: $ready"
+[ "$(cat "/proc/$tunnel_pid/comm")" = kubelab ] || fail "pid $tunnel_pid is not kubelab"
+kill "$tunnel_pid"
+wait "$tunnel_pid" 2>/dev/null || true
+pass "kubectl get nodes from the client through kubelab tunnel (127.0.0.1:$tunnel_port, TLS verified)"
+
+klr -p e2e-remote logs e2e-remote-m02 >"$work/logs-remote.txt"
+grep -q "Linux version" "$work/logs-remote.txt" || fail "remote logs: no serial console"
+pass "logs of a remote node: its serial console read through libvirt"
+
+rip1=$(klr -p e2e-remote ip)
+klr -p e2e-remote down
+klr -p e2e-remote status -o json | python3 -c \
+    'import json,sys; s=json.load(sys.stdin); assert all(n["state"]=="stopped" for n in s["nodes"]), s'
+klr -p e2e-remote up
+[ "$(klr -p e2e-remote ip)" = "$rip1" ] && [ "$(klr -p e2e-remote ip e2e-remote-m02)" = "$rip2" ] \
+    || fail "addresses changed"
+[ "$(klr -p e2e-remote ssh e2e-remote-m02 -- hostname)" = e2e-remote-m02 ] || fail "ssh after restart"
+pass "down/up of the remote cluster keeps the addresses"
+
+log "the libvirt host's SSH key changes"
+lab_remote_rekey "$remote_dir"
+if klr -p e2e-remote ssh -- true >"$work/rekey-libvirt.txt" 2>&1; then fail "ssh with a changed host key"; fi
+grep -q "Host key verification failed" "$work/rekey-libvirt.txt" || fail "$(cat "$work/rekey-libvirt.txt")"
+if klr -p e2e-other up "${rflags[@]}" --image baked:v1.34.2 >"$work/rekey-up.txt" 2>&1; then
+    fail "up of a new profile at a host whose key changed"
+fi
+[ ! -e "$client_home/profiles/e2e-other" ] || fail "the refused up left a profile"
+# The user accepts the new key for their own use: libvirt connects, kubelab's pin still
+# refuses (its own SSH, and the user's ssh through the profile's ssh_config).
+cp "$remote_dir/client-ssh/known_hosts" "$remote_dir/known_hosts.orig"
+new_key=$(cut -d' ' -f1,2 "$remote_dir/ssh_host_ed25519_key.pub")
+echo "$LAB_REMOTE_HOST $new_key" >"$remote_dir/client-ssh/known_hosts"
+for cmd in up tunnel; do
+    if klr -p e2e-remote "$cmd" -o json >"$work/rekey-$cmd.json" 2>&1; then fail "$cmd past the pinned key"; fi
+    grep -q '"reason": "GUEST_JUMP_HOSTKEY"' "$work/rekey-$cmd.json" || fail "$cmd: $(cat "$work/rekey-$cmd.json")"
+done
+if klr -p e2e-remote ssh -- true 2>"$work/rekey-ssh.txt"; then fail "ssh past the pinned key"; fi
+grep -q "Host key verification failed" "$work/rekey-ssh.txt" || fail "$(cat "$work/rekey-ssh.txt")"
+cp "$remote_dir/known_hosts.orig" "$remote_dir/client-ssh/known_hosts"
+lab_remote_restore_key "$remote_dir"
+pass "a libvirt host whose key changed is refused: by libvirt's ssh (known_hosts) and by kubelab's pin"
+
+klr -p e2e-remote delete
+for kind in list net-list; do
+    [ -z "$(lab_virsh "$kind" --all --name | grep e2e-remote || true)" ] || fail "left on the server: $(lab_virsh "$kind" --all --name)"
+done
+lab_virsh pool-refresh kubelab >/dev/null
+# The client home's volumes: its nodes' disks, seeds and console logs, and its base image.
+[ -z "$(lab_virsh vol-list kubelab --name | grep -e e2e-remote -e "$baked_sha" || true)" ] \
+    || fail "volumes left: $(lab_virsh vol-list kubelab)"
+[ ! -e "$client_home/profiles/e2e-remote" ] || fail "the profile directory is left"
+pass "delete of the remote cluster leaves nothing on the server"
+lab_remote_down "$NS" "$CLIENT_NS" "$remote_dir"
 
 log "delete --all leaves nothing of kubelab's and keeps the rest"
 kl delete --all
