@@ -15,8 +15,8 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Accel, AccelPolicy, Action, DiskFormat, DiskSpec, Driver, DriverError, DriverKind, HostReport,
-    NAME_PREFIX, NetworkSpec, Object, Owned, Owner, StopMode, VmSpec, VmState,
+    Accel, AccelPolicy, Action, ConsoleTail, DiskFormat, DiskSpec, Driver, DriverError, DriverKind,
+    HostReport, NAME_PREFIX, NetworkSpec, Object, Owned, Owner, StopMode, VmSpec, VmState,
 };
 use crate::net::Ipv4Cidr;
 
@@ -437,6 +437,15 @@ impl Driver for MemDriver {
 
     fn log_tail(&self, _name: &str, _max_bytes: u64) -> Option<String> {
         None // no hypervisor log here
+    }
+
+    fn console_tail(
+        &self,
+        _name: &str,
+        _owner: &Owner,
+        _max_bytes: u64,
+    ) -> Result<Option<ConsoleTail>, DriverError> {
+        Ok(None) // the console log is the profile's file
     }
 
     fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
