@@ -84,12 +84,18 @@ pub fn read_tail(path: &Path, max_bytes: u64) -> Option<String> {
     file.seek(SeekFrom::Start(start)).ok()?;
     let mut buf = Vec::new();
     file.take(max_bytes).read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let text = match text.split_once('\n') {
-        Some((_, rest)) if start > 0 => rest,
-        _ => &text,
-    };
-    Some(text.to_owned())
+    Some(tail_text(&buf, start > 0))
+}
+
+/// The last bytes of a log as text (lossily UTF-8); when `cut`, the bytes start after
+/// the log's beginning, so their first line is partial and dropped. Shared by
+/// [`read_tail`] and the logs a hypervisor keeps (a remote libvirt's console log).
+pub fn tail_text(bytes: &[u8], cut: bool) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    match text.split_once('\n') {
+        Some((_, rest)) if cut => rest.to_owned(),
+        _ => text.into_owned(),
+    }
 }
 
 /// Opens `path` for appending, creating it (mode 0600), never through a link.

@@ -84,7 +84,7 @@ fn vm_spec(profile: &str, name: &str) -> VmSpec {
 
 /// Defines the domain from the backend's XML, as `create` does after its uploads.
 fn define(vm: &VmSpec) {
-    raw().define_domain_xml(&libvirt::domain_xml(vm, POOL)).unwrap();
+    raw().define_domain_xml(&libvirt::domain_xml(vm, POOL, None)).unwrap();
 }
 
 fn network_xml(name: &str) -> String {
@@ -673,7 +673,7 @@ fn objects_of_a_kubelab_from_before_markers_are_refused_as_legacy() {
     let d = driver();
     let vm = vm_spec("t-legacy", "t-legacy");
     raw()
-        .define_domain_xml(&with_legacy_marker(&libvirt::domain_xml(&vm, POOL), "t-legacy"))
+        .define_domain_xml(&with_legacy_marker(&libvirt::domain_xml(&vm, POOL, None), "t-legacy"))
         .unwrap();
     let net = net_spec("t-legacy", NetworkKind::HostOnly, "192.168.212.0/24", &["t-legacy"]);
     let xml = with_legacy_marker(&libvirt::network_xml(&net), "t-legacy");
@@ -702,4 +702,68 @@ fn objects_of_a_kubelab_from_before_markers_are_refused_as_legacy() {
     assert_eq!(d.state("t-legacy").unwrap(), VmState::Stopped, "left alone");
     conn.lookup_domain_by_name("t-legacy").unwrap().undefine().unwrap();
     conn.lookup_network_by_name(&net.name).unwrap().undefine().unwrap();
+}
+
+/// A remote hypervisor logs a node's console into kubelab's pool as `<node>.console.log`
+/// (issue 15): the driver finds it there through libvirt, refuses it to another home,
+/// and `delete` removes it with its domain, and no other volume. The test driver is
+/// local (so the domains are defined from the remote XML here) and cannot download
+/// (so reading stops at the stream, after the volume was found).
+#[test]
+fn a_console_log_in_the_pool_is_read_through_libvirt_and_deleted_with_its_domain() {
+    let d = driver();
+    let files = tempfile::tempdir().unwrap();
+    let mut probe = vm_spec("t-con", "t-con-probe");
+    probe.seed_iso = files.path().join("seed.iso");
+    std::fs::write(&probe.seed_iso, [0u8; 512]).unwrap();
+    // The test driver cannot upload: the failed upload still makes the pool.
+    assert!(d.create(&probe).is_err());
+    let pool = raw().lookup_storage_pool_by_name(POOL).unwrap();
+    let log_volume = |name: &str| {
+        let xml = format!(
+            "<volume><name>{name}</name><capacity>4096</capacity>\
+             <target><format type='raw'/></target></volume>"
+        );
+        StorageVol::create_xml(&pool, &xml, 0).unwrap();
+    };
+    let exists = |name: &str| pool.lookup_storage_vol_by_name(name).is_ok();
+
+    let remote = vm_spec("t-con", "t-con");
+    raw().define_domain_xml(&libvirt::domain_xml(&remote, POOL, Some("/kubelab-pool"))).unwrap();
+    let local = vm_spec("t-con", "t-con-m03");
+    define(&local);
+    let tail = d.console_tail("t-con", &remote.owner, 1024).unwrap().unwrap();
+    assert_eq!(tail.path, std::path::Path::new("/kubelab-pool/t-con.console.log"));
+    assert_eq!(tail.text, "", "kept in the pool, nothing logged yet");
+    assert_eq!(d.console_tail("t-con-m03", &local.owner, 1024).unwrap(), None, "the profile's");
+    assert_eq!(d.console_tail("t-con-gone", &local.owner, 1024).unwrap(), None);
+
+    // What QEMU leaves, and volumes that only look like a log of one of these domains.
+    let others = ["t-con-m03.console.log", "t-con-m02.console.log", "t-con.console.log.1"];
+    for name in std::iter::once("t-con.console.log").chain(others) {
+        log_volume(name);
+    }
+    let err = d.console_tail("t-con", &remote.owner, 1024).unwrap_err();
+    assert!(
+        matches!(&err, DriverError::Backend { action: Action::ReadVolume, object, .. }
+            if object == "t-con.console.log"),
+        "{err:?}"
+    );
+    let stranger = owner_in(OTHER_HOME, "t-con");
+    let err = d.console_tail("t-con", &stranger, 1024).unwrap_err();
+    assert!(matches!(err, DriverError::ForeignVm { .. }), "{err:?}");
+    let mut owned = d.owned(&remote.owner).unwrap().vms;
+    owned.sort();
+    assert_eq!(owned, ["t-con", "t-con-m03"], "a log volume is no node's leftover disk");
+
+    d.delete("t-con", &stranger).unwrap_err();
+    assert!(exists("t-con.console.log"), "another home's delete is refused first");
+    d.delete("t-con", &remote.owner).unwrap();
+    assert!(!exists("t-con.console.log"), "removed with its domain");
+    d.delete("t-con-m03", &local.owner).unwrap();
+    d.delete("t-con-m02", &remote.owner).unwrap();
+    for name in others {
+        assert!(exists(name), "{name} is no log of an owned domain in the pool");
+        pool.lookup_storage_vol_by_name(name).unwrap().delete(0).unwrap();
+    }
 }

@@ -311,6 +311,8 @@ pub enum Action {
     UploadVolume,
     /// Reading a volume back to check an earlier upload completed.
     VerifyVolume,
+    /// Reading a volume's bytes (a console log kept in the pool).
+    ReadVolume,
     /// Deleting a volume.
     DeleteVolume,
     /// Listing VMs.
@@ -352,6 +354,7 @@ impl fmt::Display for Action {
             Action::CreateVolume => "create volume",
             Action::UploadVolume => "upload volume",
             Action::VerifyVolume => "verify volume",
+            Action::ReadVolume => "read volume",
             Action::DeleteVolume => "delete volume",
             Action::ListVms => "list the VMs of",
             Action::InspectVm => "inspect VM",

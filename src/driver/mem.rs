@@ -15,8 +15,8 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Accel, AccelPolicy, Action, DiskFormat, DiskSpec, Driver, DriverError, DriverKind, HostReport,
-    NAME_PREFIX, NetworkSpec, Object, Owned, Owner, StopMode, VmSpec, VmState,
+    Accel, AccelPolicy, Action, ConsoleTail, DiskFormat, DiskSpec, Driver, DriverError, DriverKind,
+    HostReport, NAME_PREFIX, NetworkSpec, Object, Owned, Owner, StopMode, VmSpec, VmState,
 };
 use crate::net::Ipv4Cidr;
 
@@ -80,6 +80,9 @@ pub struct MemVm {
     /// Its snapshots, with the state each was taken in (memory is kept when that was
     /// running or paused).
     pub snapshots: BTreeMap<String, VmState>,
+    /// The console log the hypervisor keeps itself, as a remote libvirt does
+    /// ([`MemDriver::keep_console`]); `None`: the log is the profile's file.
+    pub console: Option<String>,
 }
 
 /// A network as the hypervisor holds it.
@@ -173,7 +176,13 @@ impl MemDriver {
 
     /// Puts a VM there as another home, an older kubelab or the user would.
     pub fn add_vm(&self, name: &str, marker: Marker) {
-        let vm = MemVm { marker, state: VmState::Stopped, spec: None, snapshots: BTreeMap::new() };
+        let vm = MemVm {
+            marker,
+            state: VmState::Stopped,
+            spec: None,
+            snapshots: BTreeMap::new(),
+            console: None,
+        };
         self.lock().vms.insert(name.to_owned(), vm);
     }
 
@@ -187,6 +196,14 @@ impl MemDriver {
     pub fn set_state(&self, name: &str, state: VmState) {
         if let Some(vm) = self.lock().vms.get_mut(name) {
             vm.state = state;
+        }
+    }
+
+    /// Makes VM `name` (it must exist) log its console where the hypervisor keeps it,
+    /// as a remote libvirt does, with `text` logged so far.
+    pub fn keep_console(&self, name: &str, text: &str) {
+        if let Some(vm) = self.lock().vms.get_mut(name) {
+            vm.console = Some(text.to_owned());
         }
     }
 
@@ -360,6 +377,7 @@ impl Driver for MemDriver {
                 state: VmState::Stopped,
                 spec: Some(vm.clone()),
                 snapshots: BTreeMap::new(),
+                console: None,
             },
         );
         Ok(())
@@ -437,6 +455,24 @@ impl Driver for MemDriver {
 
     fn log_tail(&self, _name: &str, _max_bytes: u64) -> Option<String> {
         None // no hypervisor log here
+    }
+
+    fn console_tail(
+        &self,
+        name: &str,
+        owner: &Owner,
+        max_bytes: u64,
+    ) -> Result<Option<ConsoleTail>, DriverError> {
+        let w = self.enter("console_tail", Action::ReadVolume, name)?;
+        let Some(text) = w.vms.get(name).and_then(|vm| vm.console.clone()) else {
+            return Ok(None); // the profile's file
+        };
+        w.ours(name, owner)?;
+        let start = text.len().saturating_sub(usize::try_from(max_bytes).unwrap_or(usize::MAX));
+        Ok(Some(ConsoleTail {
+            path: format!("/pool/{name}.console.log").into(),
+            text: crate::fsutil::tail_text(&text.as_bytes()[start..], start > 0),
+        }))
     }
 
     fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {

@@ -16,6 +16,7 @@
 //! | libvirt domain | `<metadata><kubelab:owner home=.. profile=.. node=../>` |
 //! | libvirt network | the same element, without `node` |
 //! | libvirt node volumes | the home id in the name: `node-<home>-<node>.qcow2` (volumes have no metadata) |
+//! | libvirt console log volume (remote URI) | none: `<node>.console.log`, removed only while the owned domain that names it as its `<serial><log>` still exists |
 //! | libvirt base image/ISO volume | shared by every home (named by digest); removed only when no volume's backing store and no domain's disk uses it |
 //! | VirtualBox VM | extra data `kubelab/owner` = `HOME/PROFILE/NODE` |
 //! | VirtualBox node disk | lives in the home's node directory, attached to that VM only |
@@ -212,7 +213,9 @@ pub struct VmSpec {
     pub disk: DiskSpec,
     /// The cloud-init NoCloud seed ISO, a local file written by kubelab.
     pub seed_iso: PathBuf,
-    /// Where the serial console is logged (on the hypervisor host).
+    /// Where the serial console is logged: a file of the profile, which the hypervisor
+    /// writes when it runs on this machine (a remote libvirt logs into its own pool
+    /// instead: see [`Driver::console_tail`]).
     pub serial_log: PathBuf,
     /// First NIC: egress through NAT.
     pub nat: Nic,
@@ -318,6 +321,17 @@ pub struct Owned {
     pub networks: Vec<String>,
 }
 
+/// The end of a VM's serial console log, read from the hypervisor's own copy
+/// ([`Driver::console_tail`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleTail {
+    /// The log's path on the hypervisor's host.
+    pub path: PathBuf,
+    /// Its last bytes (lossily UTF-8, a line cut by the limit dropped); empty while the
+    /// VM has not logged anything.
+    pub text: String,
+}
+
 /// How to stop a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -384,8 +398,19 @@ pub trait Driver: Send + Sync {
     fn ssh_address(&self, name: &str, host_only_ip: Ipv4Addr) -> Result<SocketAddr, DriverError>;
     /// The last `max_bytes` of the hypervisor's own log of the VM (VirtualBox's VBox.log),
     /// for the error when it stops unexpectedly; `None` when the backend has none to
-    /// read. The serial console log is the profile's, read by `ops`.
+    /// read. The serial console log is [`Driver::console_tail`]'s.
     fn log_tail(&self, name: &str, max_bytes: u64) -> Option<String>;
+    /// The last `max_bytes` of the serial console log of `owner`'s VM `name` when the
+    /// hypervisor keeps it where this host cannot read it as a file (a remote libvirt
+    /// logs into kubelab's storage pool, issue 15); `None` when the log is
+    /// [`VmSpec::serial_log`], the profile's file, which `ops` reads itself (and when the
+    /// VM is missing).
+    fn console_tail(
+        &self,
+        name: &str,
+        owner: &Owner,
+        max_bytes: u64,
+    ) -> Result<Option<ConsoleTail>, DriverError>;
     /// Pauses `owner`'s running VM (its memory stays); Ok if it is paused already.
     fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError>;
     /// Runs `owner`'s VM that [`Driver::pause`] or [`Driver::snapshot_restore`] left

@@ -242,9 +242,11 @@ pub fn wait_for_ssh(
         }
     });
     if let Some(state) = down {
-        let log = node_dir(profile, &node.name).join("console.log");
-        let mut console_tail = fsutil::read_tail(&log, CONSOLE_TAIL_BYTES)
-            .unwrap_or_else(|| format!("(cannot read {})", log.display()));
+        let mut console_tail = match console_tail(Some(driver), profile, node, CONSOLE_TAIL_BYTES) {
+            Ok((_, Some(tail))) => tail,
+            Ok((log, None)) => format!("(cannot read {})", log.display()),
+            Err(e) => format!("(cannot read the console log: {})", crate::error::chain(&e)),
+        };
         if let Some(tail) = driver.log_tail(&node.name, CONSOLE_TAIL_BYTES) {
             console_tail.push_str("\nthe end of the hypervisor's log of the VM:\n");
             console_tail.push_str(&tail);
@@ -256,6 +258,26 @@ pub fn wait_for_ssh(
         });
     }
     Ok(waited?)
+}
+
+/// The last `max_bytes` of `node`'s serial console log and its path: the hypervisor's
+/// copy when it keeps one (a remote libvirt: [`Driver::console_tail`]), else the
+/// profile's file, `None` when that cannot be read. Without a `driver` (the hypervisor
+/// cannot be reached) the profile's file is all there is to read.
+pub fn console_tail(
+    driver: Option<&dyn Driver>,
+    profile: &Profile,
+    node: &NodeState,
+    max_bytes: u64,
+) -> Result<(PathBuf, Option<String>), Error> {
+    if let Some(driver) = driver
+        && let Some(tail) = driver.console_tail(&node.name, &owner(profile)?, max_bytes)?
+    {
+        return Ok((tail.path, Some(tail.text)));
+    }
+    let log = node_dir(profile, &node.name).join("console.log");
+    let text = fsutil::read_tail(&log, max_bytes);
+    Ok((log, text))
 }
 
 /// Where and how to reach `node` over SSH ([`Driver::ssh_address`]), trusting only its

@@ -64,7 +64,7 @@ const SSH_CONFIG: &str = "ssh_config";
 /// when the node answers SSH, cloud-init's output.
 #[derive(Debug)]
 pub struct Logs {
-    /// The console log file.
+    /// The console log's path: the profile's file, or on a remote hypervisor's host.
     pub console_path: PathBuf,
     /// Its text (lossily decoded).
     pub console: String,
@@ -89,12 +89,13 @@ pub fn logs(profile: &Profile, node: Option<&str>, wait_lock: bool) -> Result<Lo
     let lock = profile.lock_existing(wait_lock)?;
     let state: ClusterState = profile.load_state()?;
     let node = state.node(node)?;
-    let console_path = provision::node_dir(profile, &node.name).join("console.log");
+    let driver = open_driver(&state);
     // The log grows with every boot (libvirt appends): its last MiB is plenty.
-    let console = crate::fsutil::read_tail(&console_path, CONSOLE_MAX_BYTES)
-        .unwrap_or_else(|| "(no console log)".to_owned());
+    let (console_path, console) =
+        provision::console_tail(driver.as_deref().ok(), profile, node, CONSOLE_MAX_BYTES)?;
+    let console = console.unwrap_or_else(|| "(no console log)".to_owned());
     let reach = (|| -> Result<_, Error> {
-        let driver = open_driver(&state)?;
+        let driver = driver?;
         check_running(&*driver, &node.name)?;
         Ok((provision::ssh_target(&*driver, profile, node)?, keys::user_key(profile.dir())?))
     })();
@@ -116,4 +117,34 @@ pub fn logs(profile: &Profile, node: Option<&str>, wait_lock: bool) -> Result<Lo
     })()
     .map_err(|e| crate::error::chain(&e));
     Ok(Logs { console_path, console, cloud_init })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::mem::MemDriver;
+    use crate::ops::fixture::Lab;
+
+    /// The console log is the profile's file, unless the hypervisor keeps it (a remote
+    /// libvirt): then its copy, and its path there.
+    #[test]
+    fn logs_read_the_hypervisors_console_log_when_it_keeps_one() {
+        let (lab, hv) = (Lab::new(), MemDriver::new());
+        lab.created(&hv, "lab", 1);
+        let profile = lab.profile("lab");
+        let _installed = hv.install();
+        let file = provision::node_dir(&profile, "lab").join("console.log");
+        std::fs::write(&file, "local boot\n").unwrap();
+        let local = logs(&profile, None, false).unwrap();
+        assert_eq!((local.console_path, local.console.as_str()), (file, "local boot\n"));
+        assert!(local.cloud_init.is_err(), "its VM is stopped");
+
+        hv.keep_console("lab", "first boot\nremote boot\n");
+        let remote = logs(&profile, None, false).unwrap();
+        assert_eq!(remote.console_path, PathBuf::from("/pool/lab.console.log"));
+        assert_eq!(remote.console, "first boot\nremote boot\n");
+        let node = &profile.load_state::<ClusterState>().unwrap().nodes[0];
+        let (_, tail) = provision::console_tail(Some(&hv), &profile, node, 14).unwrap();
+        assert_eq!(tail.as_deref(), Some("remote boot\n"), "the cut line is dropped");
+    }
 }

@@ -13,11 +13,14 @@ use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
 use virt::sys;
 
+use super::console;
 use super::domain_xml::domain_xml;
 use super::storage::{self, POOL};
 use super::xml::{domain_macs, legacy_marker_profile, marker_owner};
 use super::{is_missing, lv};
-use crate::driver::{Action, DiskSpec, DriverError, Object, Owner, StopMode, VmSpec, VmState};
+use crate::driver::{
+    Action, ConsoleTail, DiskSpec, DriverError, Object, Owner, StopMode, VmSpec, VmState,
+};
 
 /// How often `stop` polls the state while waiting for an ACPI shutdown.
 const STOP_POLL: Duration = Duration::from_millis(250);
@@ -68,10 +71,13 @@ pub fn check(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverErro
 }
 
 /// Creates the VM's volumes and defines it; Ok if this owner's VM already exists.
-/// `uploads` serializes base-image uploads, which parallel node creations share.
+/// `uploads` serializes base-image uploads, which parallel node creations share. A
+/// `remote` hypervisor logs the console into the pool's directory (see `console`): the
+/// one in the pool's definition, which may predate `pool_path`.
 pub fn create(
     conn: &Connect,
     pool_path: &str,
+    remote: bool,
     uploads: &Mutex<()>,
     vm: &VmSpec,
 ) -> Result<(), DriverError> {
@@ -101,7 +107,15 @@ pub fn create(
     let seed = storage::seed_volume(&vm.owner.home, &vm.name);
     storage::delete_volume(&pool, &seed)?;
     storage::upload(conn, &pool, &seed, &vm.seed_iso)?;
-    conn.define_domain_xml(&domain_xml(vm, POOL)).map(drop).map_err(lv(Action::DefineVm, &vm.name))
+    let console_dir = if remote {
+        // A pool kubelab defined has the directory it gave.
+        Some(storage::pool_dir(&pool)?.unwrap_or_else(|| pool_path.to_owned()))
+    } else {
+        None
+    };
+    conn.define_domain_xml(&domain_xml(vm, POOL, console_dir.as_deref()))
+        .map(drop)
+        .map_err(lv(Action::DefineVm, &vm.name))
 }
 
 /// Every domain's name and definition; one removed since it was listed (by another
@@ -175,11 +189,14 @@ pub fn stop(
 }
 
 /// Removes `owner`'s VM (powered off first, with its managed save, NVRAM and snapshot
-/// metadata: the snapshots themselves live in its volume) and its own volumes; Ok if already gone. Leftover volumes of a missing VM are removed too:
-/// their names carry the home's id.
+/// metadata: the snapshots themselves live in its volume) and its own volumes, its
+/// console log in the pool included; Ok if already gone. Leftover volumes of a missing
+/// VM are removed too: their names carry the home's id. (The console log's does not, so
+/// it goes while the domain still proves it is this owner's.)
 pub fn delete(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverError> {
     if let Some(dom) = lookup_ours(conn, name, owner)? {
         stop(conn, name, owner, StopMode::Force, Duration::ZERO)?;
+        console::delete(conn, &dom, name)?;
         let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
             | sys::VIR_DOMAIN_UNDEFINE_NVRAM
             | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
@@ -200,6 +217,19 @@ pub fn delete(conn: &Connect, name: &str, owner: &Owner) -> Result<(), DriverErr
     let Some(pool) = storage::find_pool(conn)? else { return Ok(()) };
     storage::delete_volume(&pool, &storage::disk_volume(&owner.home, name))?;
     storage::delete_volume(&pool, &storage::seed_volume(&owner.home, name))
+}
+
+/// The end of the console log of `owner`'s VM when it logs into the pool (a remote
+/// hypervisor); `None` when it logs into the profile's file, or is missing. Only a log
+/// in the pool needs the domain to be `owner`'s: the profile's file is its own.
+pub fn console_tail(
+    conn: &Connect,
+    name: &str,
+    owner: &Owner,
+    max_bytes: u64,
+) -> Result<Option<ConsoleTail>, DriverError> {
+    let Some(dom) = lookup(conn, name)? else { return Ok(None) };
+    console::tail(conn, &dom, name, max_bytes, || check(conn, name, owner))
 }
 
 /// The nodes of `owner`'s profile with a domain marked as theirs, or a leftover node

@@ -3,12 +3,15 @@
 
 use std::fmt::Write as _;
 
-use super::storage;
 use super::xml::{escape, marker};
+use super::{console, storage};
 use crate::driver::{Accel, DiskSpec, Nic, VmSpec};
 
 /// The domain definition of `vm`, its disks being volumes of the storage pool `pool`.
-pub fn domain_xml(vm: &VmSpec, pool: &str) -> String {
+/// Its serial console is logged to `vm.serial_log`, or, given the pool's directory
+/// `console_dir` (a remote hypervisor, which cannot write this machine's files), into
+/// that directory (see `console`).
+pub fn domain_xml(vm: &VmSpec, pool: &str, console_dir: Option<&str>) -> String {
     let (domain_type, cpu) = match vm.accel {
         // A VirtualBox profile never reaches libvirt; were it to, KVM is its like.
         Accel::Kvm | Accel::VirtualBox => ("kvm", "host-passthrough"),
@@ -52,7 +55,11 @@ pub fn domain_xml(vm: &VmSpec, pool: &str) -> String {
     // would otherwise replace the boot messages. The guest agent's channel: after a
     // restore the guest's clock is set through it when the image runs qemu-guest-agent
     // (else over SSH).
-    let log = escape(&vm.serial_log.to_string_lossy());
+    let log = match console_dir {
+        Some(dir) => console::path_in(dir, &vm.name),
+        None => vm.serial_log.to_string_lossy().into_owned(),
+    };
+    let log = escape(&log);
     let _ = write!(
         x,
         "    <serial type='pty'>\n      <log file='{log}' append='on'/>\n    </serial>\n    \
@@ -115,7 +122,10 @@ pub(crate) mod tests {
 
     #[test]
     fn overlay_tcg_domain_matches_golden() {
-        assert_golden("domain-overlay-tcg.xml", &domain_xml(&spec("lab", "lab-m02"), "kubelab"));
+        assert_golden(
+            "domain-overlay-tcg.xml",
+            &domain_xml(&spec("lab", "lab-m02"), "kubelab", None),
+        );
     }
 
     #[test]
@@ -129,12 +139,28 @@ pub(crate) mod tests {
             },
             ..spec("lab", "lab")
         };
-        assert_golden("domain-iso-kvm.xml", &domain_xml(&vm, "kubelab"));
+        assert_golden("domain-iso-kvm.xml", &domain_xml(&vm, "kubelab", None));
     }
 
     #[test]
     fn values_are_escaped() {
         let vm = VmSpec { serial_log: "/tmp/a'b&c.log".into(), ..spec("lab", "lab") };
-        assert!(domain_xml(&vm, "kubelab").contains("<log file='/tmp/a&apos;b&amp;c.log'"));
+        assert!(domain_xml(&vm, "kubelab", None).contains("<log file='/tmp/a&apos;b&amp;c.log'"));
+        let remote = domain_xml(&vm, "kubelab", Some("/srv/p'o&l"));
+        assert!(remote.contains("<log file='/srv/p&apos;o&amp;l/lab.console.log'"), "{remote}");
+    }
+
+    /// A remote hypervisor logs into its pool directory, never to this machine's path;
+    /// everything else is the local definition.
+    #[test]
+    fn a_remote_console_logs_into_the_pool_directory() {
+        let vm = spec("lab", "lab-m02");
+        let local = domain_xml(&vm, "kubelab", None);
+        let remote = domain_xml(&vm, "kubelab", Some("/var/lib/libvirt/images/kubelab"));
+        let log = "/var/lib/libvirt/images/kubelab/lab-m02.console.log";
+        assert!(remote.contains(&format!("<log file='{log}' append='on'/>")), "{remote}");
+        assert!(!remote.contains(&*vm.serial_log.to_string_lossy()), "{remote}");
+        let client = vm.serial_log.to_string_lossy();
+        assert_eq!(remote.replace(log, &client), local);
     }
 }

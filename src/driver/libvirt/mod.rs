@@ -12,10 +12,11 @@ use virt::connect::Connect;
 use virt::error::{Error as VirtError, ErrorNumber};
 
 use super::host::{self, decide_accel, probe_local};
-use super::{AccelPolicy, Action, DiskFormat, Driver, DriverError, DriverKind, HostReport};
-use super::{NetworkSpec, Owned, Owner, StopMode, VmSpec, VmState};
+use super::{AccelPolicy, Action, ConsoleTail, DiskFormat, Driver, DriverError, DriverKind};
+use super::{HostReport, NetworkSpec, Owned, Owner, StopMode, VmSpec, VmState};
 use crate::net::Ipv4Cidr;
 
+mod console;
 mod domain;
 mod domain_xml;
 mod export;
@@ -200,7 +201,7 @@ impl Driver for LibvirtDriver {
     }
 
     fn create(&self, vm: &VmSpec) -> Result<(), DriverError> {
-        domain::create(&self.conn, &self.pool_path, &self.uploads, vm)
+        domain::create(&self.conn, &self.pool_path, !is_local(&self.uri), &self.uploads, vm)
     }
 
     fn start(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
@@ -241,8 +242,17 @@ impl Driver for LibvirtDriver {
 
     fn log_tail(&self, _name: &str, _max_bytes: u64) -> Option<String> {
         // QEMU's own log is libvirtd's (root-only on the system daemon); the serial
-        // console log, which says why a guest died, is the profile's.
+        // console log, which says why a guest died, is `console_tail`'s.
         None
+    }
+
+    fn console_tail(
+        &self,
+        name: &str,
+        owner: &Owner,
+        max_bytes: u64,
+    ) -> Result<Option<ConsoleTail>, DriverError> {
+        domain::console_tail(&self.conn, name, owner, max_bytes)
     }
 
     fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {

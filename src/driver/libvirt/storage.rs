@@ -4,7 +4,10 @@
 //! (`node-<home>-<name>.qcow2`) and its seed (`node-<home>-<name>-seed.iso`). The
 //! prefixes keep the two kinds from ever sharing a name; volumes carry no metadata, so
 //! the home id in a node volume's name is its owner marker (two homes' node `lab` have
-//! two disks). A shared volume is removed only when nothing uses it ([`users`]).
+//! two disks). A shared volume is removed only when nothing uses it ([`user_of`]). On a
+//! remote hypervisor a domain's console log is a file in the pool's directory too
+//! (`<name>.console.log`, see `console`), which libvirt lists once the pool is
+//! refreshed.
 //! A shared volume is checked before reuse, since an interrupted upload leaves it behind
 //! half-written (see [`ensure_uploaded`]).
 //! Syntax: <https://libvirt.org/formatstorage.html>.
@@ -19,7 +22,7 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 
-use super::xml::{escape, uses_volume};
+use super::xml::{escape, pool_target_path, uses_volume};
 use super::{is_missing, lv};
 use crate::driver::{Action, DriverError};
 use crate::home::HomeId;
@@ -334,6 +337,42 @@ pub fn delete_unused(conn: &Connect, pool: &StoragePool, name: &str) -> Result<(
         return Ok(());
     }
     vol.delete(0).map_err(lv(Action::DeleteVolume, name))
+}
+
+/// The directory of a directory pool (its `<target><path>`); `None` for a pool without
+/// one.
+pub fn pool_dir(pool: &StoragePool) -> Result<Option<String>, DriverError> {
+    let xml = pool.xml_desc(0).map_err(lv(Action::PreparePool, POOL))?;
+    Ok(pool_target_path(&xml))
+}
+
+/// Re-reads the pool's directory, so a file a libvirt daemon wrote there (a console log)
+/// is listed as a volume. A pool busy with another job (an upload) refuses; the volumes
+/// it already lists are then all there is to find.
+pub fn refresh(pool: &StoragePool) {
+    if let Err(e) = pool.refresh(0) {
+        tracing::debug!(pool = POOL, error = %e, "not refreshed");
+    }
+}
+
+/// The last `max_bytes` of volume `vol` (named `name`), downloaded over a stream, and
+/// whether they start after its beginning.
+pub fn read_tail(
+    conn: &Connect,
+    vol: &StorageVol,
+    name: &str,
+    max_bytes: u64,
+) -> Result<(Vec<u8>, bool), DriverError> {
+    let fail = lv(Action::ReadVolume, name);
+    let len = vol.info().map_err(&fail)?.capacity;
+    if len == 0 {
+        // A download of length 0 would mean "to the end", whatever it has grown to.
+        return Ok((Vec::new(), false));
+    }
+    let start = len.saturating_sub(max_bytes);
+    let bytes = read_volume(conn, vol, start, usize::try_from(len - start).unwrap_or(usize::MAX))
+        .map_err(fail)?;
+    Ok((bytes, start > 0))
 }
 
 /// Deletes volume `name`; Ok if it does not exist.

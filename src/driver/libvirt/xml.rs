@@ -132,6 +132,24 @@ pub fn uses_volume(xml: &str, pool: &str, volume: &str, path: &str) -> bool {
     })
 }
 
+/// The directory in a pool definition (`<target><path>`).
+pub fn pool_target_path(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let target = doc.root_element().children().find(|n| n.has_tag_name("target"))?;
+    let path = target.children().find(|n| n.has_tag_name("path"))?;
+    path.text().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// The file a domain logs its serial console to (`<serial><log file=>`).
+pub fn serial_log_file(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    doc.descendants()
+        .filter(|n| n.has_tag_name("log"))
+        .find(|n| n.parent().is_some_and(|p| p.has_tag_name("serial")))?
+        .attribute("file")
+        .map(str::to_owned)
+}
+
 /// Test helper: compares `actual` with the golden file `tests/fixtures/libvirt/<name>`,
 /// or rewrites the file when `UPDATE_GOLDEN=1`.
 #[cfg(test)]
@@ -220,6 +238,22 @@ mod tests {
         assert!(uses_volume(by_file, pool, vol, path));
         assert!(!uses_volume("<volume><path>/pool/base-ab.qcow2</path></volume>", pool, vol, path));
         assert!(uses_volume("<domain", pool, vol, path), "unreadable: assume used");
+    }
+
+    #[test]
+    fn reads_pool_directory_and_serial_log_file() {
+        let pool = "<pool type='dir'><name>kubelab</name><source><dir path='/no'/></source>\
+            <target><path>\n /srv/a&amp;b \n</path></target></pool>";
+        assert_eq!(pool_target_path(pool).as_deref(), Some("/srv/a&b"));
+        assert_eq!(pool_target_path("<pool type='rbd'><name>x</name></pool>"), None);
+        let domain = "<domain><devices><console type='pty'><log file='/other.log'/></console>\
+            <serial type='pty'><log file='/p/a&apos;b.console.log' append='on'/></serial>\
+            </devices></domain>";
+        assert_eq!(serial_log_file(domain).as_deref(), Some("/p/a'b.console.log"));
+        assert_eq!(
+            serial_log_file("<domain><devices><serial type='pty'/></devices></domain>"),
+            None
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{AccelPolicy, Action, DiskFormat, DiskSpec, Driver, DriverError, DriverKind};
+use super::{
+    AccelPolicy, Action, ConsoleTail, DiskFormat, DiskSpec, Driver, DriverError, DriverKind,
+};
 use super::{
     HostReport, HostWarning, NetworkKind, NetworkSpec, Object, Owned, Owner, StopMode, VmSpec,
     VmState,
@@ -463,6 +465,16 @@ impl Driver for VirtualBoxDriver {
         // VBox.log, in the VM's log folder (never followed through a link).
         let folder = self.vbox.show_vm_info(name).ok()??.log_folder?;
         crate::fsutil::read_tail(&Path::new(&folder).join(VBOX_LOG), max_bytes)
+    }
+
+    fn console_tail(
+        &self,
+        _name: &str,
+        _owner: &Owner,
+        _max_bytes: u64,
+    ) -> Result<Option<ConsoleTail>, DriverError> {
+        // VirtualBox runs on this host and writes the UART to the profile's file.
+        Ok(None)
     }
 
     fn pause(&self, name: &str, owner: &Owner) -> Result<(), DriverError> {
