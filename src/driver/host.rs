@@ -84,14 +84,36 @@ pub fn decide_accel(probe: &KvmProbe, policy: AccelPolicy) -> Result<HostReport,
     }
 }
 
-/// Probes the local host (when the hypervisor is local) and combines it with what the
-/// backend reported (`hypervisor_offers_kvm`).
-pub fn probe_local(local: bool, hypervisor_offers_kvm: bool) -> Result<KvmProbe, DriverError> {
-    let forced = match std::env::var(ACCEL_ENV).as_deref() {
+/// Decides again for a remote libvirt host, knowing (from `ops::remote`, over SSH)
+/// whether it is itself a VM: `first` is [`decide_accel`]'s answer without that, KVM
+/// exactly when the daemon offers it and `KUBELAB_ACCEL` is not `tcg`.
+pub fn remote_accel(
+    first: &HostReport,
+    nested: bool,
+    policy: AccelPolicy,
+) -> Result<HostReport, DriverError> {
+    let probe = KvmProbe {
+        dev_kvm: DevKvm::Remote,
+        hypervisor_offers_kvm: first.accel == Accel::Kvm,
+        nested,
+        forced: forced_accel(),
+    };
+    decide_accel(&probe, policy)
+}
+
+/// `KUBELAB_ACCEL`, when it is `kvm` or `tcg`.
+fn forced_accel() -> Option<Accel> {
+    match std::env::var(ACCEL_ENV).as_deref() {
         Ok("kvm") => Some(Accel::Kvm),
         Ok("tcg") => Some(Accel::Tcg),
         _ => None,
-    };
+    }
+}
+
+/// Probes the local host (when the hypervisor is local) and combines it with what the
+/// backend reported (`hypervisor_offers_kvm`).
+pub fn probe_local(local: bool, hypervisor_offers_kvm: bool) -> Result<KvmProbe, DriverError> {
+    let forced = forced_accel();
     if !local {
         return Ok(KvmProbe {
             dev_kvm: DevKvm::Remote,
@@ -170,6 +192,22 @@ mod tests {
             nested: false,
             forced: None,
         }
+    }
+
+    #[test]
+    fn a_remote_host_that_is_a_vm_gets_tcg_like_a_local_one() {
+        // KUBELAB_ACCEL is only read: other tests run in parallel.
+        if forced_accel().is_some() {
+            return;
+        }
+        let kvm = HostReport { accel: Accel::Kvm, warnings: Vec::new() };
+        assert_eq!(remote_accel(&kvm, false, AccelPolicy::Auto).unwrap().accel, Accel::Kvm);
+        let nested = remote_accel(&kvm, true, AccelPolicy::Auto).unwrap();
+        assert_eq!(nested.accel, Accel::Tcg);
+        assert!(nested.warnings[0].message.contains("itself a VM"), "{:?}", nested.warnings);
+        assert!(remote_accel(&kvm, true, AccelPolicy::RequireKvm).is_err());
+        let tcg = HostReport { accel: Accel::Tcg, warnings: Vec::new() };
+        assert_eq!(remote_accel(&tcg, false, AccelPolicy::Auto).unwrap().accel, Accel::Tcg);
     }
 
     fn ids(report: &HostReport) -> Vec<&str> {

@@ -40,13 +40,22 @@ pub fn ensure_pinned(jump: &Jump) -> Result<(), Error> {
 /// Programs a libvirt host needs (libvirt runs them for kubelab's pools and networks).
 const HOST_TOOLS: &[&str] = &["qemu-img", "dnsmasq"];
 
-/// What `up` checks on the libvirt host itself: its tools are installed, and the
-/// subnets its routes use (which a new profile must avoid, as a local host's).
-pub fn check_host(jump: &Jump) -> Result<Vec<Ipv4Cidr>, Error> {
+/// What `up` learns of the libvirt host itself.
+#[derive(Debug)]
+pub struct HostFacts {
+    /// The subnets its routes use, which a new profile must avoid as a local host's.
+    pub routes: Vec<Ipv4Cidr>,
+    /// Whether it is itself a VM (`hypervisor` CPU flag): nested KVM is not trusted.
+    pub nested: bool,
+}
+
+/// Checks the libvirt host over SSH: its tools are installed; reads its routes and
+/// whether it is a VM.
+pub fn check_host(jump: &Jump) -> Result<HostFacts, Error> {
     let tools = HOST_TOOLS.join(" ");
     let out = jump.run(&format!(
         "for t in {tools}; do command -v $t >/dev/null || [ -x /usr/sbin/$t ] || echo missing $t; \
-         done; cat {}",
+         done; grep -qw hypervisor /proc/cpuinfo && echo nested; cat {}",
         net::routes::PROC_NET_ROUTE
     ))?;
     let missing: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("missing ")).collect();
@@ -54,10 +63,12 @@ pub fn check_host(jump: &Jump) -> Result<Vec<Ipv4Cidr>, Error> {
         let tools = missing.join(", ");
         return Err(JumpError::MissingTools { jump: jump.destination(), tools }.into());
     }
-    let table = out.lines().skip_while(|l| l.starts_with("missing ")).collect::<Vec<_>>();
+    let nested = out.lines().any(|l| l == "nested");
+    let table: Vec<&str> =
+        out.lines().skip_while(|l| l.starts_with("missing ") || *l == "nested").collect();
     let routes = net::routes::parse_proc_net_route(&table.join("\n"))
         .map_err(|source| crate::driver::DriverError::Routes { source })?;
-    Ok(routes.into_iter().map(|r| r.cidr).collect())
+    Ok(HostFacts { routes: routes.into_iter().map(|r| r.cidr).collect(), nested })
 }
 
 /// A 127.0.0.1 port for a new remote profile's `kubelab tunnel`: free now, and saved by

@@ -142,6 +142,22 @@ pub fn up(
 
     let fresh = saved.is_none();
     let result = (|| {
+        // A remote libvirt host: its key pinned in the profile, its own tools, routes and
+        // CPU checked over SSH (this machine's say nothing about it).
+        let remote = match super::remote::jump(profile, driver.location().as_deref())? {
+            Some(jump) => {
+                profile.create_dir()?;
+                super::remote::ensure_pinned(&jump)?;
+                let facts = super::remote::check_host(&jump)?;
+                let report = driver::host::remote_accel(&host, facts.nested, policy)?;
+                if report.accel != host.accel {
+                    warn(progress, &report.warnings);
+                }
+                Some((facts.routes, report.accel))
+            }
+            None => None,
+        };
+        let accel = remote.as_ref().map_or(host.accel, |(_, accel)| *accel);
         let image = image::ensure(home, &request, progress)?;
         // The profile records the image pulled; the nodes boot it in the driver's format.
         let boot = image::convert::for_driver(home, image.clone(), driver.disk_format(), progress)?;
@@ -150,17 +166,6 @@ pub fn up(
         // free (a profile's subnets are taken from the moment its state is saved). It is
         // held for seconds, so it is always waited for.
         let networks = home.lock_networks(true)?;
-        // A remote libvirt host: its key pinned in the profile, its own tools and routes
-        // checked over SSH (this machine's say nothing about it).
-        let jump = super::remote::jump(profile, driver.location().as_deref())?;
-        let remote_routes = match &jump {
-            Some(jump) => {
-                profile.create_dir()?;
-                super::remote::ensure_pinned(jump)?;
-                Some(super::remote::check_host(jump)?)
-            }
-            None => None,
-        };
         let state = match saved {
             Some(state) => state,
             None => {
@@ -171,18 +176,18 @@ pub fn up(
                     format: image.format,
                     baked: baked_version(&request).map(str::to_owned),
                 };
-                let (mut taken, warning) = match remote_routes {
-                    Some(routes) => (routes, None),
+                let (mut taken, warning) = match &remote {
+                    Some((routes, _)) => (routes.clone(), None),
                     None => driver::taken_subnets(&*driver)?,
                 };
-                if jump.is_some() {
+                if remote.is_some() {
                     taken.extend(driver.used_subnets()?);
                 }
                 warn(progress, warning.as_slice());
                 taken.extend(saved_subnets(home, profile));
                 let uri = driver.location().or(uri.clone());
-                let mut state = new_state(profile, opts, kind, uri, host.accel, image, &taken)?;
-                if jump.is_some() {
+                let mut state = new_state(profile, opts, kind, uri, accel, image, &taken)?;
+                if remote.is_some() {
                     state.tunnel_port = Some(super::remote::choose_tunnel_port(home)?);
                 }
                 state

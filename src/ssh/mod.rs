@@ -411,9 +411,12 @@ pub fn wait_until_reachable(
                 last_error: Box::new(error),
             });
         }
-        let pause = if state == WaitState::PortClosed { PORT_POLL } else { backoff };
+        // A closed port costs nothing to retry, except through a jump host (an ssh login
+        // there each time): then it backs off too.
+        let cheap = state == WaitState::PortClosed && target.jump.is_none();
+        let pause = if cheap { PORT_POLL } else { backoff };
         std::thread::sleep(pause.min(remaining - MIN_ATTEMPT));
-        if state != WaitState::PortClosed {
+        if !cheap {
             backoff = (backoff * 2).min(MAX_RETRY);
         }
     }

@@ -169,7 +169,11 @@ impl Driver for LibvirtDriver {
     }
 
     fn check_host(&self, policy: AccelPolicy) -> Result<HostReport, DriverError> {
-        host::check_qemu_img()?;
+        // The daemon's host runs qemu-img for the overlays: a remote one's is checked
+        // there, over SSH (`ops::remote::check_host`).
+        if is_local(&self.uri) {
+            host::check_qemu_img()?;
+        }
         if uses_host_dnsmasq(&self.uri) {
             host::check_dnsmasq()?;
         }
