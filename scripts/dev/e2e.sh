@@ -582,6 +582,17 @@ for node in e2e-remote e2e-remote-m02; do
 done
 pass "up --nodes 2 on the remote host: nodes and key pinned in the profile, pod subnet clear of the server's routes, no client path in the domain XML"
 
+klr doctor --driver kvm2 --libvirt-uri "$LAB_REMOTE_URI" -o json >"$work/doctor-remote.json" || true
+python3 - "$work/doctor-remote.json" <<'PY'
+import json, sys
+checks = {(c["scope"], c["name"]): c for c in json.load(open(sys.argv[1]))["checks"]}
+host = checks[("kvm2", "libvirt host")]
+assert host["state"] == "ok" and "10.254.9.1" in host["message"], host
+accel = checks[("kvm2", "acceleration")]
+assert accel["state"] == "warn" and "itself a VM" in accel["message"], accel
+PY
+pass "doctor --libvirt-uri on the client: the libvirt host's key, tools and CPU checked on it over SSH"
+
 rip2=$(klr -p e2e-remote ip e2e-remote-m02)
 if lab_client_exec ip route get "$rip2" >/dev/null 2>&1; then fail "the client has a route to $rip2"; fi
 [ "$(klr -p e2e-remote ssh -- hostname)" = e2e-remote ] || fail "ssh into the remote control plane"
@@ -655,8 +666,9 @@ for kind in list net-list; do
 done
 lab_virsh pool-refresh kubelab >/dev/null
 # The client home's volumes: its nodes' disks, seeds and console logs, and its base image.
-[ -z "$(lab_virsh vol-list kubelab --name | grep -e e2e-remote -e "$baked_sha" || true)" ] \
-    || fail "volumes left: $(lab_virsh vol-list kubelab)"
+vols=$(lab_virsh vol-list kubelab | awk '{print $1}')
+[ -n "$vols" ] || fail "no volume listed: the server home's cluster still has some"
+if grep -e e2e-remote -e "$baked_sha" <<<"$vols"; then fail "volumes left on the server"; fi
 [ ! -e "$client_home/profiles/e2e-remote" ] || fail "the profile directory is left"
 pass "delete of the remote cluster leaves nothing on the server"
 lab_remote_down "$NS" "$CLIENT_NS" "$remote_dir"
@@ -669,8 +681,7 @@ kl delete --all
     || fail "networks left: $(lab_virsh net-list --all --name)"
 if lab_virsh pool-info kubelab >/dev/null 2>&1; then
     lab_virsh pool-refresh kubelab >/dev/null
-    [ -z "$(lab_virsh vol-list kubelab --name 2>/dev/null | grep -v '^$' || true)" ] \
-        || fail "volumes left: $(lab_virsh vol-list kubelab)"
+    [ -z "$(lab_virsh vol-list kubelab | awk '{print $1}')" ] || fail "volumes left: $(lab_virsh vol-list kubelab)"
 fi
 [ -z "$(ls -A "$KUBELAB_HOME/profiles" 2>/dev/null)" ] || fail "profile files left"
 lab_virsh dominfo e2e-foreign >/dev/null || fail "the foreign domain was removed"

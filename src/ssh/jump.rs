@@ -281,6 +281,14 @@ impl Jump {
     /// under the name it looks them up by) into [`Jump::known_hosts`]. Learns nothing
     /// from the network.
     pub fn pin(&self) -> Result<(), JumpError> {
+        let pinned = self.known_keys()?;
+        crate::fsutil::write_atomic(&self.known_hosts, pinned.as_bytes())
+            .map_err(|source| JumpError::Io { path: self.known_hosts.clone(), source })
+    }
+
+    /// The host's keys in the user's known_hosts, as known_hosts lines; an error when
+    /// there are none.
+    pub fn known_keys(&self) -> Result<String, JumpError> {
         let config = self.resolved_config()?;
         let get = |key: &str| {
             config.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')))
@@ -307,17 +315,10 @@ impl Jump {
             }
         }
         if pinned.is_empty() {
-            return Err(JumpError::Unknown {
-                host: lookup,
-                searched: files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+            let searched = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>();
+            return Err(JumpError::Unknown { host: lookup, searched: searched.join(", ") });
         }
-        crate::fsutil::write_atomic(&self.known_hosts, pinned.as_bytes())
-            .map_err(|source| JumpError::Io { path: self.known_hosts.clone(), source })
+        Ok(pinned)
     }
 
     /// `ssh -G`: the options ssh would use for this host, without connecting.
@@ -354,7 +355,7 @@ fn host_keys(output: &str) -> Vec<String> {
 fn classify(jump: &str, pinned: &Path, stderr: String) -> JumpError {
     if stderr.contains("Host key verification failed")
         || stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
-        || stderr.contains("No ED25519 host key is known")
+        // "No ED25519 host key is known for ...": the pinned file lacks that kind.
         || stderr.contains("host key is known")
     {
         JumpError::KeyChanged { jump: jump.to_owned(), pinned: pinned.to_owned(), stderr }

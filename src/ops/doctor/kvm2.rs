@@ -6,7 +6,9 @@ use crate::driver::cpu::{self, Virtualization};
 use crate::driver::host::{self, DEV_KVM};
 use crate::driver::libvirt::{self, LibvirtDriver};
 use crate::driver::{Accel, AccelPolicy, DriverError, HostReport, uri};
+use crate::ops::remote;
 use crate::reason;
+use crate::ssh::{Jump, JumpError};
 
 const SCOPE: &str = "kvm2";
 
@@ -19,6 +21,8 @@ pub(super) fn checks(flag_uri: Option<&str>, checks: &mut Vec<Check>) {
     // The CPU is this host's: it says why KVM is missing only for a local daemon.
     let local = libvirt::is_local(&uri);
     let cpu = local.then(cpu::read).flatten();
+    // A remote host's own checks, also when libvirt does not answer (they may say why).
+    let remote = if local { None } else { remote_host(&uri, checks) };
     match connected {
         Ok(driver) => {
             // A daemon that took the connection but stopped answering fails here (the
@@ -27,7 +31,11 @@ pub(super) fn checks(flag_uri: Option<&str>, checks: &mut Vec<Check>) {
                 Ok(version) => Check::ok(SCOPE, "libvirt", format!("{uri} answers ({version})")),
                 Err(e) => Check::error(SCOPE, "libvirt", CheckState::Fail, e.into()),
             });
-            accel(driver.accel(AccelPolicy::Auto), cpu, checks);
+            let report = driver.accel(AccelPolicy::Auto).and_then(|report| match &remote {
+                Some(facts) => host::remote_accel(&report, facts.nested, AccelPolicy::Auto),
+                None => Ok(report),
+            });
+            accel(report, cpu, checks);
         }
         Err(e) => {
             checks.push(Check::error(SCOPE, "libvirt", CheckState::Fail, e.into()));
@@ -52,6 +60,36 @@ pub(super) fn checks(flag_uri: Option<&str>, checks: &mut Vec<Check>) {
         let why = format!("not needed for {uri} (only a local QEMU daemon runs this host's)");
         Check::ok(SCOPE, "dnsmasq", why)
     });
+}
+
+/// The remote libvirt host's own checks, as `up` makes them over SSH: its key in the
+/// user's known_hosts, its tools; what it says of itself (whether it is a VM) when they
+/// pass.
+fn remote_host(uri: &str, checks: &mut Vec<Check>) -> Option<remote::HostFacts> {
+    // The key found in known_hosts is pinned only for these few seconds, in a file of
+    // this process's own.
+    let name = format!("kubelab-doctor-{}-known_hosts", std::process::id());
+    let pinned = std::env::temp_dir().join(name);
+    let facts = (|| {
+        let jump = Jump::for_uri(uri, pinned.clone())?.ok_or_else(|| JumpError::BadUri {
+            uri: uri.to_owned(),
+            why: "names no host".into(),
+        })?;
+        jump.pin()?;
+        Ok::<_, crate::Error>((jump.destination(), remote::check_host(&jump)?))
+    })();
+    let _ = std::fs::remove_file(&pinned);
+    match facts {
+        Ok((host, facts)) => {
+            let what = format!("{host}: key in known_hosts, qemu-img and dnsmasq there");
+            checks.push(Check::ok(SCOPE, "libvirt host", what));
+            Some(facts)
+        }
+        Err(e) => {
+            checks.push(Check::error(SCOPE, "libvirt host", CheckState::Fail, e));
+            None
+        }
+    }
 }
 
 /// KVM or the TCG fallback, and whether `/dev/kvm` has the group libvirt expects.
