@@ -408,6 +408,14 @@ pub const PROFILE_STALE_DIR: Reason = Reason {
     advice: "the directory holds no cluster state: `kubelab delete -p NAME` removes it \
              (and anything its journal still lists)",
 };
+/// A 127.0.0.1 port kubelab listens on (`kubelab tunnel`) is taken.
+pub const HOST_PORT_BUSY: Reason = Reason {
+    id: "HOST_PORT_BUSY",
+    exit_code: 106,
+    advice: "another program listens on that port, perhaps a `kubelab tunnel` of this \
+             profile already running (one is enough: every kubectl of the profile uses it); \
+             stop the other program, then run the command again",
+};
 /// The host's IPv4 routes could not be listed: an error for kvm2; for VirtualBox a
 /// warning, as it chooses a subnet from its own networks alone.
 pub const DRV_ROUTES_UNREADABLE: Reason = Reason {
@@ -936,7 +944,7 @@ fn jump_reason(err: &crate::ssh::JumpError) -> &'static Reason {
         E::Unreachable { .. } | E::Spawn { .. } => &GUEST_JUMP_FAILED,
         E::Io { .. } => &HOST_HOME_IO,
         E::MissingTools { .. } => &HOST_TOOL_MISSING,
-        E::Listen { .. } => &HOST_IO_FAILED,
+        E::Listen { .. } => &HOST_PORT_BUSY,
     }
 }
 
@@ -1116,6 +1124,7 @@ mod tests {
         &GUEST_VM_DOWN,
         &GUEST_JUMP_HOSTKEY,
         &GUEST_JUMP_FAILED,
+        &HOST_PORT_BUSY,
         &K8S_KUBECONFIG_IO,
         &SNAP_NOT_FOUND,
         &SNAP_EXISTS,

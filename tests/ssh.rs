@@ -482,8 +482,11 @@ fn the_tunnel_forwards_each_connection_through_the_jump() {
             stream.write_all(&buf).unwrap();
         }
     });
-    let tunnel = ssh::Tunnel::start(jump, "127.0.0.1:0".parse().unwrap(), to).unwrap();
+    let tunnel = ssh::Tunnel::start(jump.clone(), "127.0.0.1:0".parse().unwrap(), to).unwrap();
     let local = tunnel.local_addr();
+    // A second tunnel on the same port (`kubelab tunnel` run twice) is refused.
+    let err = ssh::Tunnel::start(jump, local, to).unwrap_err();
+    assert_eq!(kubelab::reason::reason(&err.into()).id, "HOST_PORT_BUSY");
     for word in ["ping", "pong"] {
         let mut client = std::net::TcpStream::connect(local).unwrap();
         client.set_read_timeout(Some(TIMEOUT)).unwrap();

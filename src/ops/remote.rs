@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
 use crate::Error;
 use crate::cluster::{ClusterState, NodeState};
+use crate::driver::{AccelPolicy, HostReport};
 use crate::home::Home;
 use crate::net::{self, Ipv4Cidr};
 use crate::profile::{self, Profile};
@@ -69,6 +70,23 @@ pub fn check_host(jump: &Jump) -> Result<HostFacts, Error> {
     let routes = net::routes::parse_proc_net_route(&table.join("\n"))
         .map_err(|source| crate::driver::DriverError::Routes { source })?;
     Ok(HostFacts { routes: routes.into_iter().map(|r| r.cidr).collect(), nested })
+}
+
+/// The preflight's acceleration (`first`) decided again with what the libvirt host
+/// said of itself: one that is a VM gets TCG, as a local one does. Only libvirt has
+/// remote hosts; a build without it has nothing to decide again.
+pub fn accel(
+    first: &HostReport,
+    facts: &HostFacts,
+    policy: AccelPolicy,
+) -> Result<HostReport, Error> {
+    #[cfg(all(feature = "libvirt", target_os = "linux"))]
+    return Ok(crate::driver::host::remote_accel(first, facts.nested, policy)?);
+    #[cfg(not(all(feature = "libvirt", target_os = "linux")))]
+    {
+        let _ = (facts, policy);
+        Ok(first.clone())
+    }
 }
 
 /// A 127.0.0.1 port for a new remote profile's `kubelab tunnel`: free now, and saved by

@@ -149,7 +149,7 @@ pub fn up(
                 profile.create_dir()?;
                 super::remote::ensure_pinned(&jump)?;
                 let facts = super::remote::check_host(&jump)?;
-                let report = driver::host::remote_accel(&host, facts.nested, policy)?;
+                let report = super::remote::accel(&host, &facts, policy)?;
                 if report.accel != host.accel {
                     warn(progress, &report.warnings);
                 }

@@ -176,7 +176,7 @@ impl Jump {
     }
 
     /// The options that pin the host's key and never prompt.
-    pub fn pin_options(&self) -> Vec<OsString> {
+    fn pin_options(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
         let mut opt = |value: OsString| {
             args.push("-o".into());
@@ -288,7 +288,7 @@ impl Jump {
 
     /// The host's keys in the user's known_hosts, as known_hosts lines; an error when
     /// there are none.
-    pub fn known_keys(&self) -> Result<String, JumpError> {
+    fn known_keys(&self) -> Result<String, JumpError> {
         let config = self.resolved_config()?;
         let get = |key: &str| {
             config.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')))
