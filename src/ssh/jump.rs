@@ -491,6 +491,18 @@ mod tests {
     }
 
     #[test]
+    fn a_host_missing_from_known_hosts_is_refused_not_learnt() {
+        // Real ssh -G and ssh-keygen -F on the user's files, read only; no connection.
+        let dir = tempfile::tempdir().unwrap();
+        let pinned = dir.path().join("libvirt_known_hosts");
+        let uri = "qemu+ssh://root@kubelab-unknown-host.invalid:2222/system";
+        let err = Jump::for_uri(uri, pinned.clone()).unwrap().unwrap().pin().unwrap_err();
+        let JumpError::Unknown { host, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(host, "[kubelab-unknown-host.invalid]:2222");
+        assert!(!pinned.exists());
+    }
+
+    #[test]
     fn keys_are_read_from_ssh_keygen_output() {
         let out = "# Host lab found: line 3\n|1|c2FsdA==|aGFzaA== ssh-ed25519 AAAAC3Nz\n\
                    @cert-authority lab ssh-ed25519 AAAAca\nlab ssh-rsa AAAA$(x)\n";
