@@ -564,7 +564,7 @@ rkcfg=$remote_dir/kubeconfig
 klr() { lab_client_exec env KUBELAB_HOME="$client_home" KUBECONFIG="$rkcfg" "$kubelab" "$@"; }
 rflags=(--libvirt-uri "$LAB_REMOTE_URI" "${k8s_flags[@]}")
 klr image import "$work/baked.tar"
-klr -p e2e-remote up "${rflags[@]}" --nodes 2 --image baked:v1.34.2 --no-snapshot | tee "$work/up-remote.txt"
+klr -p e2e-remote up "${rflags[@]}" --nodes 2 --image baked:v1.34.2 | tee "$work/up-remote.txt"
 grep -q "keep \`kubelab -p e2e-remote tunnel\` running" "$work/up-remote.txt" || fail "up did not name the tunnel"
 python3 - "$client_home/profiles/e2e-remote/profile.json" "$LAB_REMOTE_URI" <<'PY'
 import json, sys
@@ -626,6 +626,26 @@ pass "kubectl get nodes from the client through kubelab tunnel (127.0.0.1:$tunne
 klr -p e2e-remote logs e2e-remote-m02 >"$work/logs-remote.txt"
 grep -q "Linux version" "$work/logs-remote.txt" || fail "remote logs: no serial console"
 pass "logs of a remote node: its serial console read through libvirt"
+
+# Snapshots live on the server (internal qcow2 snapshots): reset from the client.
+klr -p e2e-remote ssh e2e-remote-m02 -- 'sudo touch /var/tmp/kubelab-e2e-changed'
+klr -p e2e-remote reset | tee "$work/reset-remote.txt"
+grep -q "restored snapshot clean" "$work/reset-remote.txt" || fail "remote reset: $(cat "$work/reset-remote.txt")"
+klr -p e2e-remote ssh e2e-remote-m02 -- test ! -e /var/tmp/kubelab-e2e-changed || fail "the change survived the remote reset"
+pass "reset of the remote cluster: the server's snapshots restored, the change gone"
+
+# An added node records its host too; it joins through the jump like the others.
+klr -p e2e-remote node add | tee "$work/node-add-remote.txt"
+grep -q "added e2e-remote-m03" "$work/node-add-remote.txt" || fail "node add: $(cat "$work/node-add-remote.txt")"
+python3 - "$client_home/profiles/e2e-remote/profile.json" "$LAB_REMOTE_URI" <<'PY'
+import json, sys
+nodes = json.load(open(sys.argv[1]))["nodes"]
+assert [n["name"] for n in nodes][-1] == "e2e-remote-m03" and nodes[-1]["host"] == sys.argv[2], nodes
+PY
+[ "$(klr -p e2e-remote ssh e2e-remote-m03 -- hostname)" = e2e-remote-m03 ] || fail "ssh into the added remote node"
+klr -p e2e-remote node delete e2e-remote-m03
+if lab_virsh dominfo e2e-remote-m03 >/dev/null 2>&1; then fail "e2e-remote-m03 still defined on the server"; fi
+pass "node add / node delete on the remote host: the added node's host recorded, reached through the jump"
 
 rip1=$(klr -p e2e-remote ip)
 klr -p e2e-remote down
