@@ -30,9 +30,13 @@ pub fn node_jump(profile: &Profile, node: &NodeState) -> Result<Option<Jump>, Er
 }
 
 /// Pins the host's key from the user's known_hosts unless the profile already holds it
-/// (it is never replaced: a changed key must be refused).
+/// (it is never replaced: a changed key must be refused). ssh would follow a link there
+/// to whatever file it names, so a link is refused.
 pub fn ensure_pinned(jump: &Jump) -> Result<(), Error> {
-    if jump.known_hosts.exists() {
+    let path = &jump.known_hosts;
+    crate::fsutil::refuse_link(path)
+        .map_err(|source| JumpError::Io { path: path.clone(), source })?;
+    if path.exists() {
         return Ok(());
     }
     Ok(jump.pin()?)
@@ -152,5 +156,18 @@ mod tests {
         assert!(jump(&profile, Some("qemu:///system")).unwrap().is_none());
         let j = jump(&profile, Some("qemu+ssh://root@lab/system")).unwrap().unwrap();
         assert_eq!(j.known_hosts, profile.dir().join(PINNED_HOSTS));
+    }
+
+    #[test]
+    fn a_link_in_place_of_the_pinned_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile::new(&Home::new(dir.path()), "lab".parse().unwrap());
+        profile.create_dir().unwrap();
+        let j = jump(&profile, Some("qemu+ssh://root@lab/system")).unwrap().unwrap();
+        let other = dir.path().join("attacker_known_hosts");
+        std::fs::write(&other, "lab ssh-ed25519 AAAA\n").unwrap();
+        std::os::unix::fs::symlink(&other, &j.known_hosts).unwrap();
+        let err = ensure_pinned(&j).unwrap_err();
+        assert_eq!(crate::reason::reason(&err).id, "PROFILE_LINK_REFUSED", "{err:?}");
     }
 }
