@@ -256,6 +256,20 @@ pub fn write_known_hosts(profile_dir: &Path, hosts: &[KnownHost<'_>]) -> Result<
 /// timeout (minutes).
 pub const SSH_CONNECT_TIMEOUT_SECS: u32 = 10;
 
+/// `path` as the value of an ssh option or ssh_config keyword: ssh splits values at
+/// whitespace (UserKnownHostsFile takes a list), so a path with spaces is quoted.
+pub fn ssh_path_value(path: &Path) -> OsString {
+    let mut value = OsString::new();
+    if path.to_string_lossy().contains(char::is_whitespace) {
+        value.push("\"");
+        value.push(path);
+        value.push("\"");
+    } else {
+        value.push(path);
+    }
+    value
+}
+
 /// The `ssh` argv (program first) that logs in as `user@host:port` with `key_file`,
 /// trusting only the host keys in `known_hosts` (no prompt, no other identities), and
 /// giving up on a connection after [`SSH_CONNECT_TIMEOUT_SECS`].
@@ -266,17 +280,8 @@ pub fn ssh_command_line(
     host: &str,
     port: u16,
 ) -> Vec<OsString> {
-    // ssh splits option values at whitespace (UserKnownHostsFile takes a list), so a
-    // path with spaces must be quoted inside the value.
     let mut hosts_file = OsString::from("UserKnownHostsFile=");
-    let path = known_hosts.as_os_str();
-    if path.to_string_lossy().contains(char::is_whitespace) {
-        hosts_file.push("\"");
-        hosts_file.push(path);
-        hosts_file.push("\"");
-    } else {
-        hosts_file.push(path);
-    }
+    hosts_file.push(ssh_path_value(known_hosts));
     let mut argv: Vec<OsString> = vec!["ssh".into(), "-i".into(), key_file.into(), "-o".into()];
     argv.push(hosts_file);
     for arg in ["-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o"] {

@@ -324,7 +324,7 @@ fn check_host_falls_back_to_tcg_without_kvm_guests() {
 #[test]
 fn picked_subnets_avoid_routes_and_libvirt_networks() {
     let d = driver();
-    let (taken, warning) = kubelab::driver::taken_subnets(&d).unwrap();
+    let (taken, warning) = kubelab::driver::taken_subnets(&d, None).unwrap();
     assert!(warning.is_none(), "kvm2 reads the routes or fails");
     let picked = kubelab::net::choose_subnets(&taken, 2).unwrap();
     assert!(taken.contains(&"192.168.122.0/24".parse().unwrap()), "{taken:?}");

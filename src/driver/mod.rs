@@ -500,11 +500,14 @@ pub fn bridge_name(network: &str) -> String {
 /// the hypervisor. Where the routes cannot be read at all (an OS or sandbox that hides
 /// them), VirtualBox goes on with the networks it reports itself (host-only adapters or
 /// networks, and the ranges networks.conf refuses), and a warning says so; kvm2 fails,
-/// since on Linux `/proc/net/route` is always there.
+/// since on Linux `/proc/net/route` is always there. `remote_routes` are the routes of
+/// a hypervisor on another host (read there), which then count instead of this host's.
 pub fn taken_subnets(
     driver: &dyn Driver,
+    remote_routes: Option<Vec<Ipv4Cidr>>,
 ) -> Result<(Vec<Ipv4Cidr>, Option<HostWarning>), DriverError> {
-    with_routes(driver.kind(), driver.used_subnets()?, net::read_host_routes())
+    let routes = remote_routes.map_or_else(net::read_host_routes, Ok);
+    with_routes(driver.kind(), driver.used_subnets()?, routes)
 }
 
 /// `used` (the hypervisor's subnets) and the host's `routes`, as [`taken_subnets`]

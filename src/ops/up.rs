@@ -176,13 +176,8 @@ pub fn up(
                     format: image.format,
                     baked: baked_version(&request).map(str::to_owned),
                 };
-                let (mut taken, warning) = match &remote {
-                    Some((routes, _)) => (routes.clone(), None),
-                    None => driver::taken_subnets(&*driver)?,
-                };
-                if remote.is_some() {
-                    taken.extend(driver.used_subnets()?);
-                }
+                let remote_routes = remote.as_ref().map(|(routes, _)| routes.clone());
+                let (mut taken, warning) = driver::taken_subnets(&*driver, remote_routes)?;
                 warn(progress, warning.as_slice());
                 taken.extend(saved_subnets(home, profile));
                 let uri = driver.location().or(uri.clone());

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::keys::ssh_path_value;
+
 /// Seconds OpenSSH may take to reach the jump host.
 const CONNECT_TIMEOUT_SECS: u32 = 10;
 /// How long a failed proxy may take to exit and say why.
@@ -183,7 +185,7 @@ impl Jump {
             args.push(value);
         };
         let mut file = OsString::from("UserKnownHostsFile=");
-        file.push(quoted(&self.known_hosts));
+        file.push(ssh_path_value(&self.known_hosts));
         opt(file);
         for value in [
             "GlobalKnownHostsFile=/dev/null",
@@ -200,7 +202,7 @@ impl Jump {
     /// An ssh_config for the user's own `ssh -F FILE -J DESTINATION`: the jump host is
     /// trusted only with the pinned key; the rest of the user's configuration applies.
     pub fn ssh_config(&self) -> String {
-        let q = |p: &Path| quoted(p).to_string_lossy().into_owned();
+        let q = |p: &Path| ssh_path_value(p).to_string_lossy().into_owned();
         let mut text = format!(
             "# Written by kubelab: `kubelab ssh` reaches nodes through the libvirt host, \
              trusted only with the key pinned in this profile.\nHost {}\n  \
@@ -370,20 +372,6 @@ fn expand_home(path: &str) -> PathBuf {
         (Some(rest), Some(home)) => Path::new(&home).join(rest),
         _ => PathBuf::from(path),
     }
-}
-
-/// `path` quoted for an ssh option value (which splits at whitespace).
-fn quoted(path: &Path) -> OsString {
-    let mut value = OsString::new();
-    let spaced = path.to_string_lossy().contains(char::is_whitespace);
-    if spaced {
-        value.push("\"");
-    }
-    value.push(path);
-    if spaced {
-        value.push("\"");
-    }
-    value
 }
 
 /// A running `ssh -W`; dropping it stops and reaps it.

@@ -57,16 +57,12 @@ fn serve(listener: &TcpListener, jump: &Jump, to: SocketAddr, stop: &AtomicBool)
         }
         open.retain_mut(|p| p.running());
         let Ok(stream) = stream else { continue };
-        match forward(jump, stream, to) {
+        // The stream becomes the stdin and stdout of its own `ssh -W`.
+        match jump.proxy_stream(stream.into(), to) {
             Ok(proxy) => open.push(proxy),
             Err(e) => tracing::warn!(error = %crate::error::chain(&e), "tunnel connection"),
         }
     }
-}
-
-/// Hands `stream` to a new `ssh -W to` as its stdin and stdout.
-fn forward(jump: &Jump, stream: TcpStream, to: SocketAddr) -> Result<Proxy, JumpError> {
-    jump.proxy_stream(stream.into(), to)
 }
 
 impl Drop for Tunnel {
